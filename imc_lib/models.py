@@ -1,0 +1,132 @@
+"""Weight loading: one function per network.
+
+Each loader takes weights from, in order: an explicit directory, `$IMC_WEIGHTS_DIR`, then the
+official release URL (cached by torch.hub; needs internet). Files in a weights directory keep
+their official names (see `WEIGHT_FILES`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+import kornia.feature as KF
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILES = {
+    "aliked-n16": "aliked-n16.pth",
+    "aliked-n16rot": "aliked-n16rot.pth",
+    "aliked-t16": "aliked-t16.pth",
+    "aliked-n32": "aliked-n32.pth",
+    "disk": "disk-depth-save.pth",
+    "lightglue-aliked": "aliked_lightglue.pth",
+    "lightglue-disk": "disk_lightglue.pth",
+}
+DINOV2_KAGGLE_DIR = Path("/kaggle/input/dinov2/pytorch/base/1")
+DINOV2_HUB_ID = "facebook/dinov2-base"
+
+
+def weights_dir(explicit: str | Path | None = None) -> Path | None:
+    """The local weights directory to use, or None to download from the official URLs."""
+    value = explicit or os.environ.get("IMC_WEIGHTS_DIR")
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{path}: weights directory not found; set IMC_WEIGHTS_DIR (or --weights) to a folder "
+            f"holding {sorted(set(WEIGHT_FILES.values()))}, or unset it to download the official weights"
+        )
+    return path
+
+
+def _local_file(directory: Path, key: str) -> Path:
+    path = directory / WEIGHT_FILES[key]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: weights file missing; copy the official {WEIGHT_FILES[key]} there "
+            f"(see README, 'Weights') or unset IMC_WEIGHTS_DIR to download it"
+        )
+    return path
+
+
+def _torch_load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_aliked(model_name: str = "aliked-n16", max_num_keypoints: int = 4096, detection_threshold: float = 0.01,
+                nms_radius: int = 2, directory: str | Path | None = None) -> KF.ALIKED:
+    """kornia ALIKED with official weights, in eval mode."""
+    local = weights_dir(directory)
+    kwargs = dict(max_num_keypoints=max_num_keypoints, detection_threshold=detection_threshold, nms_radius=nms_radius)
+    if local is None:
+        return KF.ALIKED.from_pretrained(model_name, **kwargs)
+    model = KF.ALIKED(model_name=model_name, **kwargs)
+    missing, unexpected = model.load_state_dict(_torch_load(_local_file(local, model_name)), strict=False)
+    # The checkpoints lack only the derived buffer dkd.hw_grid; anything else means a broken file.
+    missing = [k for k in missing if not k.endswith("hw_grid")]
+    if missing or unexpected:
+        raise RuntimeError(f"{local / WEIGHT_FILES[model_name]}: not an {model_name} checkpoint "
+                           f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return model.eval()
+
+
+def load_disk(directory: str | Path | None = None) -> KF.DISK:
+    """kornia DISK (depth-trained) with official weights, in eval mode."""
+    local = weights_dir(directory)
+    if local is None:
+        return KF.DISK.from_pretrained("depth")
+    model = KF.DISK()
+    model.load_state_dict(_torch_load(_local_file(local, "disk"))["extractor"])
+    return model.eval()
+
+
+def load_lightglue(features: str, directory: str | Path | None = None, **conf) -> KF.LightGlue:
+    """kornia LightGlue trained for `features` ('aliked' or 'disk'), in eval mode."""
+    local = weights_dir(directory)
+    if local is None:
+        return KF.LightGlue(features, **conf).eval()
+    model = KF.LightGlue(None, **{**KF.LightGlue.features[features], **conf, "weights": None})
+    state = _torch_load(_local_file(local, f"lightglue-{features}"))
+    # Official release files name layers `self_attn.i` / `cross_attn.i`; kornia nests them.
+    for i in range(model.conf.n_layers):
+        state = {k.replace(f"self_attn.{i}.", f"transformers.{i}.self_attn.")
+                  .replace(f"cross_attn.{i}.", f"transformers.{i}.cross_attn."): v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Derived buffer; the DISK release also carries an unused constant `log_assignment.i.r`.
+    missing = [k for k in missing if k != "confidence_thresholds"]
+    unexpected = [k for k in unexpected if not re.fullmatch(r"log_assignment\.\d+\.r", k)]
+    if missing or unexpected:
+        raise RuntimeError(f"{local / WEIGHT_FILES['lightglue-' + features]}: not a LightGlue-{features} checkpoint "
+                           f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return model.eval()
+
+
+def load_dinov2(source: str | Path | None = None):
+    """(image processor, Dinov2Model) from a local directory, the Kaggle model input, or a hub id.
+
+    `source` may be a directory holding `config.json` + weights (e.g. the Kaggle model
+    `metaresearch/dinov2/pyTorch/base/1`, mounted at /kaggle/input/dinov2/pytorch/base/1) or a hub id
+    such as 'facebook/dinov2-base' (needs internet). Default: $IMC_DINOV2, then the Kaggle path
+    when it exists, then the hub id.
+    """
+    from transformers import AutoImageProcessor, Dinov2Model
+
+    source = source or os.environ.get("IMC_DINOV2") or (DINOV2_KAGGLE_DIR if DINOV2_KAGGLE_DIR.is_dir() else DINOV2_HUB_ID)
+    looks_local = isinstance(source, Path) or str(source).startswith((".", "/", "~")) or Path(str(source)).exists()
+    if looks_local:
+        path = Path(source).expanduser()
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path}: no DINOv2 weights (config.json + model weights); download them with "
+                f"`huggingface-cli download {DINOV2_HUB_ID} --local-dir {path}`, attach the Kaggle model "
+                f"metaresearch/dinov2 (PyTorch, base), or use exhaustive pairs (--pairs exhaustive)"
+            )
+        source = str(path)
+    processor = AutoImageProcessor.from_pretrained(source)
+    model = Dinov2Model.from_pretrained(source).eval()
+    return processor, model
