@@ -32,7 +32,7 @@ def read_image(path: Path) -> np.ndarray:
     """
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image not found; check the data folder and the image list") from None
     except OSError as err:
@@ -48,3 +48,16 @@ def image_size(path: Path) -> tuple[int, int]:
 def pair_key(name0: str, name1: str) -> str:
     """HDF5 dataset name for a pair; '/' in image names would create nested groups."""
     return f"{name0.replace('/', '-')}/{name1.replace('/', '-')}"
+
+
+def resolve_model(model, load):
+    """The network to use: `model` if already loaded, `model()` if it is a loader, else `load()`.
+
+    Stages take a loader so a caller can share one network across scenes yet load it only when
+    some scene still has work for it.
+    """
+    if model is None:
+        return load()
+    if callable(model) and not isinstance(model, torch.nn.Module):
+        return model()
+    return model

@@ -1,0 +1,137 @@
+"""Match local features of image pairs with LightGlue (kornia) -> `matches-*.h5`.
+
+HDF5 layout, one group per pair `name0/name1` (as in the pairs file):
+    matches  (M, 2) int32, indices into name0's and name1's keypoints
+    scores   (M,)   float32, LightGlue match confidence
+A pair with fewer than `min_matches` matches is kept as an empty group (so a rerun does not
+match it again) and is never handed to reconstruction.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import models
+from .pairs import read_pairs
+from .utils import pair_key, pick_device, resolve_model
+
+logger = logging.getLogger(__name__)
+
+confs = {
+    "lightglue": {
+        "output": "matches-lightglue",
+        "model": {"filter_threshold": 0.1, "depth_confidence": 0.95, "width_confidence": 0.99},
+        "min_matches": 15,
+    },
+}
+
+
+def load_model(features: str, conf: dict, weights: str | Path | None = None, device=None) -> torch.nn.Module:
+    """LightGlue trained for `features` ('aliked' or 'disk'); mixed precision on CUDA."""
+    device = pick_device(device)
+    return models.load_lightglue(features, weights, mp=device.type == "cuda", **conf["model"]).to(device)
+
+
+def _to_lightglue(feats: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {
+        "keypoints": torch.from_numpy(feats["keypoints"]).float()[None].to(device),
+        "descriptors": torch.from_numpy(feats["descriptors"]).float()[None].to(device),
+        "image_size": torch.from_numpy(feats["image_size"]).float()[None].to(device),
+    }
+
+
+@torch.inference_mode()
+def match_pair(model: torch.nn.Module, feats0: dict, feats1: dict, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(M, 2) index pairs and (M,) scores of the mutual matches LightGlue finds between two images."""
+    if len(feats0["keypoints"]) == 0 or len(feats1["keypoints"]) == 0:
+        return np.zeros((0, 2), np.int32), np.zeros((0,), np.float32)
+    out = model({"image0": _to_lightglue(feats0, device), "image1": _to_lightglue(feats1, device)})
+    return out["matches"][0].cpu().numpy().astype(np.int32), out["scores"][0].float().cpu().numpy()
+
+
+class _FeatureCache:
+    """Reads each image's features from HDF5 once per stage run, keeping only the last few."""
+
+    def __init__(self, path: Path, size: int = 64):
+        self.file = h5py.File(path, "r")
+        self.size = size
+        self.cache: dict[str, dict] = {}
+
+    def __getitem__(self, name: str) -> dict[str, np.ndarray]:
+        if name not in self.cache:
+            if name not in self.file:
+                raise KeyError(f"{self.file.filename}: no features for {name!r}; run the features stage first")
+            if len(self.cache) >= self.size:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[name] = {k: self.file[name][k][()] for k in ("keypoints", "descriptors", "image_size")}
+        return self.cache[name]
+
+    def close(self):
+        self.file.close()
+
+
+def main(conf: dict, pairs_path: Path, feature_path: Path, match_path: Path, features: str, device=None,
+         overwrite: bool = False, model: torch.nn.Module | None = None, weights: str | Path | None = None) -> Path:
+    """Match every pair of `pairs_path` that `match_path` does not hold yet.
+
+    `features` names the LightGlue weights ('aliked' or 'disk'); it must fit the features file.
+    `model`: a loaded matcher or a zero-argument loader, called only if some pair needs matching.
+    """
+    device = pick_device(device)
+    match_path = Path(match_path)
+    match_path.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite and match_path.exists():
+        match_path.unlink()
+    pairs = read_pairs(pairs_path)
+    done = set()
+    if match_path.exists():
+        with h5py.File(match_path, "r") as f:
+            done = {p for p in pairs if pair_key(*p) in f and "scores" in f[pair_key(*p)]}
+    todo = [p for p in pairs if p not in done]
+    if not todo:
+        logger.info("%s: all %d pairs already matched, reusing", match_path, len(pairs))
+        return match_path
+    if done:
+        logger.info("%s: %d pairs already matched, matching %d", match_path, len(done), len(todo))
+    model = resolve_model(model, lambda: load_model(features, conf, weights, device))
+    cache = _FeatureCache(feature_path)
+    dropped = 0
+    try:
+        for name0, name1 in tqdm(todo, desc=f"matching {conf['output']}", unit="pair"):
+            matches, scores = match_pair(model, cache[name0], cache[name1], device)
+            if len(matches) < conf["min_matches"]:
+                matches, scores = matches[:0], scores[:0]
+                dropped += 1
+            with h5py.File(match_path, "a") as f:
+                key = pair_key(name0, name1)
+                if key in f:
+                    del f[key]
+                group = f.create_group(key)
+                group.create_dataset("matches", data=matches)
+                group.create_dataset("scores", data=scores)  # written last: marks the pair complete
+    finally:
+        cache.close()
+    if dropped:
+        logger.info("%s: %d of %d pairs had fewer than %d matches and were dropped",
+                    match_path, dropped, len(todo), conf["min_matches"])
+    return match_path
+
+
+def read_matches(match_path: Path, name0: str, name1: str) -> tuple[np.ndarray, np.ndarray]:
+    """(M, 2) indices and (M,) scores of a pair, in the order (name0, name1); empty if dropped."""
+    match_path = Path(match_path)
+    if not match_path.exists():
+        raise FileNotFoundError(f"{match_path}: no matches file; run the matching stage first")
+    with h5py.File(match_path, "r") as f:
+        for a, b, flip in ((name0, name1, False), (name1, name0, True)):
+            if pair_key(a, b) in f:
+                group = f[pair_key(a, b)]
+                matches, scores = group["matches"][()], group["scores"][()]
+                return (matches[:, ::-1].copy() if flip else matches), scores
+    raise KeyError(f"{match_path}: pair {name0} {name1} not matched; run the matching stage first")

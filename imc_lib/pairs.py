@@ -1,0 +1,213 @@
+"""Which image pairs to match: all of them, or those DINOv2 global descriptors deem similar.
+
+Matching every pair costs N(N-1)/2 matcher runs; for larger scenes a global descriptor per image
+(max-pooled DINOv2 patch tokens) keeps only pairs that look alike, plus each image's nearest
+neighbours so that no image is left without candidates.
+
+The output is an hloc-style text file, one `name0 name1` per line, each unordered pair once,
+`name0` before `name1` in the order of `image_names`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import models
+from .utils import autocast_dtype, pick_device, read_image, resolve_model
+
+logger = logging.getLogger(__name__)
+
+confs = {
+    "exhaustive": {"output": "pairs-exhaustive", "method": "exhaustive"},
+    "dinov2": {
+        "output": "pairs-dinov2",
+        "method": "retrieval",
+        "model": None,  # None: models.load_dinov2 default sources ($IMC_DINOV2, Kaggle input, hub)
+        "similarity_threshold": 0.6,  # keep pairs whose descriptor distance is below this
+        "min_pairs": 20,  # each image keeps at least this many nearest neighbours
+        "exhaustive_if_less": 20,  # scenes with fewer images get all pairs, without DINOv2
+        "p": 2.0,  # Minkowski p of the descriptor distance: 1, 2 or inf
+    },
+}
+
+DESCRIPTOR_KEY = "global_descriptor"
+VALID_P = (1.0, 2.0, math.inf)
+
+
+def exhaustive_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """Every unordered pair once, in the order of `names`."""
+    return [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
+
+
+def _check_p(p) -> float:
+    try:
+        value = float(p)
+    except (TypeError, ValueError):
+        value = None
+    if value not in VALID_P:
+        raise ValueError(f"p must be 1, 2 or inf (Minkowski distance of torch.cdist), not {p!r}")
+    return value
+
+
+def pairs_from_descriptors(desc: torch.Tensor, similarity_threshold: float, min_pairs: int,
+                           p: float = 2.0) -> list[tuple[int, int]]:
+    """Index pairs (i < j, sorted, unique) whose descriptors are closer than `similarity_threshold`,
+    plus each image's `min_pairs` nearest neighbours (capped at N-1)."""
+    p = _check_p(p)
+    if desc.ndim != 2:
+        raise ValueError(f"descriptors must be an (N, D) tensor, got shape {tuple(desc.shape)}")
+    n = desc.shape[0]
+    if n < 2:
+        return []
+    desc = desc.float()
+    dist = torch.cdist(desc, desc, p=p)
+    dist.fill_diagonal_(math.inf)  # an image is never its own pair or neighbour
+    keep = dist < similarity_threshold
+    k = min(max(int(min_pairs), 0), n - 1)
+    if k > 0:
+        # Stable sort: among equal distances the lower index wins, so results are reproducible.
+        nearest = torch.sort(dist, dim=1, stable=True).indices[:, :k]
+        keep[torch.arange(n).unsqueeze(1), nearest] = True
+    keep = keep | keep.T
+    i, j = torch.triu_indices(n, n, offset=1)
+    selected = keep[i, j]
+    return list(zip(i[selected].tolist(), j[selected].tolist()))
+
+
+def load_model(conf: dict):
+    """(processor, Dinov2Model) for a retrieval conf; load once and pass as `model=` to reuse across scenes."""
+    return models.load_dinov2(conf.get("model"))
+
+
+@torch.inference_mode()
+def global_descriptor(image: np.ndarray, processor, model, device: torch.device) -> torch.Tensor:
+    """L2-normalised max-pool of DINOv2 patch tokens (CLS dropped) for one RGB image; shape (D,)."""
+    pixels = processor(images=image, return_tensors="pt")["pixel_values"]
+    pixels = pixels.to(device=device, dtype=next(model.parameters()).dtype)
+    dtype = autocast_dtype(device)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with autocast:
+        tokens = model(pixel_values=pixels).last_hidden_state[:, 1:]
+    return F.normalize(tokens.float().max(dim=1).values, dim=-1)[0]
+
+
+def compute_descriptors(image_dir: Path, image_names: list[str], descriptors_path: Path, model_getter,
+                        device: torch.device, overwrite: bool = False) -> np.ndarray:
+    """Global descriptors of `image_names` as an (N, D) array, computing only those missing from
+    `descriptors_path` (all when `overwrite`). `model_getter()` is called only if something is missing."""
+    descriptors_path = Path(descriptors_path)
+    descriptors_path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(descriptors_path, "a") as f:
+        if overwrite:
+            todo = list(image_names)
+        else:
+            todo = [n for n in image_names if not (n in f and DESCRIPTOR_KEY in f[n])]
+        if todo:
+            logger.info("Computing global descriptors for %d of %d images.", len(todo), len(image_names))
+            processor, model = model_getter()
+            model = model.to(device).eval()
+            for name in tqdm(todo, desc="global descriptors", unit="img"):
+                desc = global_descriptor(read_image(Path(image_dir) / name), processor, model, device)
+                group = f.require_group(name)
+                if DESCRIPTOR_KEY in group:
+                    del group[DESCRIPTOR_KEY]
+                group.create_dataset(DESCRIPTOR_KEY, data=desc.cpu().numpy().astype(np.float32))
+                f.flush()  # an interrupted run keeps what it computed
+        else:
+            logger.info("Reusing the %d global descriptors in %s.", len(image_names), descriptors_path)
+        return np.stack([f[n][DESCRIPTOR_KEY][()] for n in image_names])
+
+
+def write_pairs(pairs: list[tuple[str, str]], path: Path) -> None:
+    """Write the pairs file atomically, so an interrupted run never leaves a partial file to reuse."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.writelines(f"{a} {b}\n" for a, b in pairs)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """The (name0, name1) pairs of a pairs file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pairs file not found; run the pairs stage (imc_lib.pairs) first")
+    pairs = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2:
+                raise ValueError(f"{path}:{lineno}: expected 'name0 name1', got {line.rstrip()!r}")
+            pairs.append((fields[0], fields[1]))
+    return pairs
+
+
+def _check_names(image_names: list[str]) -> None:
+    duplicates = sorted(n for n, count in Counter(image_names).items() if count > 1)
+    if duplicates:
+        raise ValueError(f"duplicate image names: {duplicates[:5]}")
+    spaced = [n for n in image_names if not n or any(c.isspace() for c in n)]
+    if spaced:
+        raise ValueError(f"image names must be non-empty and free of whitespace for the pairs file: {spaced[:5]}")
+
+
+def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path,
+         descriptors_path: Path | None = None, device=None, overwrite: bool = False, model=None) -> Path:
+    """Write the pairs file for one scene and return its path.
+
+    `model`: an already loaded (processor, Dinov2Model), or a zero-argument loader of one, to use
+    instead of loading `conf["model"]`; it is only called if some descriptor is missing.
+    `descriptors_path` (retrieval only) defaults to `<pairs_path stem>-global.h5` beside the pairs.
+    """
+    pairs_path = Path(pairs_path)
+    if pairs_path.exists() and not overwrite:
+        logger.info("Reusing pairs file %s.", pairs_path)
+        return pairs_path
+    image_names = list(image_names)
+    _check_names(image_names)
+    method = conf.get("method", "exhaustive")
+
+    if method == "exhaustive":
+        pairs = exhaustive_pairs(image_names)
+    elif method == "retrieval":
+        conf = {**confs["dinov2"], **conf}
+        p = _check_p(conf["p"])  # fail before the expensive part
+        if len(image_names) < conf["exhaustive_if_less"]:
+            logger.info("%d images < exhaustive_if_less=%d: using exhaustive pairs, not DINOv2.",
+                        len(image_names), conf["exhaustive_if_less"])
+            pairs = exhaustive_pairs(image_names)
+        else:
+            if descriptors_path is None:
+                descriptors_path = pairs_path.with_name(pairs_path.stem + "-global.h5")
+            desc = compute_descriptors(image_dir, image_names, descriptors_path,
+                                       lambda: resolve_model(model, lambda: load_model(conf)),
+                                       pick_device(device), overwrite=overwrite)
+            index_pairs = pairs_from_descriptors(torch.from_numpy(desc), conf["similarity_threshold"],
+                                                 conf["min_pairs"], p=p)
+            pairs = [(image_names[i], image_names[j]) for i, j in index_pairs]
+    else:
+        raise ValueError(f"unknown pairs method {method!r}; expected 'exhaustive' or 'retrieval'")
+
+    write_pairs(pairs, pairs_path)
+    logger.info("Wrote %d pairs for %d images to %s.", len(pairs), len(image_names), pairs_path)
+    return pairs_path

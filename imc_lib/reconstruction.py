@@ -1,0 +1,136 @@
+"""COLMAP database from features + matches, geometric verification and mapping (pycolmap) -> `sfm/`.
+
+    sfm/database.db   cameras (from image size / EXIF), keypoints, raw matches, verified geometries
+    sfm/models/N/     every model the mapper found
+    sfm/model/        the model that registers the most images (what the submission reads)
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+
+from .features import read_features
+from .matching import read_matches
+from .pairs import read_pairs
+
+logger = logging.getLogger(__name__)
+
+confs = {
+    "incremental": {
+        "output": "sfm",
+        "mapper": "incremental",
+        "camera_mode": "auto",  # pycolmap CameraMode: auto | single | per_image | per_folder
+        "camera_model": "SIMPLE_RADIAL",
+        "verification": {"ransac": {"max_num_trials": 20000, "min_inlier_ratio": 0.1}},
+        "options": {"min_model_size": 3, "ba_refine_principal_point": False},
+        "seed": 0,
+    },
+}
+
+
+def _options(cls, values: dict):
+    options = cls()
+    for key, value in values.items():
+        if isinstance(value, dict):
+            sub = getattr(options, key)
+            for k, v in value.items():
+                setattr(sub, k, v)
+        else:
+            setattr(options, key, value)
+    return options
+
+
+def create_database(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, feature_path: Path,
+                    match_path: Path, database_path: Path) -> int:
+    """Fresh COLMAP database with cameras, keypoints and the matches of every kept pair; returns the
+    number of matched pairs written."""
+    if database_path.exists():
+        database_path.unlink()
+    pycolmap.Database.open(database_path).close()  # import_images needs the file to exist
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = conf["camera_model"]
+    mode = getattr(pycolmap.CameraMode, conf["camera_mode"].upper())
+    pycolmap.import_images(database_path, image_dir, mode, list(image_names), reader)
+    pairs = read_pairs(pairs_path)
+    written = 0
+    with pycolmap.Database.open(database_path) as db:
+        ids = {image.name: image.image_id for image in db.read_all_images()}
+        missing = [n for n in image_names if n not in ids]
+        if missing:
+            raise RuntimeError(f"{image_dir}: pycolmap could not import {missing[:5]}; check these image files")
+        for name in image_names:
+            # COLMAP puts the top-left pixel corner at (0, 0); features.h5 puts the first pixel centre there.
+            db.write_keypoints(ids[name], read_features(feature_path, name)["keypoints"] + 0.5)
+        for name0, name1 in pairs:
+            matches, _ = read_matches(match_path, name0, name1)
+            if len(matches):
+                db.write_matches(ids[name0], ids[name1], matches.astype(np.uint32))
+                written += 1
+    return written
+
+
+def largest_model(models: dict[int, pycolmap.Reconstruction]) -> pycolmap.Reconstruction | None:
+    """The model registering the most images (ties: more 3D points)."""
+    if not models:
+        return None
+    return max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
+
+
+def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, feature_path: Path,
+         match_path: Path, sfm_dir: Path, overwrite: bool = False, num_threads: int = -1) -> pycolmap.Reconstruction | None:
+    """Reconstruct one scene; returns the largest model (also written to `sfm_dir/model`), or None
+    when no model could be built. A finished model is reused unless `overwrite`."""
+    sfm_dir = Path(sfm_dir)
+    model_dir = sfm_dir / "model"
+    if model_dir.exists() and not overwrite:
+        if (model_dir / "images.bin").exists():
+            logger.info("%s: model exists, reusing", model_dir)
+            return pycolmap.Reconstruction(model_dir)
+        if (sfm_dir / "EMPTY").exists():
+            logger.info("%s: an earlier run found no model, reusing that result", sfm_dir)
+            return None
+    if sfm_dir.exists():
+        shutil.rmtree(sfm_dir)
+    sfm_dir.mkdir(parents=True)
+    database_path = sfm_dir / "database.db"
+    n_pairs = create_database(conf, Path(image_dir), image_names, pairs_path, feature_path, match_path, database_path)
+    logger.info("%s: %d images, %d matched pairs", database_path, len(image_names), n_pairs)
+
+    verification = _options(pycolmap.TwoViewGeometryOptions, conf.get("verification", {}))
+    verification.ransac.random_seed = conf.get("seed", -1)
+    pycolmap.geometric_verification(database_path, two_view_geometry_options=verification)
+
+    options = _options(pycolmap.IncrementalPipelineOptions, conf.get("options", {}))
+    options.num_threads = num_threads
+    options.random_seed = conf.get("seed", -1)
+    models = pycolmap.incremental_mapping(database_path, image_dir, sfm_dir / "models", options)
+    best = largest_model(models)
+    if best is None:
+        (sfm_dir / "model").mkdir()
+        (sfm_dir / "EMPTY").touch()
+        logger.warning("%s: no model could be built from %d images", sfm_dir, len(image_names))
+        return None
+    tmp = sfm_dir / "model.tmp"
+    tmp.mkdir()
+    best.write(tmp)
+    tmp.rename(model_dir)
+    logger.info("%s: %d of %d images registered (%d models)", model_dir, best.num_reg_images(), len(image_names),
+                len(models))
+    return best
+
+
+def poses(reconstruction: pycolmap.Reconstruction | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """image name -> (R, t) world-to-camera of every registered image."""
+    if reconstruction is None:
+        return {}
+    out = {}
+    for image in reconstruction.images.values():
+        if image.has_pose:
+            pose = image.cam_from_world()
+            out[image.name] = (pose.rotation.matrix(), np.asarray(pose.translation))
+    return out
