@@ -1,0 +1,81 @@
+"""Command line: `imc-lib run` reconstructs scenes into submission.csv, `imc-lib score` scores one."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import pipeline
+
+
+def _run(args) -> int:
+    result = pipeline.run(
+        args.data_dir, args.out, args.work, split=args.split, scenes=args.scenes, conf=args.features,
+        device=args.device, overwrite=args.overwrite, weights=args.weights, dinov2=args.dinov2,
+        max_keypoints=args.max_keypoints, pairs_method=args.pairs,
+    )
+    print(f"{'scene':<24}{'registered':>12}  status")
+    for key, r in result["scenes"].items():
+        print(f"{key:<24}{r['registered']:>6}/{r['images']:<5}  {r['error'] or 'ok'}")
+    times = result["times"]
+    print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()) + f", total {sum(times.values()):.1f}s")
+    missing = sum(r["images"] - r["registered"] for r in result["scenes"].values())
+    print(f"wrote {result['submission']}" + (f" ({missing} image(s) without a pose: placeholder rows)" if missing else ""))
+    return 0
+
+
+def _score(args) -> int:
+    from . import metric
+
+    table = metric.main(args.labels, args.submission, args.categories)
+    print(metric.format_table(table))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="imc-lib", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging, COLMAP's included")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="reconstruct every scene and write submission.csv")
+    r.add_argument("data_dir", type=Path, help="IMC 2024 folder (holding train/ or test/ + sample_submission.csv)")
+    r.add_argument("--split", choices=["train", "test"], default="train")
+    r.add_argument("--out", type=Path, default=Path("submission.csv"))
+    r.add_argument("--work", type=Path, default=Path("work"), help="intermediate files; a rerun reuses them")
+    r.add_argument("--scenes", nargs="+", help="only these scenes")
+    r.add_argument("--features", choices=sorted(pipeline.confs), default="aliked")
+    r.add_argument("--pairs", choices=["dinov2", "exhaustive"], help="pair source (default: the config's, dinov2)")
+    r.add_argument("--max-keypoints", type=int, help="keypoints per image (default: the config's, 4096)")
+    r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    r.add_argument("--weights", type=Path, help="folder of ALIKED/DISK/LightGlue weights (default $IMC_WEIGHTS_DIR, "
+                                                "else download the official ones)")
+    r.add_argument("--dinov2", help="DINOv2 weights folder or hub id (default $IMC_DINOV2, Kaggle input, hub)")
+    r.add_argument("--overwrite", action="store_true", help="recompute every stage")
+    r.set_defaults(func=_run)
+
+    s = sub.add_parser("score", help="IMC 2024 mAA of a submission against labels")
+    s.add_argument("labels", type=Path, help="train_labels.csv")
+    s.add_argument("submission", type=Path, help="submission.csv")
+    s.add_argument("--categories", type=Path, help="categories.csv (default: beside the labels)")
+    s.set_defaults(func=_score)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    import pycolmap
+
+    pycolmap.logging.minloglevel = 0 if args.verbose else 2  # COLMAP's own chatter: errors only
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        print(f"imc-lib: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

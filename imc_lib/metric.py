@@ -1,0 +1,259 @@
+"""The IMC 2024 score: mean average accuracy (mAA) of camera centres after the best similarity
+registration of the submitted cameras onto the ground truth, scene by scene.
+
+Registration follows the competition's `register_by_Horn`: a similarity fit to every triplet of
+registered cameras (a fixed-seed sample of `MAX_TRIPLETS` when there are more; the competition
+takes all), refitted on its inliers (|aligned - gt| < threshold) at each threshold where they
+number more than 2; per threshold, the refit with the most inliers wins (ties: smaller sum of
+squared errors). Accuracy subtracts the 3 cameras any triplet aligns trivially:
+
+    mAA = sum_k max(inliers_k - 3, 0) / (n_thresholds * (n_images - 3))
+
+with n_images the scene's ground-truth images; images absent from the submission are never
+inliers but still count. A scene of 3 or fewer images has nothing to measure beyond the trivial
+alignment (the formula divides by zero): it scores 1.0 if all its images are registered, else 0.0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data import load_categories
+from .submission import read_poses
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLDS = (0.025, 0.05, 0.1, 0.2, 0.5, 1.0)  # scene units (metres for buildings)
+OBJECT_SCALE = 0.1  # scenes whose categories include "object" use thresholds ten times smaller
+MAX_TRIPLETS = 10000
+SEED = 0
+_CHUNK_POINTS = 500_000  # triplets x cameras evaluated at once, to bound memory
+KEY = ["dataset", "scene", "image_name"]
+SCORE_COLUMNS = ["dataset", "scene", "images", "registered", "mAA"]
+
+
+def _umeyama_batch(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None):
+    """Similarity dst ≈ s R src + t for a batch (B, N, d) of point sets, over the points of weight 1.
+
+    Rotation from the SVD of the cross-covariance (no reflections); scale as the competition's
+    Horn registration takes it, the ratio of RMS deviations from the centroids. s is NaN where the
+    source points coincide.
+    """
+    w = np.ones(src.shape[:2]) if weights is None else weights.astype(float)
+    total = w.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu_s = (w[..., None] * src).sum(axis=1) / total[:, None]
+        mu_d = (w[..., None] * dst).sum(axis=1) / total[:, None]
+    x, y = (src - mu_s[:, None]) * w[..., None], (dst - mu_d[:, None]) * w[..., None]
+    cov = y.transpose(0, 2, 1) @ x
+    cov[~np.isfinite(cov)] = 0
+    u, _, vt = np.linalg.svd(cov)
+    signs = np.ones(u.shape[:2])
+    signs[:, -1] = np.where(np.linalg.det(u) * np.linalg.det(vt) < 0, -1.0, 1.0)
+    R = (u * signs[:, None, :]) @ vt
+    var_s, var_d = (x**2).sum(axis=(1, 2)), (y**2).sum(axis=(1, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(var_s > 0, np.sqrt(var_d / var_s), np.nan)
+    t = mu_d - s[:, None] * (R @ mu_s[:, :, None])[:, :, 0]
+    return s, R, t
+
+
+def umeyama(src, dst) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity (s, R, t) minimising sum |dst - (s R src + t)|^2 for (N, d) point sets."""
+    src, dst = np.asarray(src, dtype=float), np.asarray(dst, dtype=float)
+    if src.ndim != 2 or src.shape != dst.shape or len(src) < 2:
+        raise ValueError(f"need two (N, d) point sets with N >= 2, got {src.shape} and {dst.shape}")
+    s, R, t = _umeyama_batch(src[None], dst[None])
+    if not np.isfinite(s[0]):
+        raise ValueError("source points coincide: no similarity transform is defined")
+    return float(s[0]), R[0], t[0]
+
+
+def _errors(s, R, t, est: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(B, N) distances |s R est + t - gt| for B transforms; inf for undefined transforms."""
+    aligned = s[:, None, None] * (est @ R.transpose(0, 2, 1)) + t[:, None, :]
+    err = np.linalg.norm(aligned - gt, axis=-1)
+    err[~np.isfinite(err)] = np.inf
+    return err
+
+
+def _triplets(n: int, max_triplets: int, seed: int) -> np.ndarray:
+    """(T, 3) index triplets i < j < k: all of them, or a fixed-seed sample of `max_triplets`.
+
+    Triplets are drawn by rank and unranked in the combinatorial number system, so a sample never
+    enumerates all C(n, 3) triplets.
+    """
+    total = math.comb(n, 3)
+    if total <= max_triplets:
+        ranks = np.arange(total)
+    else:
+        rng = np.random.default_rng(seed)
+        ranks = np.sort(rng.choice(total, size=max_triplets, replace=False))
+    comb3 = np.array([math.comb(m, 3) for m in range(n)], dtype=np.int64)
+    comb2 = np.array([math.comb(m, 2) for m in range(n)], dtype=np.int64)
+    k = np.searchsorted(comb3, ranks, side="right") - 1
+    rest = ranks - comb3[k]
+    j = np.searchsorted(comb2, rest, side="right") - 1
+    i = rest - comb2[j]
+    return np.stack([i, j, k], axis=1)
+
+
+def _inlier_counts(gt: np.ndarray, est: np.ndarray, thresholds: np.ndarray, max_triplets: int, seed: int):
+    """Inliers of the best registration of `est` onto `gt` (both (N, 3), all finite), per threshold.
+
+    As the competition's `register_by_Horn` (inl_cf=0, strict_cf=-1): every triplet fit whose
+    inliers at some threshold number more than 2 is refitted on those inliers; each refit is a
+    candidate for every threshold, the best having the most inliers, then the smallest sum of
+    squared errors over all cameras, then the earliest.
+    """
+    n, n_th = len(gt), len(thresholds)
+    best_cnt = np.zeros(n_th, dtype=int)
+    if n < 3:
+        return best_cnt
+    best_err = np.full(n_th, np.inf)
+    triplets = _triplets(n, max_triplets, seed)
+    chunk = max(1, _CHUNK_POINTS // (n * n_th))
+    for start in range(0, len(triplets), chunk):
+        idx = triplets[start : start + chunk]
+        inl = _errors(*_umeyama_batch(est[idx], gt[idx]), est, gt)[:, :, None] < thresholds  # (B, N, K)
+        keep = inl.sum(axis=1) > 2
+        # one refit per distinct inlier set of a triplet, in (triplet, threshold) order
+        same_as_lower = np.zeros_like(keep)
+        for k in range(1, n_th):
+            same_as_lower[:, k] = (inl[:, :, k : k + 1] == inl[:, :, :k]).all(axis=1).any(axis=1)
+        b, k = np.nonzero(keep & ~same_as_lower)
+        if len(b) == 0:
+            continue
+        masks = inl[b, :, k]  # (C, N)
+        s, R, t = _umeyama_batch(np.broadcast_to(est, (len(b), n, 3)), np.broadcast_to(gt, (len(b), n, 3)), masks)
+        err = _errors(s, R, t, est, gt)  # (C, N)
+        cnt = (err[:, :, None] < thresholds).sum(axis=1)  # (C, K)
+        sse = np.where(np.isfinite(err), err**2, np.inf).sum(axis=1)
+        for kk in range(n_th):
+            order = np.lexsort((sse, -cnt[:, kk]))  # stable: earliest candidate first on full ties
+            c = order[0]
+            if cnt[c, kk] > best_cnt[kk] or (cnt[c, kk] == best_cnt[kk] and sse[c] < best_err[kk]):
+                best_cnt[kk], best_err[kk] = cnt[c, kk], sse[c]
+    return best_cnt
+
+
+def mean_average_accuracy(
+    gt_centres, est_centres, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    max_triplets: int = MAX_TRIPLETS, seed: int = SEED,
+) -> float:
+    """IMC 2024 mAA of one scene from (N, 3) camera centres; NaN rows of `est_centres` are unregistered."""
+    gt = np.asarray(gt_centres, dtype=float)
+    est = np.asarray(est_centres, dtype=float)
+    thresholds = np.asarray(thresholds, dtype=float)
+    if gt.ndim != 2 or gt.shape[1] != 3 or est.shape != gt.shape:
+        raise ValueError(f"need gt and est centres of the same shape (N, 3), got {gt.shape} and {est.shape}")
+    if not np.all(np.isfinite(gt)):
+        raise ValueError("ground-truth centres must be finite")
+    if thresholds.ndim != 1 or len(thresholds) == 0 or np.any(thresholds <= 0):
+        raise ValueError(f"thresholds must be a non-empty sequence of positive numbers, got {thresholds}")
+    registered = np.all(np.isfinite(est), axis=1)
+    n = len(gt)
+    if n <= 3:
+        return float(registered.all())
+    counts = _inlier_counts(gt[registered], est[registered], thresholds, max_triplets, seed)
+    return float(np.maximum(counts - 3, 0).sum() / (len(thresholds) * (n - 3)))
+
+
+def camera_centres(poses: pd.DataFrame) -> np.ndarray:
+    """(N, 3) camera centres -R^T t of a poses table from `submission.read_poses`."""
+    if len(poses) == 0:
+        return np.zeros((0, 3))
+    R, t = np.stack(list(poses["R"])), np.stack(list(poses["t"]))
+    return -np.einsum("nji,nj->ni", R, t)
+
+
+def scene_thresholds(scene: str, categories: Mapping[str, Sequence[str]], overrides: Mapping | None = None):
+    """Thresholds of one scene: an override, else the defaults, ten times smaller for objects."""
+    if overrides and scene in overrides:
+        return tuple(overrides[scene])
+    scale = OBJECT_SCALE if "object" in categories.get(scene, ()) else 1.0
+    return tuple(th * scale for th in DEFAULT_THRESHOLDS)
+
+
+def _poses(table, kind: str) -> pd.DataFrame:
+    """A poses table from a path or an already-read DataFrame; duplicates raise ValueError."""
+    poses = table if isinstance(table, pd.DataFrame) else read_poses(table, kind)
+    source = "" if isinstance(table, pd.DataFrame) else f"{table}: "
+    dup = poses.duplicated(KEY, keep=False)
+    if dup.any():
+        first = poses[dup].iloc[0]
+        raise ValueError(
+            f"{source}{kind} has {int(dup.sum())} rows for repeated images, e.g. "
+            f"{first['dataset']}/{first['scene']}/{first['image_name']}; keep one row per image"
+        )
+    return poses
+
+
+def score(labels, submission, categories=None, thresholds: Mapping[str, Sequence[float]] | None = None) -> pd.DataFrame:
+    """Per-scene IMC 2024 scores: columns dataset, scene, images, registered, mAA.
+
+    `labels` / `submission`: paths or DataFrames from `submission.read_poses`; rows match on
+    (dataset, scene, image_name). `categories`: a categories.csv path or a scene -> categories
+    mapping; by default the `categories.csv` beside a labels file, when present. `thresholds`:
+    per-scene overrides. Submission rows for images not in the labels are ignored (logged).
+    """
+    if categories is None:
+        categories = {} if isinstance(labels, pd.DataFrame) else Path(labels).parent / "categories.csv"
+    elif not isinstance(categories, Mapping) and not Path(categories).is_file():
+        raise FileNotFoundError(f"{categories}: categories file not found")
+    if not isinstance(categories, Mapping):
+        categories = load_categories(categories)
+    gt = _poses(labels, "labels")
+    est = _poses(submission, "submission")
+    est_centres = dict(zip(map(tuple, est[KEY].to_numpy()), camera_centres(est)))
+    extra = set(est_centres) - set(map(tuple, gt[KEY].to_numpy()))
+    if extra:
+        logger.warning(
+            "%d submission rows are not in the labels and are ignored, e.g. %s",
+            len(extra), "/".join(sorted(extra)[0]),
+        )
+    if thresholds:
+        unknown = sorted(set(thresholds) - set(gt["scene"]))
+        if unknown:
+            logger.warning("threshold overrides for scenes not in the labels: %s", unknown)
+    missing = np.full(3, np.nan)
+    rows = []
+    for (dataset, scene), group in gt.groupby(["dataset", "scene"], sort=True):
+        est_scene = np.array([est_centres.get(key, missing) for key in map(tuple, group[KEY].to_numpy())])
+        rows.append(
+            {
+                "dataset": dataset,
+                "scene": scene,
+                "images": len(group),
+                "registered": int(np.all(np.isfinite(est_scene), axis=1).sum()),
+                "mAA": mean_average_accuracy(
+                    camera_centres(group), est_scene, scene_thresholds(scene, categories, thresholds)
+                ),
+            }
+        )
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+def format_table(df: pd.DataFrame) -> str:
+    """Plain-text score table: one line per scene, then the mean of the scene mAAs."""
+    header = ["dataset", "scene", "registered", "mAA"]
+    body = [
+        [r.dataset, r.scene, f"{r.registered}/{r.images}", f"{r.mAA:.3f}"] for r in df.itertuples(index=False)
+    ]
+    body.append(["mean", "", "", f"{df['mAA'].mean():.3f}" if len(df) else "nan"])
+    widths = [max(len(str(line[c])) for line in [header, *body]) for c in range(len(header))]
+    align = [str.ljust, str.ljust, str.rjust, str.rjust]
+    return "\n".join(
+        "  ".join(f(str(v), w) for f, v, w in zip(align, line, widths)).rstrip() for line in [header, *body]
+    )
+
+
+def main(labels, submission, categories=None) -> pd.DataFrame:
+    """Score a submission against labels (what `imc-lib score` runs; it prints `format_table`)."""
+    return score(labels, submission, categories)

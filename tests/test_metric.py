@@ -1,0 +1,268 @@
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from imc_lib import metric
+from imc_lib.metric import (
+    DEFAULT_THRESHOLDS,
+    camera_centres,
+    format_table,
+    main,
+    mean_average_accuracy,
+    score,
+    umeyama,
+)
+from imc_lib.submission import read_poses, write_submission
+
+# 8 corners of a 10 m cube and 2 cameras inside it: a similarity that keeps every corner within a
+# threshold moves an interior camera by less than that threshold too (it is a convex combination).
+CUBE = np.array([[x, y, z] for x in (-5, 5) for y in (-5, 5) for z in (-5, 5)], dtype=float)
+INTERIOR = np.array([[1.0, 2.0, 0.5], [-1.0, -0.5, 1.0]])
+CENTRES = np.vstack([CUBE, INTERIOR])  # 10 cameras; the last two are the interior ones
+
+
+def random_rotation(rng):
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+def random_similarity(rng):
+    return rng.uniform(0.2, 5.0), random_rotation(rng), rng.normal(size=3) * 20
+
+
+def poses(centres, rotations, dataset="d", scene="s"):
+    """A read_poses-style table of world-to-camera poses with the given camera centres."""
+    return pd.DataFrame(
+        {
+            "dataset": dataset,
+            "scene": scene,
+            "image_name": [f"{i:04d}.jpg" for i in range(len(centres))],
+            "R": list(rotations),
+            "t": [-R @ c for R, c in zip(rotations, centres)],
+        }
+    )
+
+
+def transform_world(table, s, Q, q):
+    """The same cameras in a world moved by x' = s Q x + q: c' = s Q c + q, R' = R Q^T, t' = -R' c'."""
+    out = table.copy()
+    centres = camera_centres(table) @ Q.T * s + q
+    out["R"] = [R @ Q.T for R in table["R"]]
+    out["t"] = [-R @ c for R, c in zip(out["R"], centres)]
+    return out
+
+
+@pytest.fixture
+def gt():
+    rng = np.random.default_rng(0)
+    return poses(CENTRES, [random_rotation(rng) for _ in CENTRES])
+
+
+def test_umeyama_recovers_similarity():
+    rng = np.random.default_rng(1)
+    src = rng.normal(size=(6, 3))
+    s, R, t = random_similarity(rng)
+    s_hat, R_hat, t_hat = umeyama(src, s * src @ R.T + t)
+    assert s_hat == pytest.approx(s)
+    np.testing.assert_allclose(R_hat, R, atol=1e-10)
+    np.testing.assert_allclose(t_hat, t, atol=1e-9)
+    # a reflected copy is fitted by a proper rotation, never a reflection
+    _, R_hat, _ = umeyama(src, src * [1, 1, -1])
+    assert np.linalg.det(R_hat) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="coincide"):
+        umeyama(np.zeros((4, 3)), src[:4])
+
+
+def test_camera_centres(gt):
+    np.testing.assert_allclose(camera_centres(gt), CENTRES, atol=1e-12)
+
+
+def test_ground_truth_scores_one(gt):
+    assert mean_average_accuracy(CENTRES, CENTRES) == 1.0
+    table = score(gt, gt)
+    assert table.to_dict("records") == [{"dataset": "d", "scene": "s", "images": 10, "registered": 10, "mAA": 1.0}]
+
+
+def test_similarity_transformed_copy_scores_one(gt):
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        moved = transform_world(gt, *random_similarity(rng))
+        assert score(gt, moved)["mAA"].tolist() == [1.0]
+
+
+def test_far_cameras_are_never_inliers(gt):
+    est = CENTRES.copy()
+    est[[0, 9]] += [100.0, -50.0, 30.0]  # far beyond the largest threshold
+    expected = 6 * (8 - 3) / (6 * (10 - 3))
+    assert mean_average_accuracy(CENTRES, est) == pytest.approx(expected)
+    sub = poses(est, gt["R"])
+    assert score(gt, transform_world(sub, *random_similarity(np.random.default_rng(3))))["mAA"][0] == pytest.approx(expected)
+
+
+def test_missing_rows_are_unregistered(gt):
+    expected = 6 * (8 - 3) / (6 * (10 - 3))
+    est = CENTRES.copy()
+    est[[2, 5]] = np.nan
+    assert mean_average_accuracy(CENTRES, est) == pytest.approx(expected)
+    row = score(gt, gt.drop(index=[2, 5])).iloc[0]
+    assert (row["images"], row["registered"]) == (10, 8)
+    assert row["mAA"] == pytest.approx(expected)
+
+
+def test_placeholder_pose_is_just_a_pose(gt, tmp_path):
+    rows = [
+        {"image_path": f"train/d/images/{n}", "dataset": "d", "scene": "s", "R": R, "t": t}
+        for n, R, t in zip(gt["image_name"], gt["R"], gt["t"])
+    ]
+    rows[3]["R"] = rows[3]["t"] = rows[7]["R"] = rows[7]["t"] = None  # identity, centre at the origin
+    path = write_submission(rows, tmp_path / "submission.csv")
+    row = score(gt, path).iloc[0]
+    assert row["registered"] == 10  # counted as registered ...
+    assert row["mAA"] == pytest.approx(6 * (8 - 3) / (6 * 7))  # ... but not an inlier: no corner is at 0
+
+
+def test_object_thresholds_are_ten_times_smaller(gt, tmp_path):
+    # interior cameras moved by 0.45: inliers at 0.5 and 1.0 only (0.45 > 2 * 0.2, see CUBE)
+    est = CENTRES.copy()
+    est[8] += [0.45, 0.0, 0.0]
+    est[9] += [0.0, -0.27, 0.36]
+    facade = (4 * (8 - 3) + 2 * (10 - 3)) / (6 * 7)
+    objects = 6 * (8 - 3) / (6 * 7)
+    assert mean_average_accuracy(CENTRES, est) == pytest.approx(facade)
+    assert mean_average_accuracy(CENTRES, est, [t / 10 for t in DEFAULT_THRESHOLDS]) == pytest.approx(objects)
+
+    sub = transform_world(poses(est, gt["R"]), *random_similarity(np.random.default_rng(4)))
+    assert score(gt, sub, categories={"s": ["facade"]})["mAA"][0] == pytest.approx(facade)
+    assert score(gt, sub, categories={"s": ["object", "transparent"]})["mAA"][0] == pytest.approx(objects)
+    assert score(gt, sub, thresholds={"s": [0.5, 1.0]})["mAA"][0] == pytest.approx(1.0)
+
+    # categories.csv beside a labels file is used by default
+    labels = tmp_path / "train_labels.csv"
+    pd.DataFrame(
+        {
+            "dataset": gt["dataset"],
+            "scene": gt["scene"],
+            "image_name": gt["image_name"],
+            "rotation_matrix": [";".join("%.17g" % v for v in R.ravel()) for R in gt["R"]],
+            "translation_vector": [";".join("%.17g" % v for v in t) for t in gt["t"]],
+        }
+    ).to_csv(labels, index=False)
+    assert score(labels, sub)["mAA"][0] == pytest.approx(facade)
+    (tmp_path / "categories.csv").write_text("scene,categories\ns,object;transparent\n")
+    assert score(labels, sub)["mAA"][0] == pytest.approx(objects)
+    assert main(labels, sub, tmp_path / "categories.csv")["mAA"][0] == pytest.approx(objects)
+    with pytest.raises(FileNotFoundError, match="absent.csv"):
+        score(labels, sub, tmp_path / "absent.csv")
+
+
+def test_small_scenes_and_few_registered():
+    three = CENTRES[:3]
+    assert mean_average_accuracy(three, three * 2 + 1) == 1.0
+    assert mean_average_accuracy(three, np.vstack([three[:2], [np.nan] * 3])) == 0.0
+    est = np.full_like(CENTRES, np.nan)
+    est[:2] = CENTRES[:2]
+    assert mean_average_accuracy(CENTRES, est) == 0.0
+    assert mean_average_accuracy(CENTRES, np.zeros_like(CENTRES)) == 0.0  # all at one point: no transform
+
+
+def test_duplicates_raise_and_extra_rows_are_ignored(gt, caplog):
+    with pytest.raises(ValueError, match="d/s/0004.jpg"):
+        score(gt, pd.concat([gt, gt.iloc[[4]]], ignore_index=True))
+    extra = gt.iloc[[0]].assign(scene="other")
+    with caplog.at_level(logging.WARNING, logger="imc_lib.metric"):
+        table = score(gt, pd.concat([gt, extra], ignore_index=True))
+    assert table["mAA"].tolist() == [1.0]
+    assert "1 submission rows are not in the labels" in caplog.text
+
+
+def test_many_cameras_sampled_triplets_are_fast_and_exact():
+    rng = np.random.default_rng(5)
+    gt = rng.uniform(-10, 10, size=(100, 3))
+    s, Q, q = random_similarity(rng)
+    est = s * gt @ Q.T + q
+    far = rng.choice(100, size=10, replace=False)
+    est[far] += 1000.0
+    start = time.perf_counter()
+    value = mean_average_accuracy(gt, est)
+    elapsed = time.perf_counter() - start
+    assert value == pytest.approx((90 - 3) / (100 - 3))
+    assert elapsed < 5.0
+    assert mean_average_accuracy(gt, est) == value  # fixed seed: same triplets every time
+
+
+def test_triplet_sampling():
+    all_ = metric._triplets(12, 10000, 0)
+    assert len(all_) == 220 and len(np.unique(all_, axis=0)) == 220
+    sample = metric._triplets(60, 10000, 0)
+    assert len(sample) == 10000 and len(np.unique(sample, axis=0)) == 10000
+    assert np.all((sample[:, 0] < sample[:, 1]) & (sample[:, 1] < sample[:, 2]) & (sample[:, 2] < 60))
+    np.testing.assert_array_equal(sample, metric._triplets(60, 10000, 0))
+
+
+def test_format_table():
+    table = pd.DataFrame(
+        {"dataset": ["a", "b"], "scene": ["a", "b"], "images": [10, 8], "registered": [10, 7], "mAA": [1.0, 5 / 7]}
+    )
+    lines = format_table(table).splitlines()
+    assert len(lines) == 4
+    assert lines[1].split() == ["a", "a", "10/10", "1.000"]
+    assert lines[2].split() == ["b", "b", "7/8", "0.714"]
+    assert lines[3].split() == ["mean", "0.857"]
+
+
+def test_real_labels_score_one(imc_data_dir):
+    labels = imc_data_dir / "train" / "train_labels.csv"
+    truth = read_poses(labels, "labels")
+    table = score(labels, truth)
+    assert table["scene"].tolist() == ["entry", "fountain", "herzjesu-p8", "temple"]
+    assert table["images"].tolist() == [10, 11, 8, 16]
+    assert table["mAA"].tolist() == [1.0] * 4
+    moved = transform_world(truth, *random_similarity(np.random.default_rng(6)))
+    assert score(labels, moved)["mAA"].tolist() == [1.0] * 4
+    assert format_table(table).splitlines()[-1].split() == ["mean", "1.000"]
+
+
+
+def _reference_counts(gt, est, thresholds):
+    """Plain loops over triplets and thresholds, as the competition's register_by_Horn runs them."""
+    from itertools import combinations
+
+    from imc_lib.metric import _errors, _umeyama_batch
+
+    def fit(mask):
+        return _umeyama_batch(est[mask][None], gt[mask][None])
+
+    best_cnt, best_sse = np.zeros(len(thresholds), int), np.full(len(thresholds), np.inf)
+    for tri in combinations(range(len(gt)), 3):
+        mask = np.zeros(len(gt), bool)
+        mask[list(tri)] = True
+        err = _errors(*fit(mask), est, gt)[0]
+        seen = []
+        for th in thresholds:
+            inl = err < th
+            if inl.sum() <= 2 or any((inl == s).all() for s in seen):
+                seen.append(inl)
+                continue
+            seen.append(inl)
+            err_ref = _errors(*fit(inl), est, gt)[0]
+            cnt, sse = (err_ref[:, None] < thresholds).sum(0), (err_ref**2).sum()
+            better = (cnt > best_cnt) | ((cnt == best_cnt) & (sse < best_sse))
+            best_cnt[better], best_sse[better] = cnt[better], sse
+    return best_cnt
+
+
+def test_vectorised_registration_matches_plain_loops():
+    from imc_lib.metric import DEFAULT_THRESHOLDS, _inlier_counts
+
+    rng = np.random.default_rng(3)
+    thresholds = np.array(DEFAULT_THRESHOLDS)
+    for _ in range(5):
+        gt = rng.uniform(-3, 3, (9, 3))
+        est = 0.5 * gt + rng.normal(0, 0.15, gt.shape)
+        est[:2] += rng.normal(0, 2, (2, 3))
+        expected = _reference_counts(gt, est, thresholds)
+        assert (_inlier_counts(gt, est, thresholds, 10_000, 0) == expected).all()
