@@ -17,6 +17,6 @@ setup(
         "pillow>=10",
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "scipy>=1.10"]},
     entry_points={"console_scripts": ["imc-lib=imc_lib.cli:main"]},
 )

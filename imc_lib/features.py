@@ -63,7 +63,7 @@ def matcher_name(conf: dict) -> str:
 def prepare(image: np.ndarray, resize_to: int | None, device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
     """RGB uint8 (H, W, 3) -> (1, 3, h, w) float tensor with longest side `resize_to`, and the (sx, sy)
     factors that take resized pixel coordinates back to the original grid."""
-    tensor = kornia.image_to_tensor(image, keepdim=False).float().div(255).to(device)
+    tensor = kornia.image.image_to_tensor(image, keepdim=False).float().div(255).to(device)
     h, w = image.shape[:2]
     if resize_to and max(h, w) != resize_to:
         scale = resize_to / max(h, w)

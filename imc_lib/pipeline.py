@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -54,6 +55,21 @@ def scene_paths(work_dir: Path, scene: data.Scene, sconfs: dict) -> dict[str, Pa
     }
 
 
+class _Clock:
+    """`with clock("stage"):` adds the block's wall time to `times["stage"]`."""
+
+    def __init__(self, times: dict):
+        self.times = times
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[stage] = self.times.get(stage, 0.0) + time.perf_counter() - start
+
+
 def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes: list[str] | None = None,
         conf: str = "aliked", device=None, overwrite: bool = False, weights: str | Path | None = None,
         dinov2: str | Path | None = None, max_keypoints: int | None = None, pairs_method: str | None = None,
@@ -61,7 +77,7 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
     """Reconstruct every scene of `data_dir`/`split` and write `out` (submission.csv).
 
     A scene that fails is logged and still gets its rows (no pose); the run goes on. Returns
-    {"scenes": {key: {"registered", "images", "error"}}, "times": {stage: seconds}, "submission": out}.
+    {"scenes": {key: {"registered", "images", "error", "times"}}, "times": {stage: seconds}, "submission": out}.
     """
     device = pick_device(device)
     sconfs = stage_confs(conf, max_keypoints, pairs_method)
@@ -82,28 +98,27 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
         paths = scene_paths(work_dir, scene, sconfs)
         names = list(scene.image_names)
         logger.info("scene %s: %d images", scene.key, len(names))
-        result = {"images": len(names), "registered": 0, "error": None}
+        result = {"images": len(names), "registered": 0, "error": None, "times": {}}
+        clock = _Clock(result["times"])
         model = None
         try:
-            t = time.perf_counter()
-            pairs.main(sconfs["pairs"], scene.image_dir, names, paths["pairs"], paths["global"], device, overwrite,
-                       model=retrieval)
-            times["pairs"] += time.perf_counter() - t
-            t = time.perf_counter()
-            features.main(sconfs["features"], scene.image_dir, names, paths["features"], device, overwrite,
-                          model=extractor)
-            times["features"] += time.perf_counter() - t
-            t = time.perf_counter()
-            matching.main(sconfs["matching"], paths["pairs"], paths["features"], paths["matches"], feature_name,
-                          device, overwrite, model=matcher)
-            times["matching"] += time.perf_counter() - t
-            t = time.perf_counter()
-            model = reconstruction.main(sconfs["reconstruction"], scene.image_dir, names, paths["pairs"],
-                                        paths["features"], paths["matches"], paths["sfm"], overwrite)
-            times["reconstruction"] += time.perf_counter() - t
+            with clock("pairs"):
+                pairs.main(sconfs["pairs"], scene.image_dir, names, paths["pairs"], paths["global"], device,
+                           overwrite, model=retrieval)
+            with clock("features"):
+                features.main(sconfs["features"], scene.image_dir, names, paths["features"], device, overwrite,
+                              model=extractor)
+            with clock("matching"):
+                matching.main(sconfs["matching"], paths["pairs"], paths["features"], paths["matches"],
+                              feature_name, device, overwrite, model=matcher)
+            with clock("reconstruction"):
+                model = reconstruction.main(sconfs["reconstruction"], scene.image_dir, names, paths["pairs"],
+                                            paths["features"], paths["matches"], paths["sfm"], overwrite)
         except Exception as err:  # one bad scene must not cost the others their poses
             logger.exception("scene %s failed: %s; its %d images get rows without a pose", scene.key, err, len(names))
             result["error"] = f"{type(err).__name__}: {err}"
+        for stage, seconds in result["times"].items():
+            times[stage] += seconds
         found = reconstruction.poses(model)
         result["registered"] = sum(n in found for n in names)
         results[scene.key] = result
@@ -113,9 +128,8 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    t = time.perf_counter()
-    submission.write_submission(rows, out)
-    times["submission"] += time.perf_counter() - t
+    with _Clock(times)("submission"):
+        submission.write_submission(rows, out)
     failed = [k for k, r in results.items() if r["error"]]
     unregistered = sum(r["images"] - r["registered"] for r in results.values())
     if failed or unregistered:

@@ -16,3 +16,39 @@ def imc_data_dir() -> Path:
     if not (path / "train" / "train_labels.csv").is_file():
         pytest.skip(f"{path}: no train/train_labels.csv; set IMC_DATA_DIR to the imc-mini folder")
     return path
+
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "shared" / "weights"
+
+
+@pytest.fixture(scope="session")
+def weights_dir() -> Path:
+    """`$IMC_WEIGHTS_DIR`, default ../shared/weights beside the repo; skips when absent."""
+    path = Path(os.environ.get("IMC_WEIGHTS_DIR", DEFAULT_WEIGHTS_DIR))
+    if not (path / "aliked-n16.pth").is_file():
+        pytest.skip(f"{path}: no aliked-n16.pth; set IMC_WEIGHTS_DIR to the weights folder")
+    return path
+
+
+def small_conf(name: str = "aliked-n16", resize_to: int = 512, max_keypoints: int = 1024) -> dict:
+    """A copy of a features config cut down for fast CPU tests."""
+    from imc_lib import features
+
+    conf = {**features.confs[name], "model": dict(features.confs[name]["model"])}
+    conf["resize_to"] = resize_to
+    conf["model"]["max_num_keypoints"] = max_keypoints
+    return conf
+
+
+@pytest.fixture(scope="session")
+def aliked(weights_dir):
+    """ALIKED-n16 loaded once for the session (1024 keypoints)."""
+    from imc_lib import features
+
+    return features.load_model(small_conf(), weights_dir, "cpu")
+
+
+@pytest.fixture(scope="session")
+def lightglue_aliked(weights_dir):
+    from imc_lib import matching
+
+    return matching.load_model("aliked", matching.confs["lightglue"], weights_dir, "cpu")

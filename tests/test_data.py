@@ -1,0 +1,60 @@
+"""Scene records from IMC folders: train labels, folder listing, test split from sample_submission."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from imc_lib import data
+
+
+def _touch_images(folder, names):
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (folder / n).write_bytes(b"")
+
+
+def test_train_scenes_from_labels(imc_data_dir):
+    scenes = {s.scene: s for s in data.load_scenes(imc_data_dir, "train")}
+    assert sorted(scenes) == ["entry", "fountain", "herzjesu-p8", "temple"]
+    fountain = scenes["fountain"]
+    assert len(fountain.image_names) == 11 and fountain.image_names[0] == "0000.jpg"
+    assert fountain.image_paths[0] == "train/fountain/images/0000.jpg"
+    assert all((fountain.image_dir / n).is_file() for n in fountain.image_names)
+    only = data.load_scenes(imc_data_dir, "train", ["temple"])
+    assert [s.scene for s in only] == ["temple"] and len(only[0].image_names) == 16
+
+
+def test_train_scenes_without_labels_list_the_folders(tmp_path):
+    _touch_images(tmp_path / "train/b/images", ["2.png", "1.jpg", "notes.txt"])
+    _touch_images(tmp_path / "train/a/images", ["x.JPG"])
+    scenes = data.load_scenes(tmp_path, "train")
+    assert [(s.scene, s.image_names) for s in scenes] == [("a", ("x.JPG",)), ("b", ("1.jpg", "2.png"))]
+
+
+def test_test_split_reads_sample_submission(tmp_path):
+    _touch_images(tmp_path / "test/church/images", ["00046.png", "00090.png"])
+    pd.DataFrame({
+        "image_path": ["test/church/images/00046.png", "test/church/images/00090.png"],
+        "dataset": ["church", "church"], "scene": ["church", "church"],
+        "rotation_matrix": ["1;0;0;0;1;0;0;0;1"] * 2, "translation_vector": ["0;0;0"] * 2,
+    }).to_csv(tmp_path / "sample_submission.csv", index=False)
+    (scene,) = data.load_scenes(tmp_path, "test")
+    assert scene.dataset == "church" and scene.image_dir == tmp_path / "test/church/images"
+    assert scene.image_names == ("00046.png", "00090.png")
+    assert scene.image_paths == ("test/church/images/00046.png", "test/church/images/00090.png")
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="sample_submission.csv"):
+        data.load_scenes(tmp_path, "test")
+    (tmp_path / "sample_submission.csv").write_text("image_path,scene\nx,y\n")
+    with pytest.raises(ValueError, match=r"sample_submission.csv: missing column\(s\) \['dataset'\]"):
+        data.load_scenes(tmp_path, "test")
+    with pytest.raises(ValueError, match="split"):
+        data.load_scenes(tmp_path, "val")
+
+
+def test_unknown_scene_is_an_error(imc_data_dir):
+    with pytest.raises(ValueError, match="nowhere"):
+        data.load_scenes(imc_data_dir, "train", ["nowhere"])

@@ -1,0 +1,94 @@
+"""Features stage on real photos: shapes, keypoints on the original pixel grid, resumability."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.spatial import cKDTree
+
+from conftest import small_conf
+from imc_lib import features
+
+
+@pytest.fixture(scope="module")
+def scene_dir(imc_data_dir):
+    return imc_data_dir / "train" / "herzjesu-p8" / "images"
+
+
+def _check(feats, width, height, dim=128):
+    kpts = feats["keypoints"]
+    assert kpts.dtype == np.float32 and kpts.ndim == 2 and kpts.shape[1] == 2
+    assert len(kpts) > 200
+    assert (kpts >= -0.5).all() and (kpts[:, 0] <= width - 0.5).all() and (kpts[:, 1] <= height - 0.5).all()
+    assert feats["descriptors"].shape == (len(kpts), dim)
+    assert feats["scores"].shape == (len(kpts),)
+    assert tuple(feats["image_size"]) == (width, height)
+
+
+def test_aliked_features_on_original_grid(tmp_path, scene_dir, aliked):
+    # The same photo at full and half size is resized to the same 512 px input, so keypoints of the
+    # half-size copy, scaled by 2, must land on those of the original.
+    with Image.open(scene_dir / "0000.jpg") as im:
+        width, height = im.size
+        im.resize((width // 2, height // 2), Image.LANCZOS).save(tmp_path / "half.png")
+    conf = small_conf()
+    path = features.main(conf, scene_dir, ["0000.jpg"], tmp_path / "full.h5", "cpu", model=aliked)
+    features.main(conf, tmp_path, ["half.png"], tmp_path / "half.h5", "cpu", model=aliked)
+    full = features.read_features(path, "0000.jpg")
+    half = features.read_features(tmp_path / "half.h5", "half.png")
+    _check(full, width, height)
+    _check(half, width // 2, height // 2)
+    dist, _ = cKDTree(full["keypoints"]).query((half["keypoints"] + 0.5) * 2 - 0.5)
+    assert np.median(dist) < 1.5
+
+
+def test_grayscale_and_rgba_inputs(tmp_path, scene_dir, aliked):
+    with Image.open(scene_dir / "0001.jpg") as im:
+        small = im.resize((384, 256))
+        small.convert("L").save(tmp_path / "gray.png")
+        small.convert("RGBA").save(tmp_path / "rgba.png")
+    path = features.main(small_conf(), tmp_path, ["gray.png", "rgba.png"], tmp_path / "f.h5", "cpu", model=aliked)
+    for name in ("gray.png", "rgba.png"):
+        _check(features.read_features(path, name), 384, 256)
+
+
+def test_rerun_extracts_only_new_images(tmp_path, scene_dir, aliked):
+    conf = small_conf()
+    path = features.main(conf, scene_dir, ["0000.jpg"], tmp_path / "f.h5", "cpu", model=aliked)
+    with h5py.File(path) as f:
+        before = f["0000.jpg/keypoints"][()]
+
+    def must_not_load():
+        raise AssertionError("model loaded although every image was extracted")
+
+    features.main(conf, scene_dir, ["0000.jpg"], path, "cpu", model=must_not_load)
+    seen = []
+
+    class Spy:
+        def __call__(self):
+            seen.append(1)
+            return aliked
+
+    features.main(conf, scene_dir, ["0000.jpg", "0002.jpg"], path, "cpu", model=Spy())
+    with h5py.File(path) as f:
+        assert sorted(f) == ["0000.jpg", "0002.jpg"]
+        np.testing.assert_array_equal(f["0000.jpg/keypoints"][()], before)
+    assert seen == [1]
+
+
+def test_disk_features(tmp_path, scene_dir, weights_dir):
+    conf = small_conf("disk", resize_to=400, max_keypoints=512)
+    model = features.load_model(conf, weights_dir, "cpu")
+    path = features.main(conf, scene_dir, ["0003.jpg"], tmp_path / "d.h5", "cpu", model=model)
+    feats = features.read_features(path, "0003.jpg")
+    _check(feats, 1536, 1024)
+    assert len(feats["keypoints"]) <= 512
+
+
+def test_missing_file_and_image_errors_name_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the features stage"):
+        features.read_features(tmp_path / "none.h5", "a.jpg")
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        features.main(small_conf(), tmp_path, ["missing.jpg"], tmp_path / "f.h5", "cpu", model=lambda: None)

@@ -1,0 +1,73 @@
+"""Matching stage on real photos: overlapping pairs match, unrelated ones are dropped, indices valid."""
+
+from __future__ import annotations
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import small_conf
+from imc_lib import features, matching, pairs
+
+
+@pytest.fixture(scope="module")
+def feats(tmp_path_factory, imc_data_dir, aliked):
+    """Features of two overlapping facade photos and one unrelated temple photo, in one folder."""
+    folder = tmp_path_factory.mktemp("images")
+    shutil.copy(imc_data_dir / "train/herzjesu-p8/images/0000.jpg", folder / "a.jpg")
+    shutil.copy(imc_data_dir / "train/herzjesu-p8/images/0001.jpg", folder / "b.jpg")
+    shutil.copy(imc_data_dir / "train/temple/images/templeSR0001.png", folder / "t.png")
+    path = folder / "feats.h5"
+    features.main(small_conf(), folder, ["a.jpg", "b.jpg", "t.png"], path, "cpu", model=aliked)
+    return path
+
+
+def test_overlapping_pair_matches_and_unrelated_pair_is_dropped(tmp_path, feats, lightglue_aliked):
+    pairs_path = tmp_path / "pairs.txt"
+    pairs.write_pairs([("a.jpg", "b.jpg"), ("a.jpg", "t.png")], pairs_path)
+    # LightGlue finds a few dozen chance matches between unrelated photos; a stricter
+    # min_matches than the default 15 shows the drop (geometric verification rejects the rest).
+    conf = {**matching.confs["lightglue"], "min_matches": 60}
+    path = matching.main(conf, pairs_path, feats, tmp_path / "m.h5", "aliked", "cpu", model=lightglue_aliked)
+
+    m, s = matching.read_matches(path, "a.jpg", "b.jpg")
+    n0 = len(features.read_features(feats, "a.jpg")["keypoints"])
+    n1 = len(features.read_features(feats, "b.jpg")["keypoints"])
+    assert m.dtype == np.int32 and m.shape[1] == 2 and len(m) > 100
+    assert (m[:, 0] < n0).all() and (m[:, 1] < n1).all() and (m >= 0).all()
+    assert len(np.unique(m[:, 0])) == len(m) and len(np.unique(m[:, 1])) == len(m)  # one-to-one
+    assert s.shape == (len(m),) and (s > conf["model"]["filter_threshold"]).all() and (s <= 1).all()
+    # The reverse order reads the same matches with columns swapped.
+    m_rev, _ = matching.read_matches(path, "b.jpg", "a.jpg")
+    np.testing.assert_array_equal(m_rev, m[:, ::-1])
+    # Facade vs. temple: fewer than min_matches, stored empty so a rerun does not redo it.
+    m_bad, _ = matching.read_matches(path, "a.jpg", "t.png")
+    assert m_bad.shape == (0, 2)
+
+
+def test_rerun_matches_only_new_pairs(tmp_path, feats, lightglue_aliked):
+    conf = matching.confs["lightglue"]
+    pairs_path = tmp_path / "pairs.txt"
+    pairs.write_pairs([("a.jpg", "b.jpg")], pairs_path)
+    path = matching.main(conf, pairs_path, feats, tmp_path / "m.h5", "aliked", "cpu", model=lightglue_aliked)
+
+    def must_not_load():
+        raise AssertionError("matcher loaded although every pair was matched")
+
+    matching.main(conf, pairs_path, feats, path, "aliked", "cpu", model=must_not_load)
+    pairs.write_pairs([("a.jpg", "b.jpg"), ("b.jpg", "t.png")], pairs_path)
+    matching.main(conf, pairs_path, feats, path, "aliked", "cpu", model=lightglue_aliked)
+    with h5py.File(path) as f:
+        assert sorted(f) == ["a.jpg", "b.jpg"] and "t.png" in f["b.jpg"]
+
+
+def test_missing_inputs_name_the_stage_to_run(tmp_path, feats):
+    with pytest.raises(FileNotFoundError, match="run the matching stage"):
+        matching.read_matches(tmp_path / "none.h5", "a.jpg", "b.jpg")
+    pairs_path = tmp_path / "pairs.txt"
+    pairs.write_pairs([("a.jpg", "zzz.jpg")], pairs_path)
+    with pytest.raises(KeyError, match="run the features stage"):
+        matching.main(matching.confs["lightglue"], pairs_path, feats, tmp_path / "m.h5", "aliked", "cpu",
+                      model=lambda: lambda data: None)
