@@ -33,6 +33,7 @@ def main():
     p.add_argument("--weights", type=Path, default=Path(os.environ.get("IMC_WEIGHTS_DIR", ROOT.parent / "shared/weights")))
     p.add_argument("--features", default="aliked", choices=sorted(pipeline.confs))
     p.add_argument("--max-keypoints", type=int)
+    p.add_argument("--resize-to", type=int)
     p.add_argument("--pairs", choices=["dinov2", "exhaustive"])
     p.add_argument("--scenes", nargs="+")
     p.add_argument("--work", type=Path, help="default: a fresh temporary folder")
@@ -45,13 +46,14 @@ def main():
     out = work / "submission.csv"
     start = time.perf_counter()
     result = pipeline.run(args.data, out, work, "train", args.scenes, args.features, weights=args.weights,
-                          overwrite=args.overwrite, max_keypoints=args.max_keypoints, pairs_method=args.pairs)
+                          overwrite=args.overwrite, max_keypoints=args.max_keypoints, pairs_method=args.pairs,
+                          resize_to=args.resize_to)
     total = time.perf_counter() - start
     scores = metric.score(args.data / "train" / "train_labels.csv", out)
     scores = scores[scores["scene"].isin([k for k in result["scenes"]])]
 
     print(f"imc_lib on {args.data.name}: features={args.features} max_keypoints={args.max_keypoints or 'default'} "
-          f"pairs={args.pairs or 'default'}; {platform.processor() or platform.machine()}, "
+          f"resize_to={args.resize_to or 'default'} pairs={args.pairs or 'default'}; {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} torch threads, device {'cuda' if torch.cuda.is_available() else 'cpu'}")
     print()
     header = f"| scene | registered | mAA | " + " | ".join(f"{s} s" for s in STAGES) + " | total s |"
@@ -60,7 +62,7 @@ def main():
     for row in scores.itertuples(index=False):
         r = result["scenes"][row.scene]
         t = [r["times"].get(s, 0.0) for s in STAGES]
-        print(f"| {row.scene} | {row.registered}/{row.images} | {row.mAA:.3f} | "
+        print(f"| {row.scene} | {r['registered']}/{row.images} | {row.mAA:.3f} | "
               + " | ".join(f"{x:.1f}" for x in t) + f" | {sum(t):.1f} |")
     t = [result["times"].get(s, 0.0) for s in STAGES]
     print(f"| **mean / total** | | **{scores['mAA'].mean():.3f}** | " + " | ".join(f"{x:.1f}" for x in t)

@@ -25,7 +25,8 @@ confs = {
 }
 
 
-def stage_confs(name: str = "aliked", max_keypoints: int | None = None, pairs_method: str | None = None) -> dict:
+def stage_confs(name: str = "aliked", max_keypoints: int | None = None, pairs_method: str | None = None,
+                resize_to: int | None = None) -> dict:
     """The per-stage configs of a named pipeline config, with optional overrides (copied, not shared)."""
     if name not in confs:
         raise ValueError(f"unknown pipeline config {name!r}; known: {sorted(confs)}")
@@ -39,6 +40,9 @@ def stage_confs(name: str = "aliked", max_keypoints: int | None = None, pairs_me
     if max_keypoints:
         out["features"]["model"]["max_num_keypoints"] = max_keypoints
         out["features"]["output"] += f"-{max_keypoints}"
+    if resize_to:
+        out["features"]["resize_to"] = resize_to
+        out["features"]["output"] += f"-r{resize_to}"
     return out
 
 
@@ -73,14 +77,14 @@ class _Clock:
 def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes: list[str] | None = None,
         conf: str = "aliked", device=None, overwrite: bool = False, weights: str | Path | None = None,
         dinov2: str | Path | None = None, max_keypoints: int | None = None, pairs_method: str | None = None,
-        ) -> dict:
+        resize_to: int | None = None) -> dict:
     """Reconstruct every scene of `data_dir`/`split` and write `out` (submission.csv).
 
     A scene that fails is logged and still gets its rows (no pose); the run goes on. Returns
     {"scenes": {key: {"registered", "images", "error", "times"}}, "times": {stage: seconds}, "submission": out}.
     """
     device = pick_device(device)
-    sconfs = stage_confs(conf, max_keypoints, pairs_method)
+    sconfs = stage_confs(conf, max_keypoints, pairs_method, resize_to)
     if dinov2 is not None:
         sconfs["pairs"]["model"] = str(dinov2)
     feature_name = features.matcher_name(sconfs["features"])
