@@ -17,6 +17,13 @@ setup(
         "pillow>=10",
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=7", "scipy>=1.10"]},
+    extras_require={
+        "viz": ["matplotlib>=3.7", "plotly>=5.18"],
+        "notebooks": ["matplotlib>=3.7", "plotly>=5.18", "jupytext>=1.16", "nbclient>=0.10", "nbconvert>=7",
+                      "ipykernel>=6"],
+        "app": ["streamlit>=1.35", "matplotlib>=3.7", "plotly>=5.18"],
+        "test": ["pytest>=7", "scipy>=1.10", "matplotlib>=3.7", "plotly>=5.18", "jupytext>=1.16",
+                 "nbclient>=0.10", "nbconvert>=7", "ipykernel>=6", "streamlit>=1.35"],
+    },
     entry_points={"console_scripts": ["imc-lib=imc_lib.cli:main"]},
 )

@@ -34,6 +34,18 @@ def _score(args) -> int:
     return 0
 
 
+def _kaggle_build(args) -> int:
+    from . import kaggle
+
+    return kaggle.build(args.out_dir, offline=args.offline, weights=args.weights)
+
+
+def _app(args) -> int:
+    from .app import launch
+
+    return launch(port=args.port, extra_args=args.streamlit_args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imc-lib", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging, COLMAP's included")
@@ -61,6 +73,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("submission", type=Path, help="submission.csv")
     s.add_argument("--categories", type=Path, help="categories.csv (default: beside the labels)")
     s.set_defaults(func=_score)
+    k = sub.add_parser("kaggle", help="Kaggle packaging: assemble the kernel and wheels/weights dataset folders")
+    kaggle_sub = k.add_subparsers(dest="kaggle_command", required=True)
+    kb = kaggle_sub.add_parser("build", help="assemble the upload folders for `kaggle kernels/datasets push`")
+    kb.add_argument("out_dir", type=Path)
+    kb.add_argument("--offline", action="store_true", help="skip downloads (dependency wheels); for tests")
+    kb.add_argument("--weights", type=Path, help="folder of weights to pack (default $IMC_WEIGHTS_DIR)")
+    kb.set_defaults(func=_kaggle_build)
+
+    a = sub.add_parser("app", help="launch the Streamlit explorer")
+    a.add_argument("--port", type=int, default=8501)
+    a.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="passed on to `streamlit run`")
+    a.set_defaults(func=_app)
     return p
 
 

@@ -104,18 +104,20 @@ def _triplets(n: int, max_triplets: int, seed: int) -> np.ndarray:
     return np.stack([i, j, k], axis=1)
 
 
-def _inlier_counts(gt: np.ndarray, est: np.ndarray, thresholds: np.ndarray, max_triplets: int, seed: int):
+def _register(gt: np.ndarray, est: np.ndarray, thresholds: np.ndarray, max_triplets: int, seed: int):
     """Inliers of the best registration of `est` onto `gt` (both (N, 3), all finite), per threshold.
 
     As the competition's `register_by_Horn` (inl_cf=0, strict_cf=-1): every triplet fit whose
     inliers at some threshold number more than 2 is refitted on those inliers; each refit is a
     candidate for every threshold, the best having the most inliers, then the smallest sum of
-    squared errors over all cameras, then the earliest.
+    squared errors over all cameras, then the earliest. Returns (inlier counts (K,), the winning
+    transforms as a list of (s, R, t) or None).
     """
     n, n_th = len(gt), len(thresholds)
     best_cnt = np.zeros(n_th, dtype=int)
+    best_fit: list[tuple | None] = [None] * n_th
     if n < 3:
-        return best_cnt
+        return best_cnt, best_fit
     best_err = np.full(n_th, np.inf)
     triplets = _triplets(n, max_triplets, seed)
     chunk = max(1, _CHUNK_POINTS // (n * n_th))
@@ -139,8 +141,8 @@ def _inlier_counts(gt: np.ndarray, est: np.ndarray, thresholds: np.ndarray, max_
             order = np.lexsort((sse, -cnt[:, kk]))  # stable: earliest candidate first on full ties
             c = order[0]
             if cnt[c, kk] > best_cnt[kk] or (cnt[c, kk] == best_cnt[kk] and sse[c] < best_err[kk]):
-                best_cnt[kk], best_err[kk] = cnt[c, kk], sse[c]
-    return best_cnt
+                best_cnt[kk], best_err[kk], best_fit[kk] = cnt[c, kk], sse[c], (s[c], R[c], t[c])
+    return best_cnt, best_fit
 
 
 def mean_average_accuracy(
@@ -161,8 +163,23 @@ def mean_average_accuracy(
     n = len(gt)
     if n <= 3:
         return float(registered.all())
-    counts = _inlier_counts(gt[registered], est[registered], thresholds, max_triplets, seed)
+    counts, _ = _register(gt[registered], est[registered], thresholds, max_triplets, seed)
     return float(np.maximum(counts - 3, 0).sum() / (len(thresholds) * (n - 3)))
+
+
+def camera_errors(gt_centres, est_centres, threshold: float, max_triplets: int = MAX_TRIPLETS,
+                  seed: int = SEED) -> np.ndarray:
+    """(N,) distance of each submitted camera centre from its ground truth after the registration
+    the metric picks at `threshold` (what a viewer colours cameras by); inf where unregistered or
+    when no registration has 3 inliers."""
+    gt, est = np.asarray(gt_centres, dtype=float), np.asarray(est_centres, dtype=float)
+    registered = np.all(np.isfinite(est), axis=1)
+    errors = np.full(len(gt), np.inf)
+    _, (fit,) = _register(gt[registered], est[registered], np.array([threshold]), max_triplets, seed)
+    if fit is not None:
+        s, R, t = fit
+        errors[registered] = np.linalg.norm(s * est[registered] @ R.T + t - gt[registered], axis=1)
+    return errors
 
 
 def camera_centres(poses: pd.DataFrame) -> np.ndarray:

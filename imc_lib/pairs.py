@@ -61,18 +61,22 @@ def _check_p(p) -> float:
     return value
 
 
+def distance_matrix(desc, p: float = 2.0) -> torch.Tensor:
+    """(N, N) Minkowski-p distances between global descriptors (what the selection thresholds)."""
+    desc = torch.as_tensor(desc).float()
+    if desc.ndim != 2:
+        raise ValueError(f"descriptors must be an (N, D) tensor, got shape {tuple(desc.shape)}")
+    return torch.cdist(desc, desc, p=_check_p(p))
+
+
 def pairs_from_descriptors(desc: torch.Tensor, similarity_threshold: float, min_pairs: int,
                            p: float = 2.0) -> list[tuple[int, int]]:
     """Index pairs (i < j, sorted, unique) whose descriptors are closer than `similarity_threshold`,
     plus each image's `min_pairs` nearest neighbours (capped at N-1)."""
-    p = _check_p(p)
-    if desc.ndim != 2:
-        raise ValueError(f"descriptors must be an (N, D) tensor, got shape {tuple(desc.shape)}")
-    n = desc.shape[0]
+    dist = distance_matrix(desc, p)
+    n = dist.shape[0]
     if n < 2:
         return []
-    desc = desc.float()
-    dist = torch.cdist(desc, desc, p=p)
     dist.fill_diagonal_(math.inf)  # an image is never its own pair or neighbour
     keep = dist < similarity_threshold
     k = min(max(int(min_pairs), 0), n - 1)

@@ -256,7 +256,7 @@ def _reference_counts(gt, est, thresholds):
 
 
 def test_vectorised_registration_matches_plain_loops():
-    from imc_lib.metric import DEFAULT_THRESHOLDS, _inlier_counts
+    from imc_lib.metric import DEFAULT_THRESHOLDS, _register
 
     rng = np.random.default_rng(3)
     thresholds = np.array(DEFAULT_THRESHOLDS)
@@ -265,4 +265,19 @@ def test_vectorised_registration_matches_plain_loops():
         est = 0.5 * gt + rng.normal(0, 0.15, gt.shape)
         est[:2] += rng.normal(0, 2, (2, 3))
         expected = _reference_counts(gt, est, thresholds)
-        assert (_inlier_counts(gt, est, thresholds, 10_000, 0) == expected).all()
+        assert (_register(gt, est, thresholds, 10_000, 0)[0] == expected).all()
+
+
+def test_camera_errors_after_registration():
+    from imc_lib.metric import camera_errors
+
+    rng = np.random.default_rng(5)
+    gt = rng.uniform(-5, 5, (8, 3))
+    Q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    Q *= np.sign(np.linalg.det(Q))
+    est = (gt @ Q.T) * 0.3 + 2.0
+    est[2] += 10.0  # one camera far off
+    est[5] = np.nan  # one unregistered
+    err = camera_errors(gt, est, 0.1)
+    assert np.isinf(err[5]) and err[2] > 5
+    np.testing.assert_allclose(np.delete(err, [2, 5]), 0, atol=1e-9)
