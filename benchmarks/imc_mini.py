@@ -24,7 +24,7 @@ import torch
 from imc_lib import metric, pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["pairs", "features", "matching", "reconstruction"]
+STAGES = ["pairs", "orientation", "features", "matching", "reconstruction"]
 
 
 def main():
@@ -34,6 +34,7 @@ def main():
     p.add_argument("--features", default="aliked", choices=sorted(pipeline.confs))
     p.add_argument("--max-keypoints", type=int)
     p.add_argument("--resize-to", type=int)
+    p.add_argument("--orientation", choices=["upright", "none"])
     p.add_argument("--pairs", choices=["dinov2", "exhaustive"])
     p.add_argument("--scenes", nargs="+")
     p.add_argument("--work", type=Path, help="default: a fresh temporary folder")
@@ -47,13 +48,13 @@ def main():
     start = time.perf_counter()
     result = pipeline.run(args.data, out, work, "train", args.scenes, args.features, weights=args.weights,
                           overwrite=args.overwrite, max_keypoints=args.max_keypoints, pairs_method=args.pairs,
-                          resize_to=args.resize_to)
+                          resize_to=args.resize_to, orientation_method=args.orientation)
     total = time.perf_counter() - start
     scores = metric.score(args.data / "train" / "train_labels.csv", out)
     scores = scores[scores["scene"].isin([k for k in result["scenes"]])]
 
     print(f"imc_lib on {args.data.name}: features={args.features} max_keypoints={args.max_keypoints or 'default'} "
-          f"resize_to={args.resize_to or 'default'} pairs={args.pairs or 'default'}; {platform.processor() or platform.machine()}, "
+          f"resize_to={args.resize_to or 'default'} orientation={args.orientation or 'default'} pairs={args.pairs or 'default'}; {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} torch threads, device {'cuda' if torch.cuda.is_available() else 'cpu'}")
     print()
     header = f"| scene | registered | mAA | " + " | ".join(f"{s} s" for s in STAGES) + " | total s |"

@@ -75,8 +75,16 @@ def prepare(image: np.ndarray, resize_to: int | None, device: torch.device) -> t
 
 
 @torch.inference_mode()
-def extract(model: torch.nn.Module, conf: dict, image: np.ndarray, device: torch.device) -> dict[str, np.ndarray]:
-    """Keypoints, descriptors and scores of one RGB image, keypoints on its original pixel grid."""
+def extract(model: torch.nn.Module, conf: dict, image: np.ndarray, device: torch.device,
+            turns: int = 0) -> dict[str, np.ndarray]:
+    """Keypoints, descriptors and scores of one RGB image, keypoints on its original pixel grid.
+
+    `turns`: extract on the image turned by that many quarter turns counter-clockwise (see the
+    orientation stage); keypoints still come back on the stored grid.
+    """
+    stored_size = np.array([image.shape[1], image.shape[0]], dtype=np.int64)
+    if turns % 4:
+        image = np.ascontiguousarray(np.rot90(image, turns))
     tensor, scales = prepare(image, conf.get("resize_to"), device)
     mconf = conf["model"]
     with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=device.type == "cuda"):
@@ -88,12 +96,25 @@ def extract(model: torch.nn.Module, conf: dict, image: np.ndarray, device: torch
             kpts, desc, scores = out.keypoints, out.descriptors, out.keypoint_scores
     kpts = kpts.float().cpu().numpy()
     kpts = (kpts + 0.5) * scales[None] - 0.5
+    if turns % 4:
+        kpts = rotate_keypoints_back(kpts, turns, tuple(stored_size))
     return {
         "keypoints": kpts.astype(np.float32),
         "descriptors": desc.float().cpu().numpy().astype(np.float32),
         "scores": scores.float().cpu().numpy().astype(np.float32),
-        "image_size": np.array([image.shape[1], image.shape[0]], dtype=np.int64),
+        "image_size": stored_size,
     }
+
+
+def rotate_keypoints_back(kpts: np.ndarray, turns: int, size: tuple[int, int]) -> np.ndarray:
+    """Keypoints of `np.rot90(image, turns)` -> the stored image's pixel grid; `size` = stored (w, h)."""
+    kpts = np.asarray(kpts, dtype=np.float32).copy()
+    w, h = size
+    for level in range(turns % 4, 0, -1):
+        # np.rot90 once sends stored (x, y) to (y, W - 1 - x); undo one turn at a time.
+        height = w if level % 2 else h  # height of np.rot90(image, level)
+        kpts = np.stack([height - 1 - kpts[:, 1], kpts[:, 0]], axis=1)
+    return kpts
 
 
 def _complete(group: h5py.Group) -> bool:
@@ -101,9 +122,11 @@ def _complete(group: h5py.Group) -> bool:
 
 
 def main(conf: dict, image_dir: Path, image_names: list[str], feature_path: Path, device=None,
-         overwrite: bool = False, model: torch.nn.Module | None = None, weights: str | Path | None = None) -> Path:
+         overwrite: bool = False, model: torch.nn.Module | None = None, weights: str | Path | None = None,
+         turns: dict[str, int] | None = None) -> Path:
     """Extract features for `image_names` into `feature_path`, skipping images already there.
 
+    `turns`: quarter turns per image from the orientation stage (default none).
     `model`: a loaded extractor or a zero-argument loader, called only if some image still needs
     extracting; by default the network of `conf` is loaded.
     """
@@ -124,7 +147,7 @@ def main(conf: dict, image_dir: Path, image_names: list[str], feature_path: Path
         logger.info("%s: %d images already extracted, extracting %d", feature_path, len(done), len(todo))
     model = resolve_model(model, lambda: load_model(conf, weights, device))
     for name in tqdm(todo, desc=f"features {conf['output']}", unit="img"):
-        feats = extract(model, conf, read_image(Path(image_dir) / name), device)
+        feats = extract(model, conf, read_image(Path(image_dir) / name), device, (turns or {}).get(name, 0))
         with h5py.File(feature_path, "a") as f:
             if name in f:
                 del f[name]

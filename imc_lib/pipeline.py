@@ -1,6 +1,6 @@
 """Run the stages for every scene, in order, and write submission.csv: the only place that knows the order.
 
-    WORK/<scene>/pairs-*.txt  feats-*.h5  matches-*.h5  sfm-*/
+    WORK/<scene>/pairs-*.txt  orient-*.csv  feats-*.h5  *matches-*.h5  sfm_*/
 """
 
 from __future__ import annotations
@@ -14,25 +14,35 @@ from pathlib import Path
 
 import torch
 
-from . import data, features, matching, pairs, reconstruction, submission
+from . import data, features, matching, orientation, pairs, reconstruction, submission
 from .utils import pick_device
 
 logger = logging.getLogger(__name__)
 
 confs = {
-    "aliked": {"pairs": "dinov2", "features": "aliked-n16", "matching": "lightglue", "reconstruction": "incremental"},
-    "disk": {"pairs": "dinov2", "features": "disk", "matching": "lightglue", "reconstruction": "incremental"},
+    "aliked": {"pairs": "dinov2", "orientation": "upright", "features": "aliked-n16", "matching": "lightglue",
+               "reconstruction": "incremental"},
+    "disk": {"pairs": "dinov2", "orientation": "upright", "features": "disk", "matching": "lightglue",
+             "reconstruction": "incremental"},
 }
 
 
 def stage_confs(name: str = "aliked", max_keypoints: int | None = None, pairs_method: str | None = None,
-                resize_to: int | None = None) -> dict:
-    """The per-stage configs of a named pipeline config, with optional overrides (copied, not shared)."""
+                resize_to: int | None = None, orientation_method: str | None = None) -> dict:
+    """The per-stage configs of a named pipeline config, with optional overrides (copied, not shared).
+
+    `orientation_method`: "upright" or "none" (skip the stage: photos known to be upright).
+    """
     if name not in confs:
         raise ValueError(f"unknown pipeline config {name!r}; known: {sorted(confs)}")
-    names = dict(confs[name], **({"pairs": pairs_method} if pairs_method else {}))
+    names = dict(confs[name])
+    if pairs_method:
+        names["pairs"] = pairs_method
+    if orientation_method:
+        names["orientation"] = None if orientation_method == "none" else orientation_method
     out = {
         "pairs": dict(pairs.confs[names["pairs"]]),
+        "orientation": dict(orientation.confs[names["orientation"]]) if names.get("orientation") else None,
         "features": {**features.confs[names["features"]], "model": dict(features.confs[names["features"]]["model"])},
         "matching": dict(matching.confs[names["matching"]]),
         "reconstruction": dict(reconstruction.confs[names["reconstruction"]]),
@@ -43,6 +53,8 @@ def stage_confs(name: str = "aliked", max_keypoints: int | None = None, pairs_me
     if resize_to:
         out["features"]["resize_to"] = resize_to
         out["features"]["output"] += f"-r{resize_to}"
+    if out["orientation"]:
+        out["features"]["output"] += "-upright"
     return out
 
 
@@ -53,6 +65,7 @@ def scene_paths(work_dir: Path, scene: data.Scene, sconfs: dict) -> dict[str, Pa
     return {
         "pairs": root / f"{sconfs['pairs']['output']}.txt",
         "global": root / f"{sconfs['pairs']['output']}-global.h5",
+        "orientation": root / f"{(sconfs['orientation'] or {}).get('output', 'none')}_{sconfs['pairs']['output']}.csv",
         "features": root / f"{feats}.h5",
         "matches": root / f"{feats}_{match}_{sconfs['pairs']['output']}.h5",
         "sfm": root / f"{sconfs['reconstruction']['output']}_{feats}_{match}_{sconfs['pairs']['output']}",
@@ -77,14 +90,14 @@ class _Clock:
 def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes: list[str] | None = None,
         conf: str = "aliked", device=None, overwrite: bool = False, weights: str | Path | None = None,
         dinov2: str | Path | None = None, max_keypoints: int | None = None, pairs_method: str | None = None,
-        resize_to: int | None = None) -> dict:
+        resize_to: int | None = None, orientation_method: str | None = None) -> dict:
     """Reconstruct every scene of `data_dir`/`split` and write `out` (submission.csv).
 
     A scene that fails is logged and still gets its rows (no pose); the run goes on. Returns
     {"scenes": {key: {"registered", "images", "error", "times"}}, "times": {stage: seconds}, "submission": out}.
     """
     device = pick_device(device)
-    sconfs = stage_confs(conf, max_keypoints, pairs_method, resize_to)
+    sconfs = stage_confs(conf, max_keypoints, pairs_method, resize_to, orientation_method)
     if dinov2 is not None:
         sconfs["pairs"]["model"] = str(dinov2)
     feature_name = features.matcher_name(sconfs["features"])
@@ -95,6 +108,10 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
     extractor = functools.cache(lambda: features.load_model(sconfs["features"], weights, device))
     matcher = functools.cache(lambda: matching.load_model(feature_name, sconfs["matching"], weights, device))
     retrieval = functools.cache(lambda: pairs.load_model(sconfs["pairs"]))
+    if sconfs["orientation"]:
+        orient_extractor = functools.cache(lambda: features.load_model(sconfs["orientation"]["features"], weights, device))
+        orient_matcher = functools.cache(
+            lambda: matching.load_model("aliked", sconfs["orientation"]["matching"], weights, device))
 
     times: dict[str, float] = defaultdict(float)
     results, rows = {}, []
@@ -109,9 +126,16 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
             with clock("pairs"):
                 pairs.main(sconfs["pairs"], scene.image_dir, names, paths["pairs"], paths["global"], device,
                            overwrite, model=retrieval)
+            turns = None
+            if sconfs["orientation"]:
+                with clock("orientation"):
+                    orientation.main(sconfs["orientation"], scene.image_dir, names, paths["pairs"],
+                                     paths["orientation"], device, overwrite, extractor=orient_extractor,
+                                     matcher=orient_matcher, weights=weights)
+                    turns = orientation.read_orientations(paths["orientation"])
             with clock("features"):
                 features.main(sconfs["features"], scene.image_dir, names, paths["features"], device, overwrite,
-                              model=extractor)
+                              model=extractor, turns=turns)
             with clock("matching"):
                 matching.main(sconfs["matching"], paths["pairs"], paths["features"], paths["matches"],
                               feature_name, device, overwrite, model=matcher)

@@ -1,0 +1,142 @@
+"""Which quarter turn makes each photo upright-consistent with the others -> `orient-*.csv`.
+
+ALIKED and DISK are not rotation invariant: a photo taken sideways matches its upright neighbours
+poorly. This stage matches cheap low-resolution features of each pair at 0, 90, 180 and 270
+degrees, keeps each pair's best relative turn, chains those turns along a maximum spanning tree
+of the match graph, and shifts them so that the majority of photos keeps its stored orientation.
+The features stage then extracts each photo turned by its quarter turns and maps the keypoints
+back to the stored pixel grid, so nothing downstream changes.
+
+Output: a CSV `image_name,quarter_turns,support` (turns counter-clockwise, as `np.rot90`;
+support = matches on the tree edge that fixed it, 0 for the root or an unconnected photo).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from . import features, matching
+from .pairs import read_pairs
+from .utils import pick_device, read_image, resolve_model
+
+logger = logging.getLogger(__name__)
+
+confs = {
+    "upright": {
+        "output": "orient-aliked-512",
+        "features": {
+            "output": "orient-features",
+            "model": {"name": "aliked", "model_name": "aliked-n16", "max_num_keypoints": 512,
+                      "detection_threshold": 0.01},
+            "resize_to": 512,
+        },
+        "matching": {"model": {"filter_threshold": 0.1, "depth_confidence": 0.95, "width_confidence": 0.99}},
+        # A pair matching this well unturned needs no other turn tried (most pairs, in most scenes).
+        "accept_upright_matches": 60,
+        # Fewer matches than this at the best turn: the pair says nothing about orientation.
+        "min_matches": 25,
+    },
+}
+
+
+def relative_turn(counts: list[int]) -> tuple[int, int]:
+    """(turns of the second image that best match the first, matches there) from per-turn counts."""
+    best = int(np.argmax(counts))
+    return best, int(counts[best])
+
+
+def solve(names: list[str], edges: dict[tuple[str, str], tuple[int, int]], min_matches: int) -> dict[str, tuple[int, int]]:
+    """Absolute quarter turns from pairwise ones along a maximum spanning tree of match counts.
+
+    `edges[(a, b)] = (r, n)`: turning b by r quarter turns matches a (unturned) with n matches.
+    Returns name -> (turns, support), shifted so that most photos keep turns = 0.
+    """
+    graph: dict[str, list[tuple[int, str, int]]] = {n: [] for n in names}
+    for (a, b), (r, n) in edges.items():
+        if n >= min_matches:
+            graph[a].append((n, b, r))
+            graph[b].append((n, a, (-r) % 4))
+    turns: dict[str, tuple[int, int]] = {}
+    # Prim's algorithm from the best-connected unvisited photo, per connected component.
+    for root in sorted(names, key=lambda n: -sum(e[0] for e in graph[n])):
+        if root in turns:
+            continue
+        turns[root] = (0, 0)
+        frontier = [(n, root, b, r) for n, b, r in graph[root]]
+        while frontier:
+            frontier.sort(key=lambda e: e[0])
+            n, a, b, r = frontier.pop()
+            if b in turns:
+                continue
+            turns[b] = ((turns[a][0] + r) % 4, n)
+            frontier.extend((n2, b, c, r2) for n2, c, r2 in graph[b] if c not in turns)
+    # Turning every photo by the same amount changes nothing for matching: pick the shift that
+    # leaves the most photos as stored.
+    shift = int(np.argmax(np.bincount([(-t) % 4 for t, _ in turns.values()], minlength=4)))
+    return {n: ((t + shift) % 4, s) for n, (t, s) in turns.items()}
+
+
+class _TurnedFeatures:
+    """Low-resolution features of each photo at each quarter turn, computed on first use."""
+
+    def __init__(self, conf: dict, image_dir: Path, extractor, device: torch.device):
+        self.conf, self.image_dir, self.extractor, self.device = conf, Path(image_dir), extractor, device
+        self.cache: dict[tuple[str, int], dict] = {}
+
+    def __call__(self, name: str, turns: int) -> dict:
+        if (name, turns) not in self.cache:
+            image = np.ascontiguousarray(np.rot90(read_image(self.image_dir / name), turns))
+            self.cache[(name, turns)] = features.extract(self.extractor(), self.conf, image, self.device)
+        return self.cache[(name, turns)]
+
+
+def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, orientation_path: Path,
+         device=None, overwrite: bool = False, extractor=None, matcher=None, weights=None) -> Path:
+    """Estimate every photo's quarter turns from the pairs of `pairs_path`; reuse an existing file.
+
+    `extractor` / `matcher`: loaded ALIKED / LightGlue-ALIKED or zero-argument loaders.
+    """
+    orientation_path = Path(orientation_path)
+    if orientation_path.exists() and not overwrite:
+        logger.info("%s: orientations exist, reusing", orientation_path)
+        return orientation_path
+    device = pick_device(device)
+    extractor_once = functools.cache(
+        lambda: resolve_model(extractor, lambda: features.load_model(conf["features"], weights, device)))
+    matcher_once = functools.cache(
+        lambda: resolve_model(matcher, lambda: matching.load_model("aliked", conf["matching"], weights, device)))
+    feats = _TurnedFeatures(conf["features"], image_dir, extractor_once, device)
+    edges = {}
+    for a, b in tqdm(read_pairs(pairs_path), desc="orientation", unit="pair"):
+        counts = [len(matching.match_pair(matcher_once(), feats(a, 0), feats(b, 0), device)[0])]
+        if counts[0] < conf["accept_upright_matches"]:
+            counts += [len(matching.match_pair(matcher_once(), feats(a, 0), feats(b, k), device)[0]) for k in (1, 2, 3)]
+        edges[(a, b)] = relative_turn(counts)
+    result = solve(list(image_names), edges, conf["min_matches"])
+    table = pd.DataFrame([(n, *result[n]) for n in image_names], columns=["image_name", "quarter_turns", "support"])
+    turned = table[table["quarter_turns"] != 0]
+    logger.info("%s: %d of %d photos turned (%s)", orientation_path, len(turned), len(table),
+                ", ".join(f"{n}:{90 * t}" for n, t in zip(turned["image_name"], turned["quarter_turns"])) or "none")
+    orientation_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = orientation_path.with_suffix(".tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, orientation_path)
+    return orientation_path
+
+
+def read_orientations(orientation_path: Path) -> dict[str, int]:
+    """image name -> quarter turns (counter-clockwise) to apply before extracting features."""
+    orientation_path = Path(orientation_path)
+    if not orientation_path.exists():
+        raise FileNotFoundError(f"{orientation_path}: no orientations; run the orientation stage first")
+    table = pd.read_csv(orientation_path, dtype={"image_name": str})
+    return dict(zip(table["image_name"], table["quarter_turns"].astype(int)))
+
