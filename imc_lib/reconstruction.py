@@ -36,6 +36,8 @@ confs = {
         "seed": 0,
     },
 }
+# pycolmap's global mapper (GLOMAP): rotation averaging + global positioning, then bundle adjustment.
+confs["global"] = {**confs["incremental"], "output": "sfm-global", "mapper": "global", "options": {"min_model_size": 3}}
 
 
 def _options(cls, values: dict):
@@ -130,10 +132,15 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
     verification.ransac.random_seed = conf.get("seed", -1)
     pycolmap.geometric_verification(database_path, two_view_geometry_options=verification)
 
-    options = _options(pycolmap.IncrementalPipelineOptions, conf.get("options", {}))
+    if conf["mapper"] == "global":
+        options = _options(pycolmap.GlobalPipelineOptions, conf.get("options", {}))
+        mapping = pycolmap.global_mapping
+    else:
+        options = _options(pycolmap.IncrementalPipelineOptions, conf.get("options", {}))
+        mapping = pycolmap.incremental_mapping
     options.num_threads = num_threads
     options.random_seed = conf.get("seed", -1)
-    models = pycolmap.incremental_mapping(database_path, image_dir, sfm_dir / "models", options)
+    models = mapping(database_path, image_dir, sfm_dir / "models", options)
     best = largest_model(models)
     if best is None:
         (sfm_dir / "model").mkdir()

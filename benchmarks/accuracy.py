@@ -1,0 +1,95 @@
+"""Accuracy benchmark: named configurations and plain COLMAP SIFT on the same photos, one table.
+
+    python benchmarks/accuracy.py [--data DIR ...] [--configs default stored ...] [--no-sift] [--work DIR]
+
+Per scene and configuration: mAA, registered/total and wall seconds; SIFT runs in this process as
+the peer. Data default: $IMC_DATA_DIR (else ../shared/data/imc-mini); weights: $IMC_WEIGHTS_DIR
+(else ../shared/weights). Each configuration gets its own work folder under --work, so reruns
+reuse finished stages (pass a fresh --work to time from scratch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pycolmap
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sift_peer import run_sift  # noqa: E402
+
+from imc_lib import metric, pipeline  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# pipeline.run keyword arguments per named configuration; "default" is what `imc-lib run` does.
+CONFIGS = {
+    "default": {},
+    "stored": {"orientation_method": "none"},
+    "disk": {"conf": "disk"},
+    "4096": {"max_keypoints": 4096},
+}
+
+
+def score_table(data_dir: Path, submission: Path, registered: dict[str, int]) -> dict[str, tuple[float, int]]:
+    scores = metric.score(data_dir / "train" / "train_labels.csv", submission)
+    return {r.scene: (r.mAA, registered.get(r.scene, 0)) for r in scores.itertuples() if r.scene in registered}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_data = os.environ.get("IMC_DATA_DIR", ROOT.parent / "shared/data/imc-mini")
+    p.add_argument("--data", type=Path, nargs="+", default=[Path(default_data)])
+    p.add_argument("--weights", type=Path,
+                   default=Path(os.environ.get("IMC_WEIGHTS_DIR", ROOT.parent / "shared/weights")))
+    p.add_argument("--configs", nargs="+", default=["default"], choices=sorted(CONFIGS))
+    p.add_argument("--scenes", nargs="+")
+    p.add_argument("--no-sift", action="store_true")
+    p.add_argument("--work", type=Path, help="default: a fresh temporary folder")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    pycolmap.logging.minloglevel = 2
+    work = args.work or Path(tempfile.mkdtemp(prefix="imc-accuracy-"))
+
+    for data_dir in args.data:
+        columns: dict[str, dict] = {}
+        if not args.no_sift:
+            sift = run_sift(data_dir, work / data_dir.name / "sift", args.scenes)
+            scores = score_table(data_dir, sift["submission"], {k: r["registered"] for k, r in sift["scenes"].items()})
+            columns["COLMAP SIFT"] = {k: (*scores[k], sift["scenes"][k]["images"], sift["scenes"][k]["seconds"])
+                                      for k in scores}
+        for name in args.configs:
+            out = work / data_dir.name / name
+            start = time.perf_counter()
+            result = pipeline.run(data_dir, out / "submission.csv", out, "train", args.scenes, weights=args.weights,
+                                  **{"conf": "aliked", **CONFIGS[name]})
+            wall = time.perf_counter() - start
+            scenes = result["scenes"]
+            scores = score_table(data_dir, out / "submission.csv", {k: r["registered"] for k, r in scenes.items()})
+            columns[name] = {k: (*scores[k], scenes[k]["images"], sum(scenes[k]["times"].values())) for k in scores}
+            columns[name]["_wall"] = wall
+
+        print(f"\n{data_dir.name} ({data_dir}):\n")
+        print("| scene | " + " | ".join(f"{c} mAA | reg | s" for c in columns) + " |")
+        print("|---|" + "---|---|---|" * len(columns))
+        scene_names = sorted({k for col in columns.values() for k in col if not k.startswith("_")})
+        for scene in scene_names:
+            cells = []
+            for col in columns.values():
+                mAA, reg, n, secs = col[scene]
+                cells.append(f"{mAA:.3f} | {reg}/{n} | {secs:.0f}")
+            print(f"| {scene} | " + " | ".join(cells) + " |")
+        means = []
+        for col in columns.values():
+            rows = [v for k, v in col.items() if not k.startswith("_")]
+            means.append(f"**{sum(r[0] for r in rows) / len(rows):.3f}** | | {sum(r[3] for r in rows):.0f}")
+        print("| **mean / total** | " + " | ".join(means) + " |")
+
+
+if __name__ == "__main__":
+    main()
