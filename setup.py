@@ -14,6 +14,7 @@ setup(
         "h5py>=3.8",
         "numpy>=1.24",
         "pandas>=2.0",
+        "scipy>=1.10",
         "pillow>=10",
         "tqdm>=4.60",
     ],

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import data, features, matching, orientation, pairs, reconstruction, submission
+from . import data, ensemble, features, matching, orientation, pairs, reconstruction, submission
 from .utils import pick_device
 
 logger = logging.getLogger(__name__)
@@ -24,6 +24,9 @@ confs = {
                "reconstruction": "incremental"},
     "disk": {"pairs": "dinov2", "orientation": "upright", "features": "disk", "matching": "lightglue",
              "reconstruction": "incremental"},
+    # Both extractors, each with its LightGlue, keypoints and matches merged (imc_lib/ensemble.py).
+    "aliked+disk": {"pairs": "dinov2", "orientation": "upright", "features": "aliked-n16", "also": ["disk"],
+                    "matching": "lightglue", "reconstruction": "incremental"},
 }
 
 
@@ -44,35 +47,52 @@ def stage_confs(name: str = "aliked", max_keypoints: int | None = None, pairs_me
         names["pairs"] = pairs_method
     if orientation_method:
         names["orientation"] = None if orientation_method == "none" else orientation_method
-    out = {
+    def features_conf(fname: str) -> dict:
+        fconf = {**features.confs[fname], "model": dict(features.confs[fname]["model"])}
+        if max_keypoints:
+            fconf["model"]["max_num_keypoints"] = max_keypoints
+            fconf["output"] += f"-{max_keypoints}"
+        if resize_to:
+            fconf["resize_to"] = resize_to
+            fconf["output"] += f"-r{resize_to}"
+        if names.get("orientation"):
+            fconf["output"] += "-upright"
+        return fconf
+
+    return {
         "pairs": dict(pairs.confs[names["pairs"]]),
         "orientation": dict(orientation.confs[names["orientation"]]) if names.get("orientation") else None,
-        "features": {**features.confs[names["features"]], "model": dict(features.confs[names["features"]]["model"])},
+        "features": features_conf(names["features"]),
+        # further extractors whose keypoints and matches are merged with the first's (ensemble)
+        "also": [features_conf(n) for n in names.get("also", [])],
         "matching": dict(matching.confs[names["matching"]]),
         "reconstruction": dict(reconstruction.confs[names["reconstruction"]]),
     }
-    if max_keypoints:
-        out["features"]["model"]["max_num_keypoints"] = max_keypoints
-        out["features"]["output"] += f"-{max_keypoints}"
-    if resize_to:
-        out["features"]["resize_to"] = resize_to
-        out["features"]["output"] += f"-r{resize_to}"
-    if out["orientation"]:
-        out["features"]["output"] += "-upright"
-    return out
 
 
 def scene_paths(work_dir: Path, scene: data.Scene, sconfs: dict) -> dict[str, Path]:
-    """Where each stage of `sconfs` writes for `scene`; names carry the config so configs never collide."""
+    """Where each stage of `sconfs` writes for `scene`; names carry the config so configs never collide.
+
+    With an ensemble, "features" / "matches" are the merged files and "sources" lists each
+    extractor's own (features, matches) files.
+    """
     root = Path(work_dir) / scene.key
-    feats, match = sconfs["features"]["output"], sconfs["matching"]["output"]
+    pairs_name, match = sconfs["pairs"]["output"], sconfs["matching"]["output"]
+    sources = [(root / f"{f['output']}.h5", root / f"{f['output']}_{match}_{pairs_name}.h5")
+               for f in [sconfs["features"], *sconfs.get("also", [])]]
+    feats = "+".join(f["output"] for f in [sconfs["features"], *sconfs.get("also", [])])
+    if len(sources) > 1:
+        merged = (root / f"{feats}.h5", root / f"{feats}_{match}_{pairs_name}.h5")
+    else:
+        merged = sources[0]
     return {
-        "pairs": root / f"{sconfs['pairs']['output']}.txt",
-        "global": root / f"{sconfs['pairs']['output']}-global.h5",
-        "orientation": root / f"{(sconfs['orientation'] or {}).get('output', 'none')}_{sconfs['pairs']['output']}.csv",
-        "features": root / f"{feats}.h5",
-        "matches": root / f"{feats}_{match}_{sconfs['pairs']['output']}.h5",
-        "sfm": root / f"{sconfs['reconstruction']['output']}_{feats}_{match}_{sconfs['pairs']['output']}",
+        "pairs": root / f"{pairs_name}.txt",
+        "global": root / f"{pairs_name}-global.h5",
+        "orientation": root / f"{(sconfs['orientation'] or {}).get('output', 'none')}_{pairs_name}.csv",
+        "sources": sources,
+        "features": merged[0],
+        "matches": merged[1],
+        "sfm": root / f"{sconfs['reconstruction']['output']}_{feats}_{match}_{pairs_name}",
     }
 
 
@@ -108,13 +128,14 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
     sconfs = stage_confs(conf, max_keypoints, pairs_method, resize_to, orientation_method)
     if dinov2 is not None:
         sconfs["pairs"]["model"] = str(dinov2)
-    feature_name = features.matcher_name(sconfs["features"])
+    fconfs = [sconfs["features"], *sconfs["also"]]
     scene_list = data.load_scenes(data_dir, split, scenes)
     logger.info("%d scene(s) from %s (%s), device %s", len(scene_list), data_dir, split, device)
 
     # Each network loads at most once, and only if some scene still needs it.
-    extractor = functools.cache(lambda: features.load_model(sconfs["features"], weights, device))
-    matcher = functools.cache(lambda: matching.load_model(feature_name, sconfs["matching"], weights, device))
+    extractors = [functools.cache(lambda c=c: features.load_model(c, weights, device)) for c in fconfs]
+    matchers = [functools.cache(lambda c=c: matching.load_model(features.matcher_name(c), sconfs["matching"],
+                                                                weights, device)) for c in fconfs]
     retrieval = functools.cache(lambda: pairs.load_model(sconfs["pairs"]))
     if sconfs["orientation"]:
         orient_extractor = functools.cache(lambda: features.load_model(sconfs["orientation"]["features"], weights, device))
@@ -141,12 +162,18 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
                                      paths["orientation"], device, overwrite, extractor=orient_extractor,
                                      matcher=orient_matcher, weights=weights)
                     turns = orientation.read_orientations(paths["orientation"])
-            with clock("features"):
-                features.main(sconfs["features"], scene.image_dir, names, paths["features"], device, overwrite,
-                              model=extractor, turns=turns)
-            with clock("matching"):
-                matching.main(sconfs["matching"], paths["pairs"], paths["features"], paths["matches"],
-                              feature_name, device, overwrite, model=matcher)
+            for fconf, (feature_path, match_path), extractor, matcher in zip(
+                    fconfs, paths["sources"], extractors, matchers):
+                with clock("features"):
+                    features.main(fconf, scene.image_dir, names, feature_path, device, overwrite,
+                                  model=extractor, turns=turns)
+                with clock("matching"):
+                    matching.main(sconfs["matching"], paths["pairs"], feature_path, match_path,
+                                  features.matcher_name(fconf), device, overwrite, model=matcher)
+            if len(fconfs) > 1:
+                with clock("merge"):
+                    ensemble.main(ensemble.confs["merge"], names, paths["pairs"], paths["sources"],
+                                  paths["features"], paths["matches"], overwrite)
             with clock("reconstruction"):
                 model = reconstruction.main(sconfs["reconstruction"], scene.image_dir, names, paths["pairs"],
                                             paths["features"], paths["matches"], paths["sfm"], overwrite)
