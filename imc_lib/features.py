@@ -19,7 +19,8 @@ import torch
 from tqdm import tqdm
 
 from . import models
-from .utils import autocast_dtype, pick_device, read_image, resolve_model
+from .utils import (ImageError, autocast_dtype, image_size, pending, pick_device, read_image, resolve_model,
+                    write_group)
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +61,8 @@ def matcher_name(conf: dict) -> str:
     return conf["model"]["name"]
 
 
-def prepare(image: np.ndarray, resize_to: int | None, device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
-    """RGB uint8 (H, W, 3) -> (1, 3, h, w) float tensor with longest side `resize_to`, and the (sx, sy)
-    factors that take resized pixel coordinates back to the original grid."""
+def prepare(image: np.ndarray, resize_to: int | None, device: torch.device) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> (1, 3, h, w) float tensor whose longest side is `resize_to`."""
     tensor = kornia.image.image_to_tensor(image, keepdim=False).float().div(255).to(device)
     h, w = image.shape[:2]
     if resize_to and max(h, w) != resize_to:
@@ -70,22 +70,23 @@ def prepare(image: np.ndarray, resize_to: int | None, device: torch.device) -> t
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         tensor = kornia.geometry.resize(tensor, size, interpolation="area" if scale < 1 else "bilinear",
                                         antialias=scale < 1)
-    scales = np.array([w / tensor.shape[-1], h / tensor.shape[-2]], dtype=np.float32)
-    return tensor, scales
+    return tensor
 
 
 @torch.inference_mode()
-def extract(model: torch.nn.Module, conf: dict, image: np.ndarray, device: torch.device,
-            turns: int = 0) -> dict[str, np.ndarray]:
-    """Keypoints, descriptors and scores of one RGB image, keypoints on its original pixel grid.
+def extract(model: torch.nn.Module, conf: dict, image: np.ndarray, device: torch.device, turns: int = 0,
+            stored_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Keypoints, descriptors and scores of one RGB image, keypoints on its stored pixel grid.
 
     `turns`: extract on the image turned by that many quarter turns counter-clockwise (see the
-    orientation stage); keypoints still come back on the stored grid.
+    orientation stage). `stored_size`: (w, h) of the file when `image` was decoded smaller.
     """
-    stored_size = np.array([image.shape[1], image.shape[0]], dtype=np.int64)
+    stored = np.array(stored_size or (image.shape[1], image.shape[0]), dtype=np.int64)
     if turns % 4:
         image = np.ascontiguousarray(np.rot90(image, turns))
-    tensor, scales = prepare(image, conf.get("resize_to"), device)
+    tensor = prepare(image, conf.get("resize_to"), device)
+    turned = stored[::-1] if turns % 2 else stored
+    scales = (turned / np.array([tensor.shape[-1], tensor.shape[-2]])).astype(np.float32)
     mconf = conf["model"]
     with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=device.type == "cuda"):
         if mconf["name"] == "disk":
@@ -94,16 +95,32 @@ def extract(model: torch.nn.Module, conf: dict, image: np.ndarray, device: torch
         else:
             out = model(tensor)[0]
             kpts, desc, scores = out.keypoints, out.descriptors, out.keypoint_scores
-    kpts = kpts.float().cpu().numpy()
+    kpts = kpts.float().cpu().numpy().reshape(-1, 2)
     kpts = (kpts + 0.5) * scales[None] - 0.5
     if turns % 4:
-        kpts = rotate_keypoints_back(kpts, turns, tuple(stored_size))
+        kpts = rotate_keypoints_back(kpts, turns, tuple(stored))
     return {
         "keypoints": kpts.astype(np.float32),
-        "descriptors": desc.float().cpu().numpy().astype(np.float32),
-        "scores": scores.float().cpu().numpy().astype(np.float32),
-        "image_size": stored_size,
+        "descriptors": desc.float().cpu().numpy().astype(np.float32).reshape(len(kpts), -1),
+        "scores": scores.float().cpu().numpy().astype(np.float32).reshape(-1),
+        "image_size": stored,
     }
+
+
+def extract_with_retry(model: torch.nn.Module, conf: dict, image: np.ndarray, device: torch.device,
+                       turns: int = 0, stored_size=None, attempts: int = 3) -> dict[str, np.ndarray]:
+    """`extract`, retried at 70% of the resolution each time the device runs out of memory."""
+    for attempt in range(attempts):
+        try:
+            return extract(model, conf, image, device, turns, stored_size)
+        except torch.OutOfMemoryError:
+            if attempt == attempts - 1:
+                raise
+            smaller = int((conf.get("resize_to") or max(image.shape[:2])) * 0.7)
+            logger.warning("out of memory extracting at %s px; retrying at %d px", conf.get("resize_to"), smaller)
+            conf = {**conf, "resize_to": smaller}
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 def rotate_keypoints_back(kpts: np.ndarray, turns: int, size: tuple[int, int]) -> np.ndarray:
@@ -117,8 +134,7 @@ def rotate_keypoints_back(kpts: np.ndarray, turns: int, size: tuple[int, int]) -
     return kpts
 
 
-def _complete(group: h5py.Group) -> bool:
-    return all(k in group for k in ("keypoints", "descriptors", "scores", "image_size"))
+FEATURE_KEYS = ("keypoints", "descriptors", "scores", "image_size")
 
 
 def main(conf: dict, image_dir: Path, image_names: list[str], feature_path: Path, device=None,
@@ -126,35 +142,41 @@ def main(conf: dict, image_dir: Path, image_names: list[str], feature_path: Path
          turns: dict[str, int] | None = None) -> Path:
     """Extract features for `image_names` into `feature_path`, skipping images already there.
 
+    An image that cannot be read is logged (naming the file) and stored with no keypoints, so the
+    scene goes on without it and a rerun does not retry it (`overwrite` does).
     `turns`: quarter turns per image from the orientation stage (default none).
     `model`: a loaded extractor or a zero-argument loader, called only if some image still needs
     extracting; by default the network of `conf` is loaded.
     """
     device = pick_device(device)
     feature_path = Path(feature_path)
-    feature_path.parent.mkdir(parents=True, exist_ok=True)
-    if overwrite and feature_path.exists():
-        feature_path.unlink()
-    done = set()
-    if feature_path.exists():
-        with h5py.File(feature_path, "r") as f:
-            done = {n for n in image_names if n in f and _complete(f[n])}
-    todo = [n for n in image_names if n not in done]
+    todo = pending(feature_path, list(image_names), FEATURE_KEYS, overwrite, "images")
     if not todo:
-        logger.info("%s: all %d images already extracted, reusing", feature_path, len(image_names))
         return feature_path
-    if done:
-        logger.info("%s: %d images already extracted, extracting %d", feature_path, len(done), len(todo))
     model = resolve_model(model, lambda: load_model(conf, weights, device))
     for name in tqdm(todo, desc=f"features {conf['output']}", unit="img"):
-        feats = extract(model, conf, read_image(Path(image_dir) / name), device, (turns or {}).get(name, 0))
-        with h5py.File(feature_path, "a") as f:
-            if name in f:
-                del f[name]
-            group = f.create_group(name)
-            for key, value in feats.items():
-                group.create_dataset(key, data=value)
+        path = Path(image_dir) / name
+        try:
+            size = image_size(path)
+            image = read_image(path, max_side=conf.get("resize_to"))
+        except (ImageError, FileNotFoundError) as err:
+            logger.error("%s; it gets no keypoints and no pose", err)
+            write_group(feature_path, name, _no_features(), {"error": str(err)})
+            continue
+        feats = extract_with_retry(model, conf, image, device, (turns or {}).get(name, 0), size)
+        write_group(feature_path, name, feats)
     return feature_path
+
+
+def _no_features() -> dict[str, np.ndarray]:
+    return {"keypoints": np.zeros((0, 2), np.float32), "descriptors": np.zeros((0, 0), np.float32),
+            "scores": np.zeros((0,), np.float32), "image_size": np.zeros((2,), np.int64)}
+
+
+def failed_images(feature_path: Path) -> dict[str, str]:
+    """image name -> why it has no features (unreadable files), from a features file."""
+    with h5py.File(feature_path, "r") as f:
+        return {name: f[name].attrs["error"] for name in f if "error" in f[name].attrs}
 
 
 def read_features(feature_path: Path, name: str) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from . import models
 from .pairs import read_pairs
-from .utils import pair_key, pick_device, resolve_model
+from .utils import pair_key, pending, pick_device, resolve_model, write_group
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ class _FeatureCache:
                 raise KeyError(f"{self.file.filename}: no features for {name!r}; run the features stage first")
             if len(self.cache) >= self.size:
                 self.cache.pop(next(iter(self.cache)))
-            self.cache[name] = {k: self.file[name][k][()] for k in ("keypoints", "descriptors", "image_size")}
+            self.cache[name] = {k: self.file[name][k][()] for k in ("keypoints", "descriptors", "scores",
+                                                                    "image_size")}
         return self.cache[name]
 
     def close(self):
@@ -85,42 +86,54 @@ def main(conf: dict, pairs_path: Path, feature_path: Path, match_path: Path, fea
     """
     device = pick_device(device)
     match_path = Path(match_path)
-    match_path.parent.mkdir(parents=True, exist_ok=True)
-    if overwrite and match_path.exists():
-        match_path.unlink()
     pairs = read_pairs(pairs_path)
-    done = set()
-    if match_path.exists():
-        with h5py.File(match_path, "r") as f:
-            done = {p for p in pairs if pair_key(*p) in f and "scores" in f[pair_key(*p)]}
-    todo = [p for p in pairs if p not in done]
+    keys = {pair_key(*p): p for p in pairs}
+    # "scores" is written last: a pair without it was cut short.
+    todo = [keys[k] for k in pending(match_path, list(keys), ("matches", "scores"), overwrite, "pairs")]
     if not todo:
-        logger.info("%s: all %d pairs already matched, reusing", match_path, len(pairs))
         return match_path
-    if done:
-        logger.info("%s: %d pairs already matched, matching %d", match_path, len(done), len(todo))
     model = resolve_model(model, lambda: load_model(features, conf, weights, device))
     cache = _FeatureCache(feature_path)
     dropped = 0
     try:
         for name0, name1 in tqdm(todo, desc=f"matching {conf['output']}", unit="pair"):
-            matches, scores = match_pair(model, cache[name0], cache[name1], device)
+            matches, scores = match_with_retry(model, cache[name0], cache[name1], device)
             if len(matches) < conf["min_matches"]:
                 matches, scores = matches[:0], scores[:0]
                 dropped += 1
-            with h5py.File(match_path, "a") as f:
-                key = pair_key(name0, name1)
-                if key in f:
-                    del f[key]
-                group = f.create_group(key)
-                group.create_dataset("matches", data=matches)
-                group.create_dataset("scores", data=scores)  # written last: marks the pair complete
+            write_group(match_path, pair_key(name0, name1), {"matches": matches, "scores": scores})
     finally:
         cache.close()
     if dropped:
         logger.info("%s: %d of %d pairs had fewer than %d matches and were dropped",
                     match_path, dropped, len(todo), conf["min_matches"])
     return match_path
+
+
+def _strongest(feats: dict, keep: int) -> tuple[dict, np.ndarray]:
+    index = np.sort(np.argsort(-feats["scores"], kind="stable")[:keep]) if "scores" in feats else np.arange(keep)
+    return {**feats, "keypoints": feats["keypoints"][index], "descriptors": feats["descriptors"][index]}, index
+
+
+def match_with_retry(model: torch.nn.Module, feats0: dict, feats1: dict, device: torch.device,
+                     attempts: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """`match_pair`, retried with the strongest half of the keypoints each time memory runs out."""
+    index0, index1 = np.arange(len(feats0["keypoints"])), np.arange(len(feats1["keypoints"]))
+    for attempt in range(attempts):
+        try:
+            matches, scores = match_pair(model, feats0, feats1, device)
+            return np.stack([index0[matches[:, 0]], index1[matches[:, 1]]], axis=1).astype(np.int32), scores
+        except torch.OutOfMemoryError:
+            if attempt == attempts - 1:
+                raise
+            keep = max(len(index0), len(index1)) // 2
+            logger.warning("out of memory matching %d x %d keypoints; retrying with the strongest %d",
+                           len(index0), len(index1), keep)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            feats0, sub0 = _strongest(feats0, keep)
+            feats1, sub1 = _strongest(feats1, keep)
+            index0, index1 = index0[sub0], index1[sub1]
 
 
 def read_matches(match_path: Path, name0: str, name1: str) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from . import features, matching
 from .pairs import read_pairs
-from .utils import pick_device, read_image, resolve_model
+from .utils import ImageError, pick_device, read_image, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,12 @@ class _TurnedFeatures:
 
     def __call__(self, name: str, turns: int) -> dict:
         if (name, turns) not in self.cache:
-            image = np.ascontiguousarray(np.rot90(read_image(self.image_dir / name), turns))
+            try:
+                image = read_image(self.image_dir / name, max_side=self.conf["resize_to"])
+            except (ImageError, FileNotFoundError):  # the features stage reports it
+                self.cache[(name, turns)] = {"keypoints": np.zeros((0, 2), np.float32)}
+                return self.cache[(name, turns)]
+            image = np.ascontiguousarray(np.rot90(image, turns))
             self.cache[(name, turns)] = features.extract(self.extractor(), self.conf, image, self.device)
         return self.cache[(name, turns)]
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import models
-from .utils import autocast_dtype, pick_device, read_image, resolve_model
+from .utils import ImageError, autocast_dtype, pick_device, read_image, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,13 @@ def compute_descriptors(image_dir: Path, image_names: list[str], descriptors_pat
             processor, model = model_getter()
             model = model.to(device).eval()
             for name in tqdm(todo, desc="global descriptors", unit="img"):
-                desc = global_descriptor(read_image(Path(image_dir) / name), processor, model, device)
+                try:
+                    image = read_image(Path(image_dir) / name, max_side=1024)
+                except (ImageError, FileNotFoundError) as err:  # the features stage reports it
+                    logger.warning("%s; its global descriptor is zero", err)
+                    desc = torch.zeros(model.config.hidden_size)
+                else:
+                    desc = global_descriptor(image, processor, model, device)
                 group = f.require_group(name)
                 if DESCRIPTOR_KEY in group:
                     del group[DESCRIPTOR_KEY]

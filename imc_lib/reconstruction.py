@@ -71,10 +71,14 @@ def camera_groups(image_dir: Path, image_names: list[str]) -> list[list[str]]:
 def create_database(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, feature_path: Path,
                     match_path: Path, database_path: Path) -> int:
     """Fresh COLMAP database with cameras, keypoints and the matches of every kept pair; returns the
-    number of matched pairs written."""
+    number of matched pairs written. Images without keypoints (unreadable, blank) are left out."""
     if database_path.exists():
         database_path.unlink()
+    keypoints = {n: read_features(feature_path, n)["keypoints"] for n in image_names}
+    image_names = [n for n in image_names if len(keypoints[n])]
     pycolmap.Database.open(database_path).close()  # import_images needs the file to exist
+    if not image_names:
+        return 0
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = conf["camera_model"]
     if conf["camera_mode"] == "shared":
@@ -92,8 +96,10 @@ def create_database(conf: dict, image_dir: Path, image_names: list[str], pairs_p
             raise RuntimeError(f"{image_dir}: pycolmap could not import {missing[:5]}; check these image files")
         for name in image_names:
             # COLMAP puts the top-left pixel corner at (0, 0); features.h5 puts the first pixel centre there.
-            db.write_keypoints(ids[name], read_features(feature_path, name)["keypoints"] + 0.5)
+            db.write_keypoints(ids[name], keypoints[name] + 0.5)
         for name0, name1 in pairs:
+            if name0 not in ids or name1 not in ids:
+                continue
             matches, _ = read_matches(match_path, name0, name1)
             if len(matches):
                 db.write_matches(ids[name0], ids[name1], matches.astype(np.uint32))
@@ -127,6 +133,8 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
     database_path = sfm_dir / "database.db"
     n_pairs = create_database(conf, Path(image_dir), image_names, pairs_path, feature_path, match_path, database_path)
     logger.info("%s: %d images, %d matched pairs", database_path, len(image_names), n_pairs)
+    if n_pairs == 0:
+        return _no_model(sfm_dir, "no image pair kept enough matches")
 
     verification = _options(pycolmap.TwoViewGeometryOptions, conf.get("verification", {}))
     verification.ransac.random_seed = conf.get("seed", -1)
@@ -143,10 +151,7 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
     models = mapping(database_path, image_dir, sfm_dir / "models", options)
     best = largest_model(models)
     if best is None:
-        (sfm_dir / "model").mkdir()
-        (sfm_dir / "EMPTY").touch()
-        logger.warning("%s: no model could be built from %d images", sfm_dir, len(image_names))
-        return None
+        return _no_model(sfm_dir, f"the mapper found no model in {len(image_names)} images")
     tmp = sfm_dir / "model.tmp"
     tmp.mkdir()
     best.write(tmp)
@@ -154,6 +159,14 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
     logger.info("%s: %d of %d images registered (%d models)", model_dir, best.num_reg_images(), len(image_names),
                 len(models))
     return best
+
+
+def _no_model(sfm_dir: Path, why: str) -> None:
+    """Record that a scene has no model, so a rerun does not map it again."""
+    (sfm_dir / "model").mkdir(exist_ok=True)
+    (sfm_dir / "EMPTY").write_text(why + "\n")
+    logger.warning("%s: no model: %s; every image of the scene gets a placeholder pose", sfm_dir, why)
+    return None
 
 
 def poses(reconstruction: pycolmap.Reconstruction | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -1,10 +1,12 @@
-"""Small helpers shared by the stages: device choice, image loading, HDF5 names."""
+"""Small helpers shared by the stages: device choice, image loading, resumable HDF5 groups."""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from PIL import Image
@@ -24,25 +26,86 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.float16 if device.type == "cuda" else None
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path, max_side: int | None = None) -> np.ndarray:
     """Read an image as an (H, W, 3) uint8 RGB array on its stored pixel grid.
 
-    The EXIF orientation tag is deliberately not applied: IMC ground-truth poses refer to the
-    pixels as stored, as COLMAP reads them.
+    Grayscale, palette, RGBA, CMYK and 16-bit images are converted to 8-bit RGB. `max_side` lets a
+    large JPEG decode at a reduced scale (at least `max_side` on its longest side), so an
+    8000x6000 photo never needs its full-size array. The EXIF orientation tag is deliberately
+    not applied: IMC ground-truth poses refer to the pixels as stored, as COLMAP reads them.
     """
+    path = Path(path)
     try:
         with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
+            if max_side and max(im.size) > 2 * max_side:
+                im.draft("RGB", (max_side, max_side))
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                array = np.asarray(im, dtype=np.float32)
+                top = 65535.0 if im.mode.startswith("I;16") or array.max() > 255 else 255.0
+                im = Image.fromarray((np.clip(array / top, 0, 1) * 255).round().astype(np.uint8))
+            array = np.array(im.convert("RGB"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image not found; check the data folder and the image list") from None
-    except OSError as err:
-        raise OSError(f"{path}: cannot read image ({err}); remove or replace the file") from err
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ImageError(f"{path}: cannot read image ({err}); remove or replace the file") from err
+    if array.size == 0:
+        raise ImageError(f"{path}: image has no pixels; remove or replace the file")
+    return array
+
+
+class ImageError(OSError):
+    """An image file that exists but cannot be decoded."""
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of an image without decoding its pixels."""
-    with Image.open(path) as im:
-        return im.size
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image not found; check the data folder and the image list") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ImageError(f"{path}: cannot read image ({err}); remove or replace the file") from err
+
+
+def pending(path: Path, keys: list[str], required: tuple[str, ...], overwrite: bool, what: str) -> list[str]:
+    """Keys of `keys` whose HDF5 group in `path` lacks one of `required` datasets: the work left.
+
+    Resumes killed runs: an incomplete group counts as missing, and a file HDF5 cannot open (a
+    run killed mid-write) is moved aside as `*.corrupt` and started afresh, with a warning.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite and path.exists():
+        path.unlink()
+    done: set[str] = set()
+    if path.exists():
+        try:
+            with h5py.File(path, "r") as f:
+                done = {k for k in keys if k in f and all(r in f[k] for r in required)}
+        except OSError as err:
+            corrupt = path.with_name(path.name + ".corrupt")
+            logger.warning("%s: unreadable (%s), probably from a killed run; moved to %s and recomputing",
+                           path, err, corrupt)
+            os.replace(path, corrupt)
+    todo = [k for k in keys if k not in done]
+    if not todo:
+        logger.info("%s: all %d %s done, reusing", path, len(keys), what)
+    elif done:
+        logger.info("%s: %d %s done, computing the other %d", path, len(done), what, len(todo))
+    return todo
+
+
+def write_group(path: Path, key: str, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> None:
+    """(Re)write one HDF5 group; datasets in the given order, so the last one marks it complete."""
+    with h5py.File(path, "a") as f:
+        if key in f:
+            del f[key]
+        group = f.create_group(key)
+        for name, value in (attrs or {}).items():
+            group.attrs[name] = value
+        for name, value in arrays.items():
+            group.create_dataset(name, data=value)
 
 
 def pair_key(name0: str, name1: str) -> str:

@@ -87,8 +87,23 @@ def test_disk_features(tmp_path, scene_dir, weights_dir):
     assert len(feats["keypoints"]) <= 512
 
 
-def test_missing_file_and_image_errors_name_the_fix(tmp_path):
+def test_missing_features_file_names_the_stage_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the features stage"):
         features.read_features(tmp_path / "none.h5", "a.jpg")
-    with pytest.raises(FileNotFoundError, match="missing.jpg"):
-        features.main(small_conf(), tmp_path, ["missing.jpg"], tmp_path / "f.h5", "cpu", model=lambda: None)
+
+
+def test_unreadable_images_are_skipped_with_their_reason(tmp_path, scene_dir, aliked, caplog):
+    import shutil
+
+    shutil.copy(scene_dir / "0000.jpg", tmp_path / "good.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.jpg").write_text("not an image")
+    names = ["good.jpg", "empty.jpg", "notes.jpg", "missing.jpg"]
+    path = features.main(small_conf(), tmp_path, names, tmp_path / "f.h5", "cpu", model=aliked)
+    assert len(features.read_features(path, "good.jpg")["keypoints"]) > 200
+    failed = features.failed_images(path)
+    assert sorted(failed) == ["empty.jpg", "missing.jpg", "notes.jpg"]
+    assert "missing.jpg: image not found" in failed["missing.jpg"]
+    assert "notes.jpg: cannot read image" in failed["notes.jpg"] and "remove or replace" in failed["notes.jpg"]
+    assert all(len(features.read_features(path, n)["keypoints"]) == 0 for n in failed)
+    assert "empty.jpg: cannot read image" in caplog.text
