@@ -24,7 +24,8 @@ setup(
                       "ipykernel>=6"],
         "app": ["streamlit>=1.35", "matplotlib>=3.7", "plotly>=5.18"],
         "test": ["pytest>=7", "scipy>=1.10", "matplotlib>=3.7", "plotly>=5.18", "jupytext>=1.16",
-                 "nbclient>=0.10", "nbconvert>=7", "ipykernel>=6", "streamlit>=1.35"],
+                 "nbclient>=0.10", "nbconvert>=7", "ipykernel>=6", "streamlit>=1.35", "selenium>=4.10",
+                 "setuptools>=70.1"],
     },
     entry_points={"console_scripts": ["imc-lib=imc_lib.cli:main"]},
 )

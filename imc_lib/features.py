@@ -151,6 +151,11 @@ def main(conf: dict, image_dir: Path, image_names: list[str], feature_path: Path
     device = pick_device(device)
     feature_path = Path(feature_path)
     todo = pending(feature_path, list(image_names), FEATURE_KEYS, overwrite, "images")
+    turns = turns or {}
+    stale = _stale_turns(feature_path, [n for n in image_names if n not in todo], turns)
+    if stale:
+        logger.info("%s: %d images were extracted at other quarter turns, extracting again", feature_path, len(stale))
+        todo = [n for n in image_names if n in set(todo) | set(stale)]
     if not todo:
         return feature_path
     model = resolve_model(model, lambda: load_model(conf, weights, device))
@@ -163,9 +168,17 @@ def main(conf: dict, image_dir: Path, image_names: list[str], feature_path: Path
             logger.error("%s; it gets no keypoints and no pose", err)
             write_group(feature_path, name, _no_features(), {"error": str(err)})
             continue
-        feats = extract_with_retry(model, conf, image, device, (turns or {}).get(name, 0), size)
-        write_group(feature_path, name, feats)
+        feats = extract_with_retry(model, conf, image, device, turns.get(name, 0), size)
+        write_group(feature_path, name, feats, {"turns": turns.get(name, 0)})
     return feature_path
+
+
+def _stale_turns(feature_path: Path, names: list[str], turns: dict[str, int]) -> list[str]:
+    """Images whose stored features were extracted at other quarter turns than asked now."""
+    if not names:
+        return []
+    with h5py.File(feature_path, "r") as f:
+        return [n for n in names if "error" not in f[n].attrs and int(f[n].attrs.get("turns", 0)) != turns.get(n, 0)]
 
 
 def _no_features() -> dict[str, np.ndarray]:

@@ -228,7 +228,15 @@ def score(labels, submission, categories=None, thresholds: Mapping[str, Sequence
         categories = load_categories(categories)
     gt = _poses(labels, "labels")
     est = _poses(submission, "submission")
-    est_centres = dict(zip(map(tuple, est[KEY].to_numpy()), camera_centres(est)))
+    est_keys = list(map(tuple, est[KEY].to_numpy()))
+    est_centres = dict(zip(est_keys, camera_centres(est)))
+    # Placeholder rows (identity R, zero t: what writers put for unregistered images) still take
+    # part in the registration, as in the competition, but are not counted as registered.
+    placeholder = {k for k, R, t in zip(est_keys, est["R"], est["t"]) if np.array_equal(R, np.eye(3)) and not t.any()}
+    skewed = [k for k, R in zip(est_keys, est["R"]) if not np.allclose(R @ R.T, np.eye(3), atol=1e-3)]
+    if skewed:
+        logger.warning("%d submission rows have a rotation_matrix that is not orthonormal (e.g. %s); "
+                       "scored as given, through the camera centre -R^T t", len(skewed), "/".join(skewed[0]))
     extra = set(est_centres) - set(map(tuple, gt[KEY].to_numpy()))
     if extra:
         logger.warning(
@@ -248,7 +256,7 @@ def score(labels, submission, categories=None, thresholds: Mapping[str, Sequence
                 "dataset": dataset,
                 "scene": scene,
                 "images": len(group),
-                "registered": int(np.all(np.isfinite(est_scene), axis=1).sum()),
+                "registered": sum(k in est_centres and k not in placeholder for k in map(tuple, group[KEY].to_numpy())),
                 "mAA": mean_average_accuracy(
                     camera_centres(group), est_scene, scene_thresholds(scene, categories, thresholds)
                 ),

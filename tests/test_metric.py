@@ -121,8 +121,8 @@ def test_placeholder_pose_is_just_a_pose(gt, tmp_path):
     rows[3]["R"] = rows[3]["t"] = rows[7]["R"] = rows[7]["t"] = None  # identity, centre at the origin
     path = write_submission(rows, tmp_path / "submission.csv")
     row = score(gt, path).iloc[0]
-    assert row["registered"] == 10  # counted as registered ...
-    assert row["mAA"] == pytest.approx(6 * (8 - 3) / (6 * 7))  # ... but not an inlier: no corner is at 0
+    assert row["registered"] == 8  # placeholders are not counted as registered ...
+    assert row["mAA"] == pytest.approx(6 * (8 - 3) / (6 * 7))  # ... and as poses are no inliers: no corner is at 0
 
 
 def test_object_thresholds_are_ten_times_smaller(gt, tmp_path):
@@ -281,3 +281,11 @@ def test_camera_errors_after_registration():
     err = camera_errors(gt, est, 0.1)
     assert np.isinf(err[5]) and err[2] > 5
     np.testing.assert_allclose(np.delete(err, [2, 5]), 0, atol=1e-9)
+
+
+def test_non_orthonormal_rotation_is_scored_with_a_warning(gt, caplog):
+    bad = gt.copy()
+    bad.at[4, "R"] = bad.at[4, "R"] * 2.0
+    row = score(gt, bad).iloc[0]
+    assert "not orthonormal" in caplog.text and "/".join([bad.at[4, "dataset"], bad.at[4, "scene"]]) in caplog.text
+    assert row["registered"] == 10 and row["mAA"] < 1.0
