@@ -39,8 +39,12 @@ def load_model(features: str, conf: dict, weights: str | Path | None = None, dev
 
 
 def _to_lightglue(feats: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    # LightGlue rejects positions outside the image; a keypoint at the border of a small, upscaled
+    # image maps back to just beyond it (e.g. x = -0.48 in a 16 px image).
+    size = feats["image_size"].astype(np.float32)
+    kpts = np.clip(feats["keypoints"], 0, np.maximum(size - 1, 0))
     return {
-        "keypoints": torch.from_numpy(feats["keypoints"]).float()[None].to(device),
+        "keypoints": torch.from_numpy(kpts).float()[None].to(device),
         "descriptors": torch.from_numpy(feats["descriptors"]).float()[None].to(device),
         "image_size": torch.from_numpy(feats["image_size"]).float()[None].to(device),
     }

@@ -5,7 +5,7 @@ Matching every pair costs N(N-1)/2 matcher runs; for larger scenes a global desc
 neighbours so that no image is left without candidates.
 
 The output is an hloc-style text file, one `name0 name1` per line, each unordered pair once,
-`name0` before `name1` in the order of `image_names`.
+`name0` before `name1` in the order of `image_names` ('%' and whitespace in names percent-encoded).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import tempfile
 from collections import Counter
 from pathlib import Path
+from urllib.parse import unquote
 
 import h5py
 import numpy as np
@@ -146,8 +147,8 @@ def write_pairs(pairs: list[tuple[str, str]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.writelines(f"{a} {b}\n" for a, b in pairs)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(f"{_escape(a)} {_escape(b)}\n" for a, b in pairs)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -161,24 +162,28 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: pairs file not found; run the pairs stage (imc_lib.pairs) first")
     pairs = []
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             fields = line.split()
             if not fields:
                 continue
             if len(fields) != 2:
                 raise ValueError(f"{path}:{lineno}: expected 'name0 name1', got {line.rstrip()!r}")
-            pairs.append((fields[0], fields[1]))
+            pairs.append((unquote(fields[0]), unquote(fields[1])))
     return pairs
+
+
+def _escape(name: str) -> str:
+    """A name as one whitespace-free field: '%' and whitespace percent-encoded (read back by unquote)."""
+    return "".join(f"%{ord(c):02X}" if c == "%" or c.isspace() else c for c in name)
 
 
 def _check_names(image_names: list[str]) -> None:
     duplicates = sorted(n for n, count in Counter(image_names).items() if count > 1)
     if duplicates:
         raise ValueError(f"duplicate image names: {duplicates[:5]}")
-    spaced = [n for n in image_names if not n or any(c.isspace() for c in n)]
-    if spaced:
-        raise ValueError(f"image names must be non-empty and free of whitespace for the pairs file: {spaced[:5]}")
+    if any(not n for n in image_names):
+        raise ValueError("empty image name in the image list")
 
 
 def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path,

@@ -69,16 +69,17 @@ def camera_groups(image_dir: Path, image_names: list[str]) -> list[list[str]]:
 
 
 def create_database(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, feature_path: Path,
-                    match_path: Path, database_path: Path) -> int:
+                    match_path: Path, database_path: Path) -> tuple[int, int]:
     """Fresh COLMAP database with cameras, keypoints and the matches of every kept pair; returns the
-    number of matched pairs written. Images without keypoints (unreadable, blank) are left out."""
+    numbers of images and of matched pairs written. Images without keypoints (unreadable, blank)
+    are left out."""
     if database_path.exists():
         database_path.unlink()
     keypoints = {n: read_features(feature_path, n)["keypoints"] for n in image_names}
     image_names = [n for n in image_names if len(keypoints[n])]
     pycolmap.Database.open(database_path).close()  # import_images needs the file to exist
     if not image_names:
-        return 0
+        return 0, 0
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = conf["camera_model"]
     if conf["camera_mode"] == "shared":
@@ -104,7 +105,7 @@ def create_database(conf: dict, image_dir: Path, image_names: list[str], pairs_p
             if len(matches):
                 db.write_matches(ids[name0], ids[name1], matches.astype(np.uint32))
                 written += 1
-    return written
+    return len(image_names), written
 
 
 def largest_model(models: dict[int, pycolmap.Reconstruction]) -> pycolmap.Reconstruction | None:
@@ -131,8 +132,10 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
         shutil.rmtree(sfm_dir)
     sfm_dir.mkdir(parents=True)
     database_path = sfm_dir / "database.db"
-    n_pairs = create_database(conf, Path(image_dir), image_names, pairs_path, feature_path, match_path, database_path)
-    logger.info("%s: %d images, %d matched pairs", database_path, len(image_names), n_pairs)
+    n_images, n_pairs = create_database(conf, Path(image_dir), image_names, pairs_path, feature_path, match_path,
+                                        database_path)
+    logger.info("%s: %d of %d images with keypoints, %d matched pairs", database_path, n_images, len(image_names),
+                n_pairs)
     if n_pairs == 0:
         return _no_model(sfm_dir, "no image pair kept enough matches")
 
@@ -148,6 +151,7 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
         mapping = pycolmap.incremental_mapping
     options.num_threads = num_threads
     options.random_seed = conf.get("seed", -1)
+    options.min_model_size = min(options.min_model_size, n_images)  # a 2-photo scene is a model too
     models = mapping(database_path, image_dir, sfm_dir / "models", options)
     best = largest_model(models)
     if best is None:
