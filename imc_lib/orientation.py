@@ -1,9 +1,10 @@
 """Which quarter turn makes each photo upright-consistent with the others -> `orient-*.csv`.
 
 ALIKED and DISK are not rotation invariant: a photo taken sideways matches its upright neighbours
-poorly. This stage matches cheap low-resolution features of each pair at 0, 90, 180 and 270
-degrees, keeps each pair's best relative turn, chains those turns along a maximum spanning tree
-of the match graph, and shifts them so that the majority of photos keeps its stored orientation.
+poorly. This stage matches cheap low-resolution features of each pair as stored, then, for pairs
+that would link photos no confident match links yet, at 90, 180 and 270 degrees too; it keeps each
+pair's best relative turn, chains those turns along a maximum spanning tree of the match graph,
+and shifts each connected group so that most of its photos keep their stored orientation.
 The features stage then extracts each photo turned by its quarter turns and maps the keypoints
 back to the stored pixel grid, so nothing downstream changes.
 
@@ -39,7 +40,7 @@ confs = {
             "resize_to": 512,
         },
         "matching": {"model": {"filter_threshold": 0.1, "depth_confidence": 0.95, "width_confidence": 0.99}},
-        # A pair matching this well unturned needs no other turn tried (most pairs, in most scenes).
+        # Pairs matching this well as stored link their photos without trying other turns.
         "accept_upright_matches": 60,
         # Fewer matches than this at the best turn: the pair says nothing about orientation.
         "min_matches": 25,
@@ -57,7 +58,8 @@ def solve(names: list[str], edges: dict[tuple[str, str], tuple[int, int]], min_m
     """Absolute quarter turns from pairwise ones along a maximum spanning tree of match counts.
 
     `edges[(a, b)] = (r, n)`: turning b by r quarter turns matches a (unturned) with n matches.
-    Returns name -> (turns, support), shifted so that most photos keep turns = 0.
+    Returns name -> (turns, support), each connected component shifted so that most of its photos
+    keep turns = 0.
     """
     graph: dict[str, list[tuple[int, str, int]]] = {n: [] for n in names}
     for (a, b), (r, n) in edges.items():
@@ -69,19 +71,34 @@ def solve(names: list[str], edges: dict[tuple[str, str], tuple[int, int]], min_m
     for root in sorted(names, key=lambda n: -sum(e[0] for e in graph[n])):
         if root in turns:
             continue
-        turns[root] = (0, 0)
+        component = {root: (0, 0)}
         frontier = [(n, root, b, r) for n, b, r in graph[root]]
         while frontier:
             frontier.sort(key=lambda e: e[0])
             n, a, b, r = frontier.pop()
-            if b in turns:
+            if b in component:
                 continue
-            turns[b] = ((turns[a][0] + r) % 4, n)
-            frontier.extend((n2, b, c, r2) for n2, c, r2 in graph[b] if c not in turns)
-    # Turning every photo by the same amount changes nothing for matching: pick the shift that
-    # leaves the most photos as stored.
-    shift = int(np.argmax(np.bincount([(-t) % 4 for t, _ in turns.values()], minlength=4)))
-    return {n: ((t + shift) % 4, s) for n, (t, s) in turns.items()}
+            component[b] = ((component[a][0] + r) % 4, n)
+            frontier.extend((n2, b, c, r2) for n2, c, r2 in graph[b] if c not in component)
+        # Turning a whole component changes nothing for matching within it, and nothing relates it
+        # to other components: pick the shift that leaves most of its photos as stored.
+        shift = int(np.argmax(np.bincount([(-t) % 4 for t, _ in component.values()], minlength=4)))
+        turns.update({n: ((t + shift) % 4, s) for n, (t, s) in component.items()})
+    return turns
+
+
+class _UnionFind:
+    def __init__(self, items):
+        self.parent = {i: i for i in items}
+
+    def find(self, item):
+        while self.parent[item] != item:
+            self.parent[item] = self.parent[self.parent[item]]
+            item = self.parent[item]
+        return item
+
+    def union(self, a, b):
+        self.parent[self.find(a)] = self.find(b)
 
 
 class _TurnedFeatures:
@@ -119,12 +136,23 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
     matcher_once = functools.cache(
         lambda: resolve_model(matcher, lambda: matching.load_model("aliked", conf["matching"], weights, device)))
     feats = _TurnedFeatures(conf["features"], image_dir, extractor_once, device)
-    edges = {}
-    for a, b in tqdm(read_pairs(pairs_path), desc="orientation", unit="pair"):
-        counts = [len(matching.match_pair(matcher_once(), feats(a, 0), feats(b, 0), device)[0])]
-        if counts[0] < conf["accept_upright_matches"]:
-            counts += [len(matching.match_pair(matcher_once(), feats(a, 0), feats(b, k), device)[0]) for k in (1, 2, 3)]
-        edges[(a, b)] = relative_turn(counts)
+
+    def count(a: str, b: str, k: int) -> int:
+        return len(matching.match_pair(matcher_once(), feats(a, 0), feats(b, k), device)[0])
+
+    # Pass 1, every pair as stored; pass 2, the other turns, only for pairs that would join two
+    # groups of photos not yet linked by a confident match (few, unless many photos are turned).
+    pairs = read_pairs(pairs_path)
+    edges = {(a, b): (0, count(a, b, 0)) for a, b in tqdm(pairs, desc="orientation", unit="pair")}
+    group = _UnionFind(image_names)
+    for (a, b), (_, n) in edges.items():
+        if n >= conf["accept_upright_matches"]:
+            group.union(a, b)
+    for a, b in sorted(pairs, key=lambda p: -edges[p][1]):
+        if group.find(a) != group.find(b):
+            edges[(a, b)] = relative_turn([edges[(a, b)][1], *(count(a, b, k) for k in (1, 2, 3))])
+            if edges[(a, b)][1] >= conf["min_matches"]:
+                group.union(a, b)
     result = solve(list(image_names), edges, conf["min_matches"])
     table = pd.DataFrame([(n, *result[n]) for n in image_names], columns=["image_name", "quarter_turns", "support"])
     turned = table[table["quarter_turns"] != 0]
