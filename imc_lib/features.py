@@ -110,6 +110,7 @@ def extract(model: torch.nn.Module, conf: dict, image: np.ndarray, device: torch
 def extract_with_retry(model: torch.nn.Module, conf: dict, image: np.ndarray, device: torch.device,
                        turns: int = 0, stored_size=None, attempts: int = 3) -> dict[str, np.ndarray]:
     """`extract`, retried at 70% of the resolution each time the device runs out of memory."""
+    device = pick_device(device)
     for attempt in range(attempts):
         try:
             return extract(model, conf, image, device, turns, stored_size)

@@ -122,6 +122,7 @@ def _strongest(feats: dict, keep: int) -> tuple[dict, np.ndarray]:
 def match_with_retry(model: torch.nn.Module, feats0: dict, feats1: dict, device: torch.device,
                      attempts: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """`match_pair`, retried with the strongest half of the keypoints each time memory runs out."""
+    device = pick_device(device)
     index0, index1 = np.arange(len(feats0["keypoints"])), np.arange(len(feats1["keypoints"]))
     for attempt in range(attempts):
         try:

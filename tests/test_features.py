@@ -5,6 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from scipy.spatial import cKDTree
 
@@ -107,3 +108,20 @@ def test_unreadable_images_are_skipped_with_their_reason(tmp_path, scene_dir, al
     assert "notes.jpg: cannot read image" in failed["notes.jpg"] and "remove or replace" in failed["notes.jpg"]
     assert all(len(features.read_features(path, n)["keypoints"]) == 0 for n in failed)
     assert "empty.jpg: cannot read image" in caplog.text
+
+
+def test_out_of_memory_retries_at_lower_resolution(tmp_path, scene_dir, aliked, monkeypatch, caplog):
+    real = features.extract
+    sizes = []
+
+    def flaky(model, conf, *args, **kwargs):
+        sizes.append(conf["resize_to"])
+        if len(sizes) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, conf, *args, **kwargs)
+
+    monkeypatch.setattr(features, "extract", flaky)
+    path = features.main(small_conf(resize_to=640), scene_dir, ["0000.jpg"], tmp_path / "f.h5", "cpu", model=aliked)
+    assert sizes == [640, 448]
+    assert "out of memory extracting at 640 px; retrying at 448 px" in caplog.text
+    _check(features.read_features(path, "0000.jpg"), 1536, 1024)

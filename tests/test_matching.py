@@ -7,6 +7,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from conftest import small_conf
 from imc_lib import features, matching, pairs
@@ -71,3 +72,24 @@ def test_missing_inputs_name_the_stage_to_run(tmp_path, feats):
     with pytest.raises(KeyError, match="run the features stage"):
         matching.main(matching.confs["lightglue"], pairs_path, feats, tmp_path / "m.h5", "aliked", "cpu",
                       model=lambda: lambda data: None)
+
+
+def test_out_of_memory_retries_with_the_strongest_keypoints(tmp_path, feats, lightglue_aliked, monkeypatch, caplog):
+    real = matching.match_pair
+    seen = []
+
+    def flaky(model, f0, f1, device):
+        seen.append((len(f0["keypoints"]), len(f1["keypoints"])))
+        if len(seen) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, f0, f1, device)
+
+    monkeypatch.setattr(matching, "match_pair", flaky)
+    f0, f1 = features.read_features(feats, "a.jpg"), features.read_features(feats, "b.jpg")
+    m, s = matching.match_with_retry(lightglue_aliked, f0, f1, "cpu")
+    half = max(len(f0["keypoints"]), len(f1["keypoints"])) // 2
+    assert seen[1] == (min(half, len(f0["keypoints"])), min(half, len(f1["keypoints"])))
+    assert "out of memory matching" in caplog.text
+    # Indices refer to the full keypoint lists, and only to the strongest half of them.
+    strongest0 = set(np.argsort(-f0["scores"])[:half])
+    assert len(m) > 50 and set(m[:, 0]) <= strongest0 and (m[:, 1] < len(f1["keypoints"])).all()
