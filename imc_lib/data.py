@@ -10,10 +10,13 @@ Layout (as on Kaggle, `/kaggle/input/image-matching-challenge-2024`):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -63,13 +66,18 @@ def load_scenes(data_dir: Path, split: str = "train", scenes: list[str] | None =
         if labels.is_file():
             table = read_table(labels, ["dataset", "scene", "image_name"])
         else:
-            rows = [
-                {"dataset": d.name, "scene": d.name, "image_name": f.name}
-                for d in sorted((data_dir / "train").glob("*/"))
-                if (d / "images").is_dir()
-                for f in sorted((d / "images").iterdir())
-                if f.suffix.lower() in IMAGE_SUFFIXES
-            ]
+            rows = []
+            for d in sorted((data_dir / "train").glob("*/")):
+                if not (d / "images").is_dir():
+                    continue
+                files = sorted((d / "images").iterdir())
+                images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+                if len(images) < len(files):
+                    logger.warning("%s: ignoring %d file(s) that are not images by their suffix, e.g. %s",
+                                   d / "images", len(files) - len(images), next(f.name for f in files if f not in images))
+                if not images:
+                    logger.warning("%s: no images; scene %s skipped", d / "images", d.name)
+                rows += [{"dataset": d.name, "scene": d.name, "image_name": f.name} for f in images]
             if not rows:
                 raise FileNotFoundError(f"{data_dir / 'train'}: no <dataset>/images folders with images found")
             table = pd.DataFrame(rows)
@@ -77,6 +85,12 @@ def load_scenes(data_dir: Path, split: str = "train", scenes: list[str] | None =
         table["image_path"] = [
             f"train/{d}/images/{n}" for d, n in zip(table["dataset"], table["image_name"])
         ]
+    repeated = table.duplicated(["dataset", "scene", "image_name"])
+    if repeated.any():
+        first = table[repeated].iloc[0]
+        logger.warning("%s: %d repeated image row(s) ignored, e.g. %s/%s", data_dir, int(repeated.sum()),
+                       first["scene"], first["image_name"])
+        table = table[~repeated]
     if scenes:
         unknown = sorted(set(scenes) - set(table["scene"]))
         if unknown:

@@ -58,3 +58,18 @@ def test_bad_inputs_name_the_file(tmp_path):
 def test_unknown_scene_is_an_error(imc_data_dir):
     with pytest.raises(ValueError, match="nowhere"):
         data.load_scenes(imc_data_dir, "train", ["nowhere"])
+
+
+def test_repeated_rows_and_empty_folders_are_reported(tmp_path, caplog):
+    _touch_images(tmp_path / "test/church/images", ["1.png"])
+    pd.DataFrame({
+        "image_path": ["test/church/images/1.png"] * 2, "dataset": ["church"] * 2, "scene": ["church"] * 2,
+    }).to_csv(tmp_path / "sample_submission.csv", index=False)
+    (scene,) = data.load_scenes(tmp_path, "test")
+    assert scene.image_names == ("1.png",)
+    assert "1 repeated image row(s) ignored, e.g. church/1.png" in caplog.text
+    _touch_images(tmp_path / "train/full/images", ["a.jpg", "readme.md"])
+    (tmp_path / "train/empty/images").mkdir(parents=True)
+    assert [s.scene for s in data.load_scenes(tmp_path, "train")] == ["full"]
+    assert "empty/images: no images; scene empty skipped" in caplog.text
+    assert "ignoring 1 file(s) that are not images by their suffix, e.g. readme.md" in caplog.text
