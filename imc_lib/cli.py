@@ -15,7 +15,7 @@ def _run(args) -> int:
         args.data_dir, args.out, args.work, split=args.split, scenes=args.scenes, conf=args.features,
         device=args.device, overwrite=args.overwrite, weights=args.weights, dinov2=args.dinov2,
         max_keypoints=args.max_keypoints, pairs_method=args.pairs, resize_to=args.resize_to,
-        orientation_method=args.orientation,
+        orientation_method=args.orientation, prefilter=args.prefilter,
     )
     print(f"{'scene':<24}{'registered':>12}  status")
     for key, r in result["scenes"].items():
@@ -62,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--pairs", choices=["dinov2", "exhaustive"], help="pair source (default: the config's, dinov2)")
     r.add_argument("--orientation", choices=["upright", "none"],
                    help="turn sideways photos upright before features (default: the config's, upright)")
+    r.add_argument("--prefilter", type=int, metavar="N",
+                   help="match only pairs with N+ low-resolution matches in the orientation stage (default: all)")
     r.add_argument("--max-keypoints", type=int, help="keypoints per image (default: the config's, 4096)")
     r.add_argument("--resize-to", type=int, help="longest image side for features (default: the config's, 1024)")
     r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")

@@ -9,7 +9,9 @@ The features stage then extracts each photo turned by its quarter turns and maps
 back to the stored pixel grid, so nothing downstream changes.
 
 Output: a CSV `image_name,quarter_turns,support` (turns counter-clockwise, as `np.rot90`;
-support = matches on the tree edge that fixed it, 0 for the root or an unconnected photo).
+support = matches on the tree edge that fixed it, 0 for the root or an unconnected photo), and
+beside it `*-overlap.csv`: each pair's low-resolution matches at those turns, which the pipeline
+can use to drop non-overlapping pairs before full matching (`prefilter_min_matches`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ confs = {
         "accept_upright_matches": 60,
         # Fewer matches than this at the best turn: the pair says nothing about orientation.
         "min_matches": 25,
+        # Pairs with fewer low-resolution matches skip full matching (None: match every pair).
+        "prefilter_min_matches": None,
     },
 }
 
@@ -137,8 +141,13 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
         lambda: resolve_model(matcher, lambda: matching.load_model("aliked", conf["matching"], weights, device)))
     feats = _TurnedFeatures(conf["features"], image_dir, extractor_once, device)
 
+    counts: dict[tuple[str, str, int], int] = {}
+
     def count(a: str, b: str, k: int) -> int:
-        return len(matching.match_pair(matcher_once(), feats(a, 0), feats(b, k), device)[0])
+        """Matches of a as stored with b turned by k quarter turns."""
+        if (a, b, k) not in counts:
+            counts[(a, b, k)] = len(matching.match_pair(matcher_once(), feats(a, 0), feats(b, k), device)[0])
+        return counts[(a, b, k)]
 
     # Pass 1, every pair as stored; pass 2, the other turns, only for pairs that would join two
     # groups of photos not yet linked by a confident match (few, unless many photos are turned).
@@ -154,15 +163,36 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
             if edges[(a, b)][1] >= conf["min_matches"]:
                 group.union(a, b)
     result = solve(list(image_names), edges, conf["min_matches"])
+    # Each pair's low-resolution matches once both photos are turned: lets the pipeline drop
+    # pairs that do not overlap before full matching.
+    overlap = pd.DataFrame([(a, b, count(a, b, (result[b][0] - result[a][0]) % 4)) for a, b in pairs],
+                           columns=["name0", "name1", "matches"])
+    _write_csv(overlap, overlap_path(orientation_path))
     table = pd.DataFrame([(n, *result[n]) for n in image_names], columns=["image_name", "quarter_turns", "support"])
     turned = table[table["quarter_turns"] != 0]
     logger.info("%s: %d of %d photos turned (%s)", orientation_path, len(turned), len(table),
                 ", ".join(f"{n}:{90 * t}" for n, t in zip(turned["image_name"], turned["quarter_turns"])) or "none")
-    orientation_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = orientation_path.with_suffix(".tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, orientation_path)
+    _write_csv(table, orientation_path)  # last: its existence marks the stage done
     return orientation_path
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def overlap_path(orientation_path: Path) -> Path:
+    """The per-pair low-resolution match counts written beside the orientations."""
+    return Path(orientation_path).with_name(Path(orientation_path).stem + "-overlap.csv")
+
+
+def overlapping_pairs(orientation_path: Path, min_matches: int) -> list[tuple[str, str]]:
+    """The pairs with at least `min_matches` low-resolution matches at their photos' turns."""
+    table = pd.read_csv(overlap_path(orientation_path), dtype={"name0": str, "name1": str})
+    keep = table[table["matches"] >= min_matches]
+    return list(zip(keep["name0"], keep["name1"]))
 
 
 def read_orientations(orientation_path: Path) -> dict[str, int]:

@@ -35,10 +35,13 @@ CPU_MAX_KEYPOINTS = 2048
 
 
 def stage_confs(name: str = "aliked", max_keypoints: int | None = None, pairs_method: str | None = None,
-                resize_to: int | None = None, orientation_method: str | None = None) -> dict:
+                resize_to: int | None = None, orientation_method: str | None = None,
+                prefilter: int | None = None) -> dict:
     """The per-stage configs of a named pipeline config, with optional overrides (copied, not shared).
 
     `orientation_method`: "upright" or "none" (skip the stage: photos known to be upright).
+    `prefilter`: drop pairs with fewer low-resolution matches (from the orientation stage) before
+    full matching.
     """
     if name not in confs:
         raise ValueError(f"unknown pipeline config {name!r}; known: {sorted(confs)}")
@@ -59,9 +62,14 @@ def stage_confs(name: str = "aliked", max_keypoints: int | None = None, pairs_me
             fconf["output"] += "-upright"
         return fconf
 
+    oconf = dict(orientation.confs[names["orientation"]]) if names.get("orientation") else None
+    if prefilter is not None:
+        if oconf is None:
+            raise ValueError("the pair prefilter needs the orientation stage's matches; drop --orientation none")
+        oconf["prefilter_min_matches"] = prefilter
     return {
         "pairs": dict(pairs.confs[names["pairs"]]),
-        "orientation": dict(orientation.confs[names["orientation"]]) if names.get("orientation") else None,
+        "orientation": oconf,
         "features": features_conf(names["features"]),
         # further extractors whose keypoints and matches are merged with the first's (ensemble)
         "also": [features_conf(n) for n in names.get("also", [])],
@@ -78,6 +86,11 @@ def scene_paths(work_dir: Path, scene: data.Scene, sconfs: dict) -> dict[str, Pa
     """
     root = Path(work_dir) / scene.key
     pairs_name, match = sconfs["pairs"]["output"], sconfs["matching"]["output"]
+    orientation_file = root / f"{(sconfs['orientation'] or {}).get('output', 'none')}_{pairs_name}.csv"
+    prefilter = (sconfs["orientation"] or {}).get("prefilter_min_matches")
+    all_pairs = root / f"{pairs_name}.txt"
+    if prefilter is not None:
+        pairs_name += f"-overlap{prefilter}"
     sources = [(root / f"{f['output']}.h5", root / f"{f['output']}_{match}_{pairs_name}.h5")
                for f in [sconfs["features"], *sconfs.get("also", [])]]
     feats = "+".join(f["output"] for f in [sconfs["features"], *sconfs.get("also", [])])
@@ -86,9 +99,10 @@ def scene_paths(work_dir: Path, scene: data.Scene, sconfs: dict) -> dict[str, Pa
     else:
         merged = sources[0]
     return {
-        "pairs": root / f"{pairs_name}.txt",
-        "global": root / f"{pairs_name}-global.h5",
-        "orientation": root / f"{(sconfs['orientation'] or {}).get('output', 'none')}_{pairs_name}.csv",
+        "pairs": all_pairs,
+        "global": root / f"{sconfs['pairs']['output']}-global.h5",
+        "orientation": orientation_file,
+        "match_pairs": root / f"{pairs_name}.txt",  # the pairs to match: all, or those that overlap
         "sources": sources,
         "features": merged[0],
         "matches": merged[1],
@@ -97,10 +111,11 @@ def scene_paths(work_dir: Path, scene: data.Scene, sconfs: dict) -> dict[str, Pa
 
 
 class _Clock:
-    """`with clock("stage"):` adds the block's wall time to `times["stage"]`."""
+    """`with clock("stage"):` adds the block's wall time to `times["stage"]` and, when given a
+    `spans` list, appends (stage, start, end) in `time.perf_counter` seconds (for profilers)."""
 
-    def __init__(self, times: dict):
-        self.times = times
+    def __init__(self, times: dict, spans: list | None = None):
+        self.times, self.spans = times, spans
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
@@ -108,24 +123,28 @@ class _Clock:
         try:
             yield
         finally:
-            self.times[stage] = self.times.get(stage, 0.0) + time.perf_counter() - start
+            end = time.perf_counter()
+            self.times[stage] = self.times.get(stage, 0.0) + end - start
+            if self.spans is not None:
+                self.spans.append((stage, start, end))
 
 
 def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes: list[str] | None = None,
         conf: str = "aliked", device=None, overwrite: bool = False, weights: str | Path | None = None,
         dinov2: str | Path | None = None, max_keypoints: int | None = None, pairs_method: str | None = None,
-        resize_to: int | None = None, orientation_method: str | None = None) -> dict:
+        resize_to: int | None = None, orientation_method: str | None = None, prefilter: int | None = None) -> dict:
     """Reconstruct every scene of `data_dir`/`split` and write `out` (submission.csv).
 
     A scene that fails is logged and still gets its rows (no pose); the run goes on. Returns
-    {"scenes": {key: {"registered", "images", "error", "times"}}, "times": {stage: seconds}, "submission": out}.
+    {"scenes": {key: {"registered", "images", "error", "times", "spans"}}, "times": {stage: seconds},
+    "submission": out}; "spans" are (stage, start, end) in `time.perf_counter` seconds.
     """
     device = pick_device(device)
     if max_keypoints is None and device.type == "cpu":
         max_keypoints = CPU_MAX_KEYPOINTS
         logger.info("CPU: %d keypoints per image (LightGlue cost grows with their square); "
                     "--max-keypoints 4096 gives the GPU setting", max_keypoints)
-    sconfs = stage_confs(conf, max_keypoints, pairs_method, resize_to, orientation_method)
+    sconfs = stage_confs(conf, max_keypoints, pairs_method, resize_to, orientation_method, prefilter)
     if dinov2 is not None:
         sconfs["pairs"]["model"] = str(dinov2)
     fconfs = [sconfs["features"], *sconfs["also"]]
@@ -148,8 +167,8 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
         paths = scene_paths(work_dir, scene, sconfs)
         names = list(scene.image_names)
         logger.info("scene %s: %d images", scene.key, len(names))
-        result = {"images": len(names), "registered": 0, "error": None, "times": {}}
-        clock = _Clock(result["times"])
+        result = {"images": len(names), "registered": 0, "error": None, "times": {}, "spans": []}
+        clock = _Clock(result["times"], result["spans"])
         model = None
         try:
             with clock("pairs"):
@@ -162,20 +181,26 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
                                      paths["orientation"], device, overwrite, extractor=orient_extractor,
                                      matcher=orient_matcher, weights=weights)
                     turns = orientation.read_orientations(paths["orientation"])
+                    if sconfs["orientation"].get("prefilter_min_matches") is not None:
+                        kept = orientation.overlapping_pairs(paths["orientation"],
+                                                             sconfs["orientation"]["prefilter_min_matches"])
+                        pairs.write_pairs(kept, paths["match_pairs"])
+                        logger.info("scene %s: %d of %d pairs overlap at low resolution", scene.key, len(kept),
+                                    len(pairs.read_pairs(paths["pairs"])))
             for fconf, (feature_path, match_path), extractor, matcher in zip(
                     fconfs, paths["sources"], extractors, matchers):
                 with clock("features"):
                     features.main(fconf, scene.image_dir, names, feature_path, device, overwrite,
                                   model=extractor, turns=turns)
                 with clock("matching"):
-                    matching.main(sconfs["matching"], paths["pairs"], feature_path, match_path,
+                    matching.main(sconfs["matching"], paths["match_pairs"], feature_path, match_path,
                                   features.matcher_name(fconf), device, overwrite, model=matcher)
             if len(fconfs) > 1:
                 with clock("merge"):
-                    ensemble.main(ensemble.confs["merge"], names, paths["pairs"], paths["sources"],
+                    ensemble.main(ensemble.confs["merge"], names, paths["match_pairs"], paths["sources"],
                                   paths["features"], paths["matches"], overwrite)
             with clock("reconstruction"):
-                model = reconstruction.main(sconfs["reconstruction"], scene.image_dir, names, paths["pairs"],
+                model = reconstruction.main(sconfs["reconstruction"], scene.image_dir, names, paths["match_pairs"],
                                             paths["features"], paths["matches"], paths["sfm"], overwrite)
         except Exception as err:  # one bad scene must not cost the others their poses
             logger.exception("scene %s failed: %s; its %d images get rows without a pose", scene.key, err, len(names))
