@@ -46,3 +46,7 @@ def test_turned_photos_are_turned_back(tmp_path, imc_data_dir, weights_dir, turn
     got = orientation.read_orientations(out)
     # Turning a photo stored at k quarter turns by -k makes it upright again.
     assert got == {n: (-turned.get(n, 0)) % 4 for n in names}
+    # Once turned, every pair of these overlapping views matches well at low resolution: the
+    # prefilter keeps them all at a modest threshold and none at an absurd one.
+    assert sorted(orientation.overlapping_pairs(out, 40)) == sorted(pairs.read_pairs(pairs_path))
+    assert orientation.overlapping_pairs(out, 10**6) == []
