@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -21,11 +20,10 @@ from pathlib import Path
 import pycolmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sift_peer import run_sift  # noqa: E402
+from common import add_data_arguments, run_sift  # noqa: E402
 
 from imc_lib import metric, pipeline  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # pipeline.run keyword arguments per named configuration; "default" is what `imc-lib run` does.
 CONFIGS = {
@@ -43,14 +41,9 @@ def score_table(data_dir: Path, submission: Path, registered: dict[str, int]) ->
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_data = os.environ.get("IMC_DATA_DIR", ROOT.parent / "shared/data/imc-mini")
-    p.add_argument("--data", type=Path, nargs="+", default=[Path(default_data)])
-    p.add_argument("--weights", type=Path,
-                   default=Path(os.environ.get("IMC_WEIGHTS_DIR", ROOT.parent / "shared/weights")))
+    add_data_arguments(p, several=True)
     p.add_argument("--configs", nargs="+", default=["default"], choices=sorted(CONFIGS))
-    p.add_argument("--scenes", nargs="+")
     p.add_argument("--no-sift", action="store_true")
-    p.add_argument("--work", type=Path, help="default: a fresh temporary folder")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     pycolmap.logging.minloglevel = 2

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,21 +23,20 @@ import torch
 
 from imc_lib import metric, pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_data_arguments  # noqa: E402
+
 STAGES = ["pairs", "orientation", "features", "matching", "reconstruction"]
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=Path(os.environ.get("IMC_DATA_DIR", ROOT.parent / "shared/data/imc-mini")))
-    p.add_argument("--weights", type=Path, default=Path(os.environ.get("IMC_WEIGHTS_DIR", ROOT.parent / "shared/weights")))
+    add_data_arguments(p)
     p.add_argument("--features", default="aliked", choices=sorted(pipeline.confs))
     p.add_argument("--max-keypoints", type=int)
     p.add_argument("--resize-to", type=int)
     p.add_argument("--orientation", choices=["upright", "none"])
     p.add_argument("--pairs", choices=["dinov2", "exhaustive"])
-    p.add_argument("--scenes", nargs="+")
-    p.add_argument("--work", type=Path, help="default: a fresh temporary folder")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -23,11 +23,10 @@ import pycolmap
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sift_peer import run_sift  # noqa: E402
+from common import add_data_arguments, run_sift  # noqa: E402
 
 from imc_lib import data, metric, pairs, pipeline  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["pairs", "orientation", "features", "matching", "merge", "reconstruction"]
 
 # pipeline.run keyword arguments per named configuration ("default" is `imc-lib run`'s).
@@ -69,13 +68,9 @@ def unit_counts(data_dir: Path, work: Path, scenes, sconfs) -> tuple[int, int]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=Path(os.environ.get("IMC_DATA_DIR", ROOT.parent / "shared/data/imc-mini")))
-    p.add_argument("--weights", type=Path,
-                   default=Path(os.environ.get("IMC_WEIGHTS_DIR", ROOT.parent / "shared/weights")))
+    add_data_arguments(p)
     p.add_argument("--configs", nargs="+", default=["default", "fast"], choices=sorted(CONFIGS))
     p.add_argument("--device", default="auto")
-    p.add_argument("--scenes", nargs="+")
-    p.add_argument("--work", type=Path, help="default: a fresh temporary folder")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     pycolmap.logging.minloglevel = 2

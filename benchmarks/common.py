@@ -1,11 +1,14 @@
-"""The peer every table compares against: plain COLMAP SIFT through pycolmap, in this process.
+"""What the benchmarks share: where data and weights are, and the COLMAP SIFT peer.
 
+The peer every table compares against is plain COLMAP SIFT through pycolmap, in this process:
 pycolmap's own SIFT extraction, exhaustive matching, incremental mapping with defaults, largest
 model; unregistered images get the identity pose (as in ../shared/data/README.md).
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import time
 from pathlib import Path
 
@@ -37,3 +40,20 @@ def run_sift(data_dir: Path, work_dir: Path, scenes: list[str] | None = None) ->
             rows.append({"image_path": path, "dataset": scene.dataset, "scene": scene.scene, "R": R, "t": t})
     out = submission.write_submission(rows, work_dir / "submission.csv")
     return {"scenes": results, "submission": out}
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    """--data ($IMC_DATA_DIR, else ../shared/data/imc-mini) and --weights ($IMC_WEIGHTS_DIR, else
+    ../shared/weights), --scenes and --work."""
+    default = Path(os.environ.get("IMC_DATA_DIR", ROOT.parent / "shared/data/imc-mini"))
+    if several:
+        parser.add_argument("--data", type=Path, nargs="+", default=[default])
+    else:
+        parser.add_argument("--data", type=Path, default=default)
+    parser.add_argument("--weights", type=Path,
+                        default=Path(os.environ.get("IMC_WEIGHTS_DIR", ROOT.parent / "shared/weights")))
+    parser.add_argument("--scenes", nargs="+")
+    parser.add_argument("--work", type=Path, help="default: a fresh temporary folder")
