@@ -42,7 +42,7 @@ DEFAULT_KERNEL = "imc-lib-imc24-submission"
 KAGGLE_PYTHONS = ("3.12",)
 KAGGLE_PLATFORMS = tuple(f"manylinux_2_{minor}_x86_64" for minor in range(35, 16, -1)) + ("manylinux2014_x86_64",)
 # imc_lib's requirements that Kaggle's image holds at versions setup.py accepts: not shipped.
-KAGGLE_PROVIDED = ("torch", "numpy", "pandas", "h5py", "pillow", "tqdm", "transformers")
+KAGGLE_PROVIDED = ("torch", "numpy", "pandas", "scipy", "h5py", "pillow", "tqdm", "transformers")
 # Shipped as wheels and pinned to the versions installed here, the ones the tests ran with. Kaggle has
 # some kornia too; the pin replaces it with the tested one. kornia-rs is kornia's compiled core.
 SHIPPED = ("kornia", "kornia-rs", "pycolmap")
