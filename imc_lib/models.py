@@ -30,6 +30,21 @@ DINOV2_KAGGLE_DIR = Path("/kaggle/input/dinov2/pytorch/base/1")
 DINOV2_HUB_ID = "facebook/dinov2-base"
 
 
+class WeightsError(FileNotFoundError):
+    """Weights that cannot be found or downloaded: a set-up problem, so the run stops."""
+
+
+def _official(load, what: str, file: str):
+    """Run a loader that downloads official weights; a failure says how to work offline."""
+    try:
+        return load()
+    except Exception as err:  # urllib, torch.hub and HTTP errors differ by version
+        raise WeightsError(
+            f"could not download the official {what} weights ({type(err).__name__}: {err}); offline, set "
+            f"IMC_WEIGHTS_DIR (or --weights) to a folder holding {file} (README, 'Weights')"
+        ) from err
+
+
 def weights_dir(explicit: str | Path | None = None) -> Path | None:
     """The local weights directory to use, or None to download from the official URLs."""
     value = explicit or os.environ.get("IMC_WEIGHTS_DIR")
@@ -37,7 +52,7 @@ def weights_dir(explicit: str | Path | None = None) -> Path | None:
         return None
     path = Path(value)
     if not path.is_dir():
-        raise FileNotFoundError(
+        raise WeightsError(
             f"{path}: weights directory not found; set IMC_WEIGHTS_DIR (or --weights) to a folder "
             f"holding {sorted(set(WEIGHT_FILES.values()))}, or unset it to download the official weights"
         )
@@ -47,7 +62,7 @@ def weights_dir(explicit: str | Path | None = None) -> Path | None:
 def _local_file(directory: Path, key: str) -> Path:
     path = directory / WEIGHT_FILES[key]
     if not path.is_file():
-        raise FileNotFoundError(
+        raise WeightsError(
             f"{path}: weights file missing; copy the official {WEIGHT_FILES[key]} there "
             f"(see README, 'Weights') or unset IMC_WEIGHTS_DIR to download it"
         )
@@ -64,7 +79,7 @@ def load_aliked(model_name: str = "aliked-n16", max_num_keypoints: int = 4096, d
     local = weights_dir(directory)
     kwargs = dict(max_num_keypoints=max_num_keypoints, detection_threshold=detection_threshold, nms_radius=nms_radius)
     if local is None:
-        return KF.ALIKED.from_pretrained(model_name, **kwargs)
+        return _official(lambda: KF.ALIKED.from_pretrained(model_name, **kwargs), model_name, WEIGHT_FILES[model_name])
     model = KF.ALIKED(model_name=model_name, **kwargs)
     missing, unexpected = model.load_state_dict(_torch_load(_local_file(local, model_name)), strict=False)
     # The checkpoints lack only the derived buffer dkd.hw_grid; anything else means a broken file.
@@ -79,7 +94,7 @@ def load_disk(directory: str | Path | None = None) -> KF.DISK:
     """kornia DISK (depth-trained) with official weights, in eval mode."""
     local = weights_dir(directory)
     if local is None:
-        return KF.DISK.from_pretrained("depth")
+        return _official(lambda: KF.DISK.from_pretrained("depth"), "DISK", WEIGHT_FILES["disk"])
     model = KF.DISK()
     model.load_state_dict(_torch_load(_local_file(local, "disk"))["extractor"])
     return model.eval()
@@ -89,7 +104,8 @@ def load_lightglue(features: str, directory: str | Path | None = None, **conf) -
     """kornia LightGlue trained for `features` ('aliked' or 'disk'), in eval mode."""
     local = weights_dir(directory)
     if local is None:
-        return KF.LightGlue(features, **conf).eval()
+        return _official(lambda: KF.LightGlue(features, **conf).eval(), f"LightGlue-{features}",
+                         WEIGHT_FILES[f"lightglue-{features}"])
     model = KF.LightGlue(None, **{**KF.LightGlue.features[features], **conf, "weights": None})
     state = _torch_load(_local_file(local, f"lightglue-{features}"))
     # Official release files name layers `self_attn.i` / `cross_attn.i`; kornia nests them.

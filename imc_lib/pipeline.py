@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import data, ensemble, features, matching, orientation, pairs, reconstruction, submission
+from . import data, ensemble, features, matching, models, orientation, pairs, reconstruction, submission
 from .utils import pick_device
 
 logger = logging.getLogger(__name__)
@@ -202,6 +202,8 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
             with clock("reconstruction"):
                 model = reconstruction.main(sconfs["reconstruction"], scene.image_dir, names, paths["match_pairs"],
                                             paths["features"], paths["matches"], paths["sfm"], overwrite)
+        except models.WeightsError:
+            raise  # a set-up problem, not the scene's: every scene would fail the same way
         except Exception as err:  # one bad scene must not cost the others their poses
             logger.exception("scene %s failed: %s; its %d images get rows without a pose", scene.key, err, len(names))
             result["error"] = f"{type(err).__name__}: {err}"

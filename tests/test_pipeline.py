@@ -106,3 +106,24 @@ def test_shipped_sample_matches_its_labels():
     table = metric.score(ROOT / "data/train/train_labels.csv", submission.read_poses(
         ROOT / "data/train/train_labels.csv", "labels"))
     assert table["mAA"].tolist() == [1.0]
+
+
+def test_missing_weights_stop_the_run_with_the_fix(tmp_path, imc_data_dir, capsys, monkeypatch):
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    argv = ["run", str(imc_data_dir), "--scenes", SCENE, "--work", str(tmp_path / "work"),
+            "--out", str(tmp_path / "s.csv"), "--device", "cpu", "--orientation", "none"]
+    assert cli.main([*argv, "--weights", str(empty)]) == 2
+    assert f"{empty}/aliked-n16.pth: weights file missing" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()
+
+    import kornia.feature as KF
+
+    def offline(*args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.delenv("IMC_WEIGHTS_DIR", raising=False)
+    monkeypatch.setattr(KF.ALIKED, "from_pretrained", offline)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "could not download the official aliked-n16 weights" in err and "IMC_WEIGHTS_DIR" in err
