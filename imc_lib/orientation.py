@@ -2,7 +2,7 @@
 
 ALIKED and DISK are not rotation invariant: a photo taken sideways matches its upright neighbours
 poorly. This stage matches cheap low-resolution features of each pair as stored, then, for pairs
-that would link photos no confident match links yet, at 90, 180 and 270 degrees too; it keeps each
+across the groups that confident matches link, at 90, 180 and 270 degrees too; it keeps each
 pair's best relative turn, chains those turns along a maximum spanning tree of the match graph,
 and shifts each connected group so that most of its photos keep their stored orientation.
 The features stage then extracts each photo turned by its quarter turns and maps the keypoints
@@ -149,19 +149,19 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
             counts[(a, b, k)] = len(matching.match_pair(matcher_once(), feats(a, 0), feats(b, k), device)[0])
         return counts[(a, b, k)]
 
-    # Pass 1, every pair as stored; pass 2, the other turns, only for pairs that would join two
-    # groups of photos not yet linked by a confident match (few, unless many photos are turned).
+    # Pass 1, every pair as stored: confident matches link photos into groups. Pass 2, the other
+    # turns, for every pair across groups (few, unless many photos are turned). Pairs within a
+    # group that matched weakly as stored were not tried turned and say nothing.
     pairs = read_pairs(pairs_path)
-    edges = {(a, b): (0, count(a, b, 0)) for a, b in tqdm(pairs, desc="orientation", unit="pair")}
+    stored = {(a, b): count(a, b, 0) for a, b in tqdm(pairs, desc="orientation", unit="pair")}
     group = _UnionFind(image_names)
-    for (a, b), (_, n) in edges.items():
+    for (a, b), n in stored.items():
         if n >= conf["accept_upright_matches"]:
             group.union(a, b)
-    for a, b in sorted(pairs, key=lambda p: -edges[p][1]):
-        if group.find(a) != group.find(b):
-            edges[(a, b)] = relative_turn([edges[(a, b)][1], *(count(a, b, k) for k in (1, 2, 3))])
-            if edges[(a, b)][1] >= conf["min_matches"]:
-                group.union(a, b)
+    edges = {p: (0, n) for p, n in stored.items() if n >= conf["accept_upright_matches"]}
+    across = [(a, b) for a, b in pairs if group.find(a) != group.find(b)]
+    for a, b in tqdm(across, desc="orientation, turned", unit="pair", disable=not across):
+        edges[(a, b)] = relative_turn([stored[(a, b)], *(count(a, b, k) for k in (1, 2, 3))])
     result = solve(list(image_names), edges, conf["min_matches"])
     # Each pair's low-resolution matches once both photos are turned: lets the pipeline drop
     # pairs that do not overlap before full matching.

@@ -1,0 +1,64 @@
+"""How well the orientation stage finds the quarter turns of imc-mini-rot's turned photos.
+
+    python benchmarks/orientation_check.py [--data ../shared/data/imc-mini-rot] [--upright ../shared/data/imc-mini]
+
+The truth comes from the labels: a photo turned by k quarter turns has R_rot = Rz(-90 k) R_upright,
+so turning it back takes k' = round(angle(R_rot R_upright^T) / 90) mod 4 quarter turns. Prints,
+per scene, the photos whose turns are right, which are wrong, and the stage's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT  # noqa: E402
+
+from imc_lib import data, orientation, pairs, submission  # noqa: E402
+
+
+def true_turns(rotated_labels: Path, upright_labels: Path) -> dict[tuple[str, str], int]:
+    rot = submission.read_poses(rotated_labels, "labels").set_index(["scene", "image_name"])["R"]
+    up = submission.read_poses(upright_labels, "labels").set_index(["scene", "image_name"])["R"]
+    out = {}
+    for key, R in rot.items():
+        M = R @ up[key].T
+        out[key] = int(round(np.degrees(np.arctan2(M[1, 0], M[0, 0])) / 90)) % 4
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/imc-mini-rot")
+    p.add_argument("--upright", type=Path, default=ROOT.parent / "shared/data/imc-mini")
+    p.add_argument("--weights", type=Path, default=ROOT.parent / "shared/weights")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    truth = true_turns(args.data / "train/train_labels.csv", args.upright / "train/train_labels.csv")
+    work = Path(tempfile.mkdtemp(prefix="imc-orient-"))
+    print("| scene | turned photos | turns right | wrong (got/true) | seconds |")
+    print("|---|---|---|---|---|")
+    for scene in data.load_scenes(args.data, "train"):
+        names = list(scene.image_names)
+        pairs_path = work / scene.key / "pairs.txt"
+        pairs.write_pairs(pairs.exhaustive_pairs(names), pairs_path)
+        start = time.perf_counter()
+        out = orientation.main(orientation.confs["upright"], scene.image_dir, names, pairs_path,
+                               work / scene.key / "orient.csv", weights=args.weights)
+        seconds = time.perf_counter() - start
+        got = orientation.read_orientations(out)
+        wrong = [f"{n} {got[n]}/{truth[(scene.scene, n)]}" for n in names if got[n] != truth[(scene.scene, n)]]
+        turned = sum(truth[(scene.scene, n)] != 0 for n in names)
+        print(f"| {scene.scene} | {turned}/{len(names)} | {len(names) - len(wrong)}/{len(names)} | "
+              f"{', '.join(wrong) or '-'} | {seconds:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
