@@ -4,7 +4,12 @@
 
 The truth comes from the labels: a photo turned by k quarter turns has R_rot = Rz(-90 k) R_upright,
 so turning it back takes k' = round(angle(R_rot R_upright^T) / 90) mod 4 quarter turns. Prints,
-per scene, the photos whose turns are right, which are wrong, and the stage's time.
+per scene, the photos whose turns agree, which do not, and the stage's time.
+
+"As stored in imc-mini" is not always upright: the camera of Middlebury's temple ring is rolled by
+180 degrees on one side of the ring (templeSR0012-0016 look at the temple upside down compared
+with their neighbours; the labels' camera axes show it). The stage turns those five by 180 degrees,
+which this check reports as disagreeing with imc-mini while it is what lets them match.
 """
 
 from __future__ import annotations
