@@ -56,7 +56,7 @@ def main():
           f"resize_to={args.resize_to or 'default'} orientation={args.orientation or 'default'} pairs={args.pairs or 'default'}; {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} torch threads, device {'cuda' if torch.cuda.is_available() else 'cpu'}")
     print()
-    header = f"| scene | registered | mAA | " + " | ".join(f"{s} s" for s in STAGES) + " | total s |"
+    header = "| scene | registered | mAA | " + " | ".join(f"{s} s" for s in STAGES) + " | total s |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for row in scores.itertuples(index=False):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ from tqdm import tqdm
 
 from . import features, matching
 from .pairs import read_pairs
-from .utils import ImageError, pick_device, read_image, resolve_model
+from .utils import ImageError, atomic_file, pick_device, read_image, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -177,10 +176,8 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_file(path, newline="") as handle:
+        table.to_csv(handle, index=False)
 
 
 def overlap_path(orientation_path: Path) -> Path:

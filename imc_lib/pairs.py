@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from urllib.parse import unquote
@@ -26,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import models
-from .utils import ImageError, autocast_dtype, pick_device, read_image, resolve_model
+from .utils import ImageError, atomic_file, autocast_dtype, pick_device, read_image, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -143,17 +141,8 @@ def compute_descriptors(image_dir: Path, image_names: list[str], descriptors_pat
 
 def write_pairs(pairs: list[tuple[str, str]], path: Path) -> None:
     """Write the pairs file atomically, so an interrupted run never leaves a partial file to reuse."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(f"{_escape(a)} {_escape(b)}\n" for a, b in pairs)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, encoding="utf-8") as f:
+        f.writelines(f"{_escape(a)} {_escape(b)}\n" for a, b in pairs)
 
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:

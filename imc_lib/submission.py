@@ -7,8 +7,6 @@ t as its 3 values, each joined with `;`. The camera centre is `-R.T @ t`.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -16,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .data import read_table
+from .utils import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -113,14 +112,6 @@ def write_submission(rows: Iterable[dict], path: Path) -> Path:
             len(records),
         )
     table = pd.DataFrame(records, columns=SUBMISSION_COLUMNS)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            table.to_csv(handle, index=False)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, newline="") as handle:
+        table.to_csv(handle, index=False)
     return path

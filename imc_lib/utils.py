@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import h5py
@@ -124,3 +126,20 @@ def resolve_model(model, load):
     if callable(model) and not isinstance(model, torch.nn.Module):
         return model()
     return model
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, **open_kwargs):
+    """Write a text file through a temporary file beside it, moved into place only if the block
+    succeeds: a killed run never leaves a partial file that a rerun would take as done."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", **open_kwargs) as handle:
+            yield handle
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
