@@ -101,10 +101,7 @@ def main():
         result = pipeline.run(args.data, out / "submission.csv", out, "train", args.scenes, device=device,
                               weights=args.weights, **kwargs)
         wall = time.perf_counter() - start
-        sconfs = pipeline.stage_confs(kwargs["conf"], kwargs.get("max_keypoints") or (
-            pipeline.CPU_MAX_KEYPOINTS if device == "cpu" else None), kwargs.get("pairs_method"),
-            kwargs.get("resize_to"), kwargs.get("orientation_method"), kwargs.get("prefilter"))
-        n_images, n_pairs = unit_counts(args.data, out, args.scenes, sconfs)
+        n_images, n_pairs = unit_counts(args.data, out, args.scenes, result["confs"])
         scores = metric.score(labels, out / "submission.csv").set_index("scene")["mAA"]
         spans = [s for r in result["scenes"].values() for s in r["spans"]]
 

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import pipeline
+from . import matching, orientation, pipeline
 
 
 def _run(args) -> int:
@@ -15,7 +15,7 @@ def _run(args) -> int:
         args.data_dir, args.out, args.work, split=args.split, scenes=args.scenes, conf=args.features,
         device=args.device, overwrite=args.overwrite, weights=args.weights, dinov2=args.dinov2,
         max_keypoints=args.max_keypoints, pairs_method=args.pairs, resize_to=args.resize_to,
-        orientation_method=args.orientation, prefilter=args.prefilter,
+        orientation_method=args.orientation, prefilter=args.prefilter, matcher=args.matcher,
     )
     print(f"{'scene':<24}{'registered':>12}  status")
     for key, r in result["scenes"].items():
@@ -60,12 +60,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--scenes", nargs="+", help="only these scenes")
     r.add_argument("--features", choices=sorted(pipeline.confs), default="aliked")
     r.add_argument("--pairs", choices=["dinov2", "exhaustive"], help="pair source (default: the config's, dinov2)")
-    r.add_argument("--orientation", choices=["upright", "none"],
-                   help="turn sideways photos upright before features (default: the config's, upright)")
+    r.add_argument("--orientation", choices=[*orientation.confs, "none"],
+                   help="turn sideways photos upright before features: upright (own low-resolution LightGlue "
+                        "pass) or mnn (from the main features); default upright, mnn on a CPU")
     r.add_argument("--prefilter", type=int, metavar="N",
                    help="match only pairs with N+ low-resolution matches in the orientation stage (default: all)")
-    r.add_argument("--max-keypoints", type=int, help="keypoints per image (default: the config's, 4096)")
-    r.add_argument("--resize-to", type=int, help="longest image side for features (default: the config's, 1024)")
+    r.add_argument("--matcher", choices=sorted(matching.confs),
+                   help="lightglue, or mnn: mutual nearest neighbours, ms per pair (default lightglue, mnn on a CPU)")
+    r.add_argument("--max-keypoints", type=int, help="keypoints per image (default 4096, 2048 on a CPU)")
+    r.add_argument("--resize-to", type=int, help="longest image side for features (default 1024, 640 on a CPU)")
     r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     r.add_argument("--weights", type=Path, help="folder of ALIKED/DISK/LightGlue weights (default $IMC_WEIGHTS_DIR, "
                                                 "else download the official ones)")

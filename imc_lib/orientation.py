@@ -8,6 +8,12 @@ and shifts each connected group so that most of its photos keep their stored ori
 The features stage then extracts each photo turned by its quarter turns and maps the keypoints
 back to the stored pixel grid, so nothing downstream changes.
 
+Two configs: `upright` extracts its own 512 px features and matches them with LightGlue (a
+separate, cheap pass before full-resolution features: the GPU default); `mnn` has no features of
+its own: it reads each photo's as-stored features from the main features file (the pipeline
+extracts them first) and matches them by mutual nearest neighbours, so on upright photos it costs
+milliseconds per pair; only photos that need trying turned are extracted again (the CPU default).
+
 Output: a CSV `image_name,quarter_turns,support` (turns counter-clockwise, as `np.rot90`;
 support = matches on the tree edge that fixed it, 0 for the root or an unconnected photo), and
 beside it `*-overlap.csv`: each pair's low-resolution matches at those turns, which the pipeline
@@ -20,6 +26,7 @@ import functools
 import logging
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -27,7 +34,15 @@ from tqdm import tqdm
 
 from . import features, matching
 from .pairs import read_pairs
-from .utils import ImageError, atomic_file, pick_device, read_image, resolve_model
+from .utils import (
+    ImageError,
+    atomic_file,
+    image_size,
+    pick_device,
+    read_image,
+    resolve_model,
+    write_group,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +61,19 @@ confs = {
         # Fewer matches than this at the best turn: the pair says nothing about orientation.
         "min_matches": 25,
         # Pairs with fewer low-resolution matches skip full matching (None: match every pair).
+        "prefilter_min_matches": None,
+    },
+    # As-stored features are the main features (`feature_path`); matches by mutual nearest neighbours.
+    # Thresholds measured on imc-mini-rot at 2048 keypoints / 640 px: pairs whose photos are turned
+    # relative to each other give at most 27 mutual matches as stored (so 50 links safely); at a
+    # pair's best turn no wrong turn won above 20 matches; right turns give a median of 600 matches
+    # on facades, 25 on the temple.
+    "mnn": {
+        "output": "orient-mnn",
+        "features": None,
+        "matching": {"model": {"name": "mnn", "ratio": 0.9}},
+        "accept_upright_matches": 50,
+        "min_matches": 25,
         "prefilter_min_matches": None,
     },
 }
@@ -105,40 +133,78 @@ class _UnionFind:
 
 
 class _TurnedFeatures:
-    """Low-resolution features of each photo at each quarter turn, computed on first use."""
+    """Features of each photo at each quarter turn, computed on first use; as-stored ones are read
+    from `stored` (a features file) when it holds them."""
 
-    def __init__(self, conf: dict, image_dir: Path, extractor, device: torch.device):
+    def __init__(self, conf: dict, image_dir: Path, extractor, device: torch.device, stored: Path | None = None):
         self.conf, self.image_dir, self.extractor, self.device = conf, Path(image_dir), extractor, device
         self.cache: dict[tuple[str, int], dict] = {}
+        self.stored = _stored_upright(stored) if stored else {}
 
     def __call__(self, name: str, turns: int) -> dict:
+        if turns == 0 and name in self.stored:
+            return self.stored[name]
         if (name, turns) not in self.cache:
+            path = self.image_dir / name
             try:
-                image = read_image(self.image_dir / name, max_side=self.conf["resize_to"])
+                image = read_image(path, max_side=self.conf["resize_to"])
             except (ImageError, FileNotFoundError):  # the features stage reports it
                 self.cache[(name, turns)] = {"keypoints": np.zeros((0, 2), np.float32)}
                 return self.cache[(name, turns)]
-            image = np.ascontiguousarray(np.rot90(image, turns))
-            self.cache[(name, turns)] = features.extract(self.extractor(), self.conf, image, self.device)
+            if self.stored:
+                # Shared with the features stage: keypoints on the stored grid, as the features file
+                # holds them (the mnn matcher ignores positions).
+                self.cache[(name, turns)] = features.extract_with_retry(self.extractor(), self.conf, image, self.device,
+                                                                        turns, image_size(path))
+            else:
+                # LightGlue encodes positions: keep them in the turned image's frame.
+                image = np.ascontiguousarray(np.rot90(image, turns))
+                self.cache[(name, turns)] = features.extract(self.extractor(), self.conf, image, self.device)
         return self.cache[(name, turns)]
+
+    def save_turned(self, feature_path: Path, turns: dict[str, int]) -> int:
+        """Write the features already extracted at each photo's final turns into the features file,
+        so the features stage need not extract them again; returns how many."""
+        done = [(n, t) for n, t in turns.items() if t and (n, t) in self.cache and "descriptors" in self.cache[(n, t)]]
+        for name, t in done:
+            write_group(feature_path, name, self.cache[(name, t)], {"turns": t})
+        return len(done)
+
+
+def _stored_upright(feature_path: Path) -> dict[str, dict]:
+    """The features of a features file that were extracted as stored (not turned, not failed)."""
+    with h5py.File(feature_path, "r") as f:
+        return {name: {k: f[name][k][()] for k in ("keypoints", "descriptors", "image_size")}
+                for name in f if "error" not in f[name].attrs and int(f[name].attrs.get("turns", 0)) == 0}
 
 
 def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, orientation_path: Path,
-         device=None, overwrite: bool = False, extractor=None, matcher=None, weights=None) -> Path:
+         device=None, overwrite: bool = False, extractor=None, matcher=None, weights=None,
+         feature_path: Path | None = None, features_conf: dict | None = None) -> Path:
     """Estimate every photo's quarter turns from the pairs of `pairs_path`; reuse an existing file.
 
-    `extractor` / `matcher`: loaded ALIKED / LightGlue-ALIKED or zero-argument loaders.
+    `extractor` / `matcher`: loaded networks or zero-argument loaders (by default those of `conf`).
+    A config without features of its own (`mnn`) needs `features_conf`, the main features' config
+    (`extractor` is then that extractor), and reads as-stored features from `feature_path`.
     """
     orientation_path = Path(orientation_path)
-    if orientation_path.exists() and not overwrite:
+    wants_overlap = conf.get("prefilter_min_matches") is not None
+    if orientation_path.exists() and not overwrite and (not wants_overlap or overlap_path(orientation_path).exists()):
         logger.info("%s: orientations exist, reusing", orientation_path)
         return orientation_path
     device = pick_device(device)
+    fconf = conf["features"] or features_conf
+    if fconf is None:
+        raise ValueError(f"orientation config {conf['output']!r} uses the main features: pass features_conf")
     extractor_once = functools.cache(
-        lambda: resolve_model(extractor, lambda: features.load_model(conf["features"], weights, device)))
-    matcher_once = functools.cache(
-        lambda: resolve_model(matcher, lambda: matching.load_model("aliked", conf["matching"], weights, device)))
-    feats = _TurnedFeatures(conf["features"], image_dir, extractor_once, device)
+        lambda: resolve_model(extractor, lambda: features.load_model(fconf, weights, device)))
+    matcher_once = functools.cache(lambda: resolve_model(
+        matcher, lambda: matching.load_model(features.matcher_name(fconf), conf["matching"], weights, device)))
+    shared = conf["features"] is None and feature_path is not None and Path(feature_path).exists()
+    if shared and conf["matching"]["model"].get("name") != "mnn":
+        raise ValueError(f"orientation config {conf['output']!r}: shared features need the mnn matcher "
+                         "(their keypoints stay on the stored grid, which LightGlue would misread)")
+    feats = _TurnedFeatures(fconf, image_dir, extractor_once, device, feature_path if shared else None)
 
     counts: dict[tuple[str, str, int], int] = {}
 
@@ -158,19 +224,29 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
         if n >= conf["accept_upright_matches"]:
             group.union(a, b)
     edges = {p: (0, n) for p, n in stored.items() if n >= conf["accept_upright_matches"]}
+    size = {}
+    for name in image_names:
+        size[group.find(name)] = size.get(group.find(name), 0) + 1
     across = [(a, b) for a, b in pairs if group.find(a) != group.find(b)]
     for a, b in tqdm(across, desc="orientation, turned", unit="pair", disable=not across):
-        edges[(a, b)] = relative_turn([stored[(a, b)], *(count(a, b, k) for k in (1, 2, 3))])
+        # Turn the photo of the smaller group: fewer photos to extract again.
+        if size[group.find(b)] > size[group.find(a)]:
+            a, b = b, a
+        edges[(a, b)] = relative_turn([stored.get((a, b), stored.get((b, a))), *(count(a, b, k) for k in (1, 2, 3))])
     result = solve(list(image_names), edges, conf["min_matches"])
-    # Each pair's low-resolution matches once both photos are turned: lets the pipeline drop
-    # pairs that do not overlap before full matching.
-    overlap = pd.DataFrame([(a, b, count(a, b, (result[b][0] - result[a][0]) % 4)) for a, b in pairs],
-                           columns=["name0", "name1", "matches"])
-    _write_csv(overlap, overlap_path(orientation_path))
+    if wants_overlap:
+        # Each pair's low-resolution matches once both photos are turned: lets the pipeline drop
+        # pairs that do not overlap before full matching.
+        overlap = pd.DataFrame([(a, b, count(a, b, (result[b][0] - result[a][0]) % 4)) for a, b in pairs],
+                               columns=["name0", "name1", "matches"])
+        _write_csv(overlap, overlap_path(orientation_path))
     table = pd.DataFrame([(n, *result[n]) for n in image_names], columns=["image_name", "quarter_turns", "support"])
     turned = table[table["quarter_turns"] != 0]
     logger.info("%s: %d of %d photos turned (%s)", orientation_path, len(turned), len(table),
                 ", ".join(f"{n}:{90 * t}" for n, t in zip(turned["image_name"], turned["quarter_turns"])) or "none")
+    if shared:
+        saved = feats.save_turned(feature_path, {n: t for n, (t, _) in result.items()})
+        logger.info("%s: features of %d turned photos saved for the features stage", feature_path, saved)
     _write_csv(table, orientation_path)  # last: its existence marks the stage done
     return orientation_path
 

@@ -32,14 +32,22 @@ confs = {
 
 # LightGlue on 2 CPU cores: ~7.5 s per pair at 4096 keypoints, ~0.9 s at 2048.
 CPU_MAX_KEYPOINTS = 2048
+# What `run` uses on a CPU for every override left at None: imc-mini in about SIFT's wall time at a
+# higher mAA on every scene (benchmarks/speed.py; README). ALIKED at 640 px costs 0.5 s per photo,
+# mutual-nearest-neighbour matching milliseconds per pair (LightGlue: 0.2-0.6 s), and the `mnn`
+# orientation reuses the main features instead of extracting its own.
+CPU_DEFAULTS = {"max_keypoints": CPU_MAX_KEYPOINTS, "resize_to": 640, "matcher": "mnn", "orientation_method": "mnn"}
 
 
 def stage_confs(name: str = "aliked", max_keypoints: int | None = None, pairs_method: str | None = None,
                 resize_to: int | None = None, orientation_method: str | None = None,
-                prefilter: int | None = None) -> dict:
+                prefilter: int | None = None, matcher: str | None = None) -> dict:
     """The per-stage configs of a named pipeline config, with optional overrides (copied, not shared).
 
-    `orientation_method`: "upright" or "none" (skip the stage: photos known to be upright).
+    `matcher`: a `matching.confs` name ("lightglue", or "mnn": mutual nearest neighbours, the CPU
+    speed setting).
+    `orientation_method`: an `orientation.confs` name ("upright": its own low-resolution LightGlue
+    pass; "mnn": from the main features) or "none" (skip the stage: photos known to be upright).
     `prefilter`: drop pairs with fewer low-resolution matches (from the orientation stage) before
     full matching.
     """
@@ -48,6 +56,8 @@ def stage_confs(name: str = "aliked", max_keypoints: int | None = None, pairs_me
     names = dict(confs[name])
     if pairs_method:
         names["pairs"] = pairs_method
+    if matcher:
+        names["matching"] = matcher
     if orientation_method:
         names["orientation"] = None if orientation_method == "none" else orientation_method
     def features_conf(fname: str) -> dict:
@@ -132,19 +142,28 @@ class _Clock:
 def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes: list[str] | None = None,
         conf: str = "aliked", device=None, overwrite: bool = False, weights: str | Path | None = None,
         dinov2: str | Path | None = None, max_keypoints: int | None = None, pairs_method: str | None = None,
-        resize_to: int | None = None, orientation_method: str | None = None, prefilter: int | None = None) -> dict:
+        resize_to: int | None = None, orientation_method: str | None = None, prefilter: int | None = None,
+        matcher: str | None = None) -> dict:
     """Reconstruct every scene of `data_dir`/`split` and write `out` (submission.csv).
 
     A scene that fails is logged and still gets its rows (no pose); the run goes on. Returns
     {"scenes": {key: {"registered", "images", "error", "times", "spans"}}, "times": {stage: seconds},
-    "submission": out}; "spans" are (stage, start, end) in `time.perf_counter` seconds.
+    "submission": out, "confs": the stage configs used}; "spans" are (stage, start, end) in
+    `time.perf_counter` seconds.
     """
     device = pick_device(device)
-    if max_keypoints is None and device.type == "cpu":
-        max_keypoints = CPU_MAX_KEYPOINTS
-        logger.info("CPU: %d keypoints per image (LightGlue cost grows with their square); "
-                    "--max-keypoints 4096 gives the GPU setting", max_keypoints)
-    sconfs = stage_confs(conf, max_keypoints, pairs_method, resize_to, orientation_method, prefilter)
+    overrides = {"max_keypoints": max_keypoints, "resize_to": resize_to, "matcher": matcher,
+                 "orientation_method": orientation_method}
+    if device.type == "cpu":
+        defaults = {k: v for k, v in CPU_DEFAULTS.items() if overrides[k] is None}
+        if prefilter is not None and defaults.get("orientation_method") == "mnn":
+            defaults["orientation_method"] = "upright"  # the prefilter counts low-resolution LightGlue matches
+        overrides.update(defaults)
+        if defaults:
+            logger.info("CPU speed settings %s (each can be overridden; --max-keypoints 4096 --resize-to 1024 "
+                        "--matcher lightglue --orientation upright are the GPU's)", defaults)
+    sconfs = stage_confs(conf, overrides["max_keypoints"], pairs_method, overrides["resize_to"],
+                         overrides["orientation_method"], prefilter, overrides["matcher"])
     if dinov2 is not None:
         sconfs["pairs"]["model"] = str(dinov2)
     fconfs = [sconfs["features"], *sconfs["also"]]
@@ -175,11 +194,23 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
                 pairs.main(sconfs["pairs"], scene.image_dir, names, paths["pairs"], paths["global"], device,
                            overwrite, model=retrieval)
             turns = None
+            first_overwrite = overwrite
+            if (sconfs["orientation"] and sconfs["orientation"]["features"] is None
+                    and (overwrite or not paths["orientation"].exists())):
+                # The orientation reads as-stored features from the main features file: extract
+                # them first; the features stage below finds the turned ones saved by the orientation.
+                with clock("features"):
+                    features.main(fconfs[0], scene.image_dir, names, paths["sources"][0][0], device, overwrite,
+                                  model=extractors[0])
+                first_overwrite = False
             if sconfs["orientation"]:
                 with clock("orientation"):
+                    shared = sconfs["orientation"]["features"] is None
                     orientation.main(sconfs["orientation"], scene.image_dir, names, paths["pairs"],
-                                     paths["orientation"], device, overwrite, extractor=orient_extractor,
-                                     matcher=orient_matcher, weights=weights)
+                                     paths["orientation"], device, overwrite,
+                                     extractor=extractors[0] if shared else orient_extractor,
+                                     matcher=None if shared else orient_matcher, weights=weights,
+                                     feature_path=paths["sources"][0][0], features_conf=fconfs[0])
                     turns = orientation.read_orientations(paths["orientation"])
                     if sconfs["orientation"].get("prefilter_min_matches") is not None:
                         kept = orientation.overlapping_pairs(paths["orientation"],
@@ -187,14 +218,14 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
                         pairs.write_pairs(kept, paths["match_pairs"])
                         logger.info("scene %s: %d of %d pairs overlap at low resolution", scene.key, len(kept),
                                     len(pairs.read_pairs(paths["pairs"])))
-            for fconf, (feature_path, match_path), extractor, matcher in zip(
-                    fconfs, paths["sources"], extractors, matchers):
+            for i, (fconf, (feature_path, match_path), extractor, matcher_model) in enumerate(zip(
+                    fconfs, paths["sources"], extractors, matchers)):
                 with clock("features"):
-                    features.main(fconf, scene.image_dir, names, feature_path, device, overwrite,
-                                  model=extractor, turns=turns)
+                    features.main(fconf, scene.image_dir, names, feature_path, device,
+                                  first_overwrite if i == 0 else overwrite, model=extractor, turns=turns)
                 with clock("matching"):
                     matching.main(sconfs["matching"], paths["match_pairs"], feature_path, match_path,
-                                  features.matcher_name(fconf), device, overwrite, model=matcher)
+                                  features.matcher_name(fconf), device, overwrite, model=matcher_model)
             if len(fconfs) > 1:
                 with clock("merge"):
                     ensemble.main(ensemble.confs["merge"], names, paths["match_pairs"], paths["sources"],
@@ -225,4 +256,4 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
     if failed or unregistered:
         logger.warning("%d image(s) without a pose, %d scene(s) failed %s; their rows carry a placeholder pose",
                        unregistered, len(failed), failed)
-    return {"scenes": results, "times": dict(times), "submission": Path(out)}
+    return {"scenes": results, "times": dict(times), "submission": Path(out), "confs": sconfs}

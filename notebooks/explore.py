@@ -36,7 +36,7 @@ WORK_DIR = Path(os.environ.get("IMC_WORK", "../outputs/work"))
 DEVICE = os.environ.get("IMC_DEVICE", "auto")
 MAX_KEYPOINTS = int(os.environ.get("IMC_MAX_KEYPOINTS", "1024"))  # CPU friendly; Kaggle runs 4096
 PAIRS = os.environ.get("IMC_PAIRS", "dinov2")  # dinov2 (retrieval for 20+ images) | exhaustive
-ORIENTATION = os.environ.get("IMC_ORIENTATION", "upright")  # upright | none
+ORIENTATION = os.environ.get("IMC_ORIENTATION") or None  # upright | mnn | none; default: the device's
 IMAGE = os.environ.get("IMC_IMAGE")  # default: the scene's first image
 PAIR = os.environ.get("IMC_PAIR")  # default: the pair with the most matches
 
@@ -58,12 +58,12 @@ pycolmap.logging.minloglevel = 2
 device = pick_device(DEVICE)
 (scene,) = data.load_scenes(DATA_DIR, SPLIT, [SCENE])
 names = list(scene.image_names)
-sconfs = pipeline.stage_confs(max_keypoints=MAX_KEYPOINTS, pairs_method=PAIRS, orientation_method=ORIENTATION)
-paths = pipeline.scene_paths(WORK_DIR, scene, sconfs)
 dinov2 = DINOV2_DIR if (DINOV2_DIR / "config.json").is_file() else None
 result = pipeline.run(DATA_DIR, WORK_DIR / "explore" / f"{scene.key}.csv", WORK_DIR, split=SPLIT, scenes=[SCENE],
                       device=device, weights=WEIGHTS_DIR, dinov2=dinov2, max_keypoints=MAX_KEYPOINTS,
                       pairs_method=PAIRS, orientation_method=ORIENTATION)
+sconfs = result["confs"]  # the stage configs the run used (a CPU gets its speed settings)
+paths = pipeline.scene_paths(WORK_DIR, scene, sconfs)
 pd.DataFrame({key: {"images": r["images"], "registered": r["registered"], "error": r["error"], **r["times"]}
               for key, r in result["scenes"].items()}).T
 
@@ -72,7 +72,7 @@ pd.DataFrame({key: {"images": r["images"], "registered": r["registered"], "error
 #
 # With DINOv2 retrieval, the distance between the images' global descriptors, the kept pairs
 # circled. A scene under `exhaustive_if_less` images (or exhaustive pairs) has no descriptors:
-# every pair is matched, so the matrix shows the pairs file itself, coloured by LightGlue matches.
+# every pair is matched, so the matrix shows the pairs file itself, coloured by its matches.
 
 # %%
 pair_list = pairs.read_pairs(paths["pairs"])

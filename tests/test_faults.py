@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 NAMES = [f"{i:04d}.jpg" for i in range(5)]
-SMALL = ["--max-keypoints", "512", "--resize-to", "512", "--device", "cpu"]
+# LightGlue, not the CPU default mnn (milliseconds a pair): matching must last long enough to be killed.
+SMALL = ["--max-keypoints", "512", "--resize-to", "512", "--matcher", "lightglue", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")

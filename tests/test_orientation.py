@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
+from conftest import small_conf
 from PIL import Image
 
 from imc_lib import features, orientation, pairs
@@ -30,19 +32,27 @@ def test_solve_chains_turns_and_keeps_the_majority_as_stored():
     assert result["b"][1] == 200 and result["d"][1] == 0
 
 
-@pytest.mark.parametrize("turned", [{"0001.jpg": 1, "0002.jpg": 2, "0003.jpg": 3}])
-def test_turned_photos_are_turned_back(tmp_path, imc_data_dir, weights_dir, turned):
-    names = ["0000.jpg", "0001.jpg", "0002.jpg", "0003.jpg", "0004.jpg"]
+NAMES = ["0000.jpg", "0001.jpg", "0002.jpg", "0003.jpg", "0004.jpg"]
+TURNED = {"0001.jpg": 1, "0002.jpg": 2, "0003.jpg": 3}
+
+
+def _turned_photos(folder, imc_data_dir, turned):
     src = imc_data_dir / "train/herzjesu-p8/images"
-    for name in names:
+    for name in NAMES:
         with Image.open(src / name) as im:
             im = im.resize((768, 512))
             array = np.rot90(np.asarray(im), turned.get(name, 0))
-            Image.fromarray(np.ascontiguousarray(array)).save(tmp_path / name)
+            Image.fromarray(np.ascontiguousarray(array)).save(folder / name)
+    return NAMES
+
+
+@pytest.mark.parametrize("turned", [TURNED])
+def test_turned_photos_are_turned_back(tmp_path, imc_data_dir, weights_dir, turned):
+    names = _turned_photos(tmp_path, imc_data_dir, turned)
     pairs_path = tmp_path / "pairs.txt"
     pairs.write_pairs(pairs.exhaustive_pairs(names), pairs_path)
-    out = orientation.main(orientation.confs["upright"], tmp_path, names, pairs_path, tmp_path / "orient.csv",
-                           "cpu", weights=weights_dir)
+    conf = {**orientation.confs["upright"], "prefilter_min_matches": 40}
+    out = orientation.main(conf, tmp_path, names, pairs_path, tmp_path / "orient.csv", "cpu", weights=weights_dir)
     got = orientation.read_orientations(out)
     # Turning a photo stored at k quarter turns by -k makes it upright again.
     assert got == {n: (-turned.get(n, 0)) % 4 for n in names}
@@ -50,3 +60,42 @@ def test_turned_photos_are_turned_back(tmp_path, imc_data_dir, weights_dir, turn
     # prefilter keeps them all at a modest threshold and none at an absurd one.
     assert sorted(orientation.overlapping_pairs(out, 40)) == sorted(pairs.read_pairs(pairs_path))
     assert orientation.overlapping_pairs(out, 10**6) == []
+
+
+def test_mnn_orientation_reads_stored_features_and_extracts_only_turned_tries(tmp_path, imc_data_dir, aliked,
+                                                                             monkeypatch):
+    names = _turned_photos(tmp_path, imc_data_dir, TURNED)
+    pairs_path = tmp_path / "pairs.txt"
+    pairs.write_pairs(pairs.exhaustive_pairs(names), pairs_path)
+    fconf = small_conf(resize_to=640)
+    feature_path = features.main(fconf, tmp_path, names, tmp_path / "feats.h5", "cpu", model=aliked)
+    calls = []
+    extract = features.extract
+    monkeypatch.setattr(features, "extract", lambda *a, **k: calls.append(a[2].shape) or extract(*a, **k))
+    out = orientation.main(orientation.confs["mnn"], tmp_path, names, pairs_path, tmp_path / "orient.csv", "cpu",
+                           extractor=aliked, feature_path=feature_path, features_conf=fconf)
+    assert orientation.read_orientations(out) == {n: (-TURNED.get(n, 0)) % 4 for n in names}
+    # As-stored features come from the file; only photos outside the largest group (0000 + 0004)
+    # are extracted again, at the turns tried: three photos, three turns each at most.
+    assert 0 < len(calls) <= 9
+    # The features stage finds the turned photos' features saved at their turns: nothing to extract.
+    def must_not_load():
+        raise AssertionError("extractor loaded although the orientation stage saved every turned photo")
+
+    turns = orientation.read_orientations(out)
+    features.main(fconf, tmp_path, names, feature_path, "cpu", model=must_not_load, turns=turns)
+    with h5py.File(feature_path, "r") as f:
+        assert {n: int(f[n].attrs["turns"]) for n in names} == turns
+    # Saved on the stored pixel grid: keypoints inside the stored 768 x 512 photo (turned or not).
+    for name in names:
+        kpts = features.read_features(feature_path, name)["keypoints"]
+        stored = (768, 512) if TURNED.get(name, 0) % 2 == 0 else (512, 768)
+        assert len(kpts) > 100 and (kpts >= -0.5).all() and (kpts <= np.array(stored) - 0.5).all()
+    # ... and exactly what the features stage would have extracted at that turn.
+    fresh = tmp_path / "fresh.h5"
+    features.main(fconf, tmp_path, ["0002.jpg"], fresh, "cpu", model=aliked, turns=turns)
+    np.testing.assert_allclose(features.read_features(fresh, "0002.jpg")["keypoints"],
+                               features.read_features(feature_path, "0002.jpg")["keypoints"], atol=1e-3)
+    # Without the main features' config the stage cannot know what to extract.
+    with pytest.raises(ValueError, match="features_conf"):
+        orientation.main(orientation.confs["mnn"], tmp_path, names, pairs_path, tmp_path / "o2.csv", "cpu")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imc_lib import cli, data, features, matching, metric, submission
+from imc_lib import cli, data, features, matching, metric, orientation, submission
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = "herzjesu-p8"
@@ -34,6 +34,17 @@ def test_end_to_end_scores_at_least_sift(run_dir, imc_data_dir):
     row = table[table["scene"] == SCENE].iloc[0]
     assert row["registered"] == 8
     assert row["mAA"] >= 1.0  # plain COLMAP SIFT gets 1.000 here (shared/data/README.md)
+
+
+def test_cpu_run_uses_the_speed_settings_it_was_not_told_otherwise(run_dir):
+    # --max-keypoints 1024 given; the rest are pipeline.CPU_DEFAULTS: 640 px, mnn matching, and the
+    # orientation from the main features (not the upright config's own low-resolution pass).
+    work, _ = run_dir
+    files = sorted(p.name for p in (work / "work").rglob("*") if p.is_file())
+    assert any(f.startswith("orient-mnn_") and f.endswith(".csv") for f in files), files
+    assert "feats-aliked-n16-1024-r640-upright.h5" in files, files
+    assert any(f.startswith("feats-aliked-n16-1024-r640-upright_matches-mnn_") for f in files), files
+    assert not any(f.startswith(orientation.confs["upright"]["output"]) for f in files), files
 
 
 def test_submission_has_valid_poses_for_every_image(run_dir):
