@@ -1,6 +1,10 @@
 """How well the orientation stage finds the quarter turns of imc-mini-rot's turned photos.
 
     python benchmarks/orientation_check.py [--data ../shared/data/imc-mini-rot] [--upright ../shared/data/imc-mini]
+                                           [--conf upright|mnn]
+
+`mnn` (the CPU default) reads as-stored features from the main features file: they are extracted
+first as the pipeline's CPU settings do (2048 keypoints at 640 px), and not counted in the seconds.
 
 The truth comes from the labels: a photo turned by k quarter turns has R_rot = Rz(-90 k) R_upright,
 so turning it back takes k' = round(angle(R_rot R_upright^T) / 90) mod 4 quarter turns. Prints,
@@ -26,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT  # noqa: E402
 
-from imc_lib import data, orientation, pairs, submission  # noqa: E402
+from imc_lib import data, features, orientation, pairs, pipeline, submission  # noqa: E402
 
 
 def true_turns(rotated_labels: Path, upright_labels: Path) -> dict[tuple[str, str], int]:
@@ -44,7 +48,11 @@ def main():
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/imc-mini-rot")
     p.add_argument("--upright", type=Path, default=ROOT.parent / "shared/data/imc-mini")
     p.add_argument("--weights", type=Path, default=ROOT.parent / "shared/weights")
+    p.add_argument("--conf", choices=sorted(orientation.confs), default="upright")
     args = p.parse_args()
+    conf = orientation.confs[args.conf]
+    fconf = pipeline.stage_confs(max_keypoints=pipeline.CPU_DEFAULTS["max_keypoints"],
+                                 resize_to=pipeline.CPU_DEFAULTS["resize_to"], orientation_method=args.conf)["features"]
     logging.basicConfig(level=logging.WARNING)
     truth = true_turns(args.data / "train/train_labels.csv", args.upright / "train/train_labels.csv")
     work = Path(tempfile.mkdtemp(prefix="imc-orient-"))
@@ -54,9 +62,13 @@ def main():
         names = list(scene.image_names)
         pairs_path = work / scene.key / "pairs.txt"
         pairs.write_pairs(pairs.exhaustive_pairs(names), pairs_path)
+        feature_path = None
+        if conf["features"] is None:
+            feature_path = features.main(fconf, scene.image_dir, names, work / scene.key / "feats.h5",
+                                         weights=args.weights)
         start = time.perf_counter()
-        out = orientation.main(orientation.confs["upright"], scene.image_dir, names, pairs_path,
-                               work / scene.key / "orient.csv", weights=args.weights)
+        out = orientation.main(conf, scene.image_dir, names, pairs_path, work / scene.key / "orient.csv",
+                               weights=args.weights, feature_path=feature_path, features_conf=fconf)
         seconds = time.perf_counter() - start
         got = orientation.read_orientations(out)
         wrong = [f"{n} {got[n]}/{truth[(scene.scene, n)]}" for n in names if got[n] != truth[(scene.scene, n)]]

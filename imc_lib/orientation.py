@@ -22,6 +22,7 @@ can use to drop non-overlapping pairs before full matching (`prefilter_min_match
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 from pathlib import Path
@@ -215,24 +216,38 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
         return counts[(a, b, k)]
 
     # Pass 1, every pair as stored: confident matches link photos into groups. Pass 2, the other
-    # turns, for every pair across groups (few, unless many photos are turned). Pairs within a
-    # group that matched weakly as stored were not tried turned and say nothing.
+    # turns, one photo at a time from the smaller groups: a photo is turned and matched with its
+    # neighbours outside its group; a confident match at some turn joins the two groups, so the rest
+    # of a group need not be tried (each try costs three extractions). Pairs within a group that
+    # matched weakly as stored were not tried turned and say nothing.
     pairs = read_pairs(pairs_path)
     stored = {(a, b): count(a, b, 0) for a, b in tqdm(pairs, desc="orientation", unit="pair")}
+    accept = conf["accept_upright_matches"]
     group = _UnionFind(image_names)
     for (a, b), n in stored.items():
-        if n >= conf["accept_upright_matches"]:
+        if n >= accept:
             group.union(a, b)
-    edges = {p: (0, n) for p, n in stored.items() if n >= conf["accept_upright_matches"]}
-    size = {}
-    for name in image_names:
-        size[group.find(name)] = size.get(group.find(name), 0) + 1
-    across = [(a, b) for a, b in pairs if group.find(a) != group.find(b)]
-    for a, b in tqdm(across, desc="orientation, turned", unit="pair", disable=not across):
-        # Turn the photo of the smaller group: fewer photos to extract again.
-        if size[group.find(b)] > size[group.find(a)]:
-            a, b = b, a
-        edges[(a, b)] = relative_turn([stored.get((a, b), stored.get((b, a))), *(count(a, b, k) for k in (1, 2, 3))])
+    edges = {p: (0, n) for p, n in stored.items() if n >= accept}
+    neighbours: dict[str, dict[str, int]] = {n: {} for n in image_names}
+    for (a, b), n in stored.items():
+        neighbours[a][b] = neighbours[b][a] = n
+    tried: set[str] = set()
+    with tqdm(desc="orientation, turned", unit="photo", disable=len({group.find(n) for n in image_names}) < 2) as bar:
+        while True:
+            outside = {b: [a for a in neighbours[b] if group.find(a) != group.find(b)]
+                       for b in image_names if b not in tried}
+            outside = {b: v for b, v in outside.items() if v}
+            if not outside:
+                break
+            sizes = collections.Counter(group.find(n) for n in image_names)
+            # Smallest group first; within it, the photo most linked as stored to the others.
+            b = min(outside, key=lambda n: (sizes[group.find(n)], -max(neighbours[n][a] for a in outside[n])))
+            tried.add(b)
+            for a in outside[b]:
+                edges[(a, b)] = relative_turn([neighbours[b][a], *(count(a, b, k) for k in (1, 2, 3))])
+                if edges[(a, b)][1] >= accept:
+                    group.union(a, b)
+            bar.update()
     result = solve(list(image_names), edges, conf["min_matches"])
     if wants_overlap:
         # Each pair's low-resolution matches once both photos are turned: lets the pipeline drop
