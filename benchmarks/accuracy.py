@@ -25,12 +25,17 @@ from common import add_data_arguments, run_sift  # noqa: E402
 from imc_lib import metric, pipeline  # noqa: E402
 
 
-# pipeline.run keyword arguments per named configuration; "default" is what `imc-lib run` does.
+LIGHTGLUE_1024 = {"resize_to": 1024, "matcher": "lightglue", "orientation_method": "upright"}
+# pipeline.run keyword arguments per named configuration; "default" is what `imc-lib run` does
+# (on a CPU: pipeline.CPU_DEFAULTS).
 CONFIGS = {
     "default": {},
+    "1024px": {"resize_to": 1024},  # the main features at 1024 px instead of the CPU's 640
+    # The GPU's stages at the CPU's keypoint budget (the CPU default before the speed work).
+    "lightglue-1024": LIGHTGLUE_1024,
     "stored": {"orientation_method": "none"},
-    "disk": {"conf": "disk"},
-    "4096": {"max_keypoints": 4096},
+    "disk": {"conf": "disk", **LIGHTGLUE_1024},
+    "4096": {**LIGHTGLUE_1024, "max_keypoints": 4096},
 }
 
 

@@ -140,11 +140,13 @@ class _TurnedFeatures:
     def __init__(self, conf: dict, image_dir: Path, extractor, device: torch.device, stored: Path | None = None):
         self.conf, self.image_dir, self.extractor, self.device = conf, Path(image_dir), extractor, device
         self.cache: dict[tuple[str, int], dict] = {}
-        self.stored = _stored_upright(stored) if stored else {}
+        self.stored = _stored_upright(stored) if stored else set()
+        # As-stored features are read when needed, a few at a time, not the whole scene at once.
+        self.read_stored = functools.lru_cache(maxsize=64)(lambda name: _read_stored(stored, name))
 
     def __call__(self, name: str, turns: int) -> dict:
         if turns == 0 and name in self.stored:
-            return self.stored[name]
+            return self.read_stored(name)
         if (name, turns) not in self.cache:
             path = self.image_dir / name
             try:
@@ -172,11 +174,15 @@ class _TurnedFeatures:
         return len(done)
 
 
-def _stored_upright(feature_path: Path) -> dict[str, dict]:
-    """The features of a features file that were extracted as stored (not turned, not failed)."""
+def _stored_upright(feature_path: Path) -> set[str]:
+    """The photos of a features file whose features were extracted as stored (not turned, not failed)."""
     with h5py.File(feature_path, "r") as f:
-        return {name: {k: f[name][k][()] for k in ("keypoints", "descriptors", "image_size")}
-                for name in f if "error" not in f[name].attrs and int(f[name].attrs.get("turns", 0)) == 0}
+        return {name for name in f if "error" not in f[name].attrs and int(f[name].attrs.get("turns", 0)) == 0}
+
+
+def _read_stored(feature_path: Path, name: str) -> dict[str, np.ndarray]:
+    with h5py.File(feature_path, "r") as f:
+        return {k: f[name][k][()] for k in ("keypoints", "descriptors", "image_size")}
 
 
 def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, orientation_path: Path,

@@ -102,7 +102,7 @@ def array(value) -> np.ndarray:
 
 # --- session logic ------------------------------------------------------------------------------------
 
-def test_fingerprints_chain_and_name_the_first_missing_step(env):
+def test_fingerprints_chain_and_name_the_first_missing_step(env, tmp_path):
     images = S.dataset_images(env, "train", SCENE, 4)
     assert images.names == ["0000.jpg", "0001.jpg", "0002.jpg", "0003.jpg"] and images.labels is not None
     base = S.Settings(**SMALL)
@@ -120,6 +120,12 @@ def test_fingerprints_chain_and_name_the_first_missing_step(env):
     assert more["matches"] != fps["matches"] and more["reconstruction"] != fps["reconstruction"]
     assert S.missing_message("matches", done, more) == (
         "Run step 3. Keypoints first: the images or settings changed since it ran (needed by 4. Matches).")
+
+    # Another matcher redoes the matches and what follows, not the keypoints.
+    mnn = S.fingerprints(images, S.Settings(**SMALL, matcher="mnn"))
+    assert mnn["features"] == fps["features"] and mnn["matches"] != fps["matches"]
+    assert S.stage_paths(tmp_path, images, S.Settings(**SMALL, matcher="mnn"), mnn)["matches"].name.endswith(
+        "_matches-mnn.h5")
 
     # The threshold matters only when retrieval really selects (4 images < exhaustive_if_less=20: all pairs).
     assert S.fingerprints(images, S.Settings(**SMALL, similarity_threshold=0.1))["pairs"] == fps["pairs"]

@@ -61,6 +61,7 @@ class Settings:
     max_keypoints: int = pipeline.CPU_MAX_KEYPOINTS
     resize_to: int = 1024
     orientation: str = "upright"  # upright: detect quarter turns first | none: photos are upright
+    matcher: str = "lightglue"  # lightglue | mnn: mutual nearest neighbours (ms per pair on a CPU)
     pairs_method: str = "retrieval"  # retrieval (DINOv2) | exhaustive
     similarity_threshold: float = _RETRIEVAL["similarity_threshold"]
     min_pairs: int = _RETRIEVAL["min_pairs"]
@@ -73,7 +74,7 @@ class Settings:
         """Per-stage configs (pipeline.stage_confs with these overrides)."""
         method = "exhaustive" if self.pairs_method == "exhaustive" else "dinov2"
         sconfs = pipeline.stage_confs(self.features, int(self.max_keypoints), method, int(self.resize_to),
-                                      self.orientation)
+                                      self.orientation, matcher=self.matcher)
         if method == "dinov2":
             sconfs["pairs"].update(similarity_threshold=float(self.similarity_threshold), min_pairs=int(self.min_pairs),
                                    exhaustive_if_less=int(self.exhaustive_if_less), p=float(self.p),
