@@ -267,7 +267,8 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
                 ", ".join(f"{n}:{90 * t}" for n, t in zip(turned["image_name"], turned["quarter_turns"])) or "none")
     if shared:
         saved = feats.save_turned(feature_path, {n: t for n, (t, _) in result.items()})
-        logger.info("%s: features of %d turned photos saved for the features stage", feature_path, saved)
+        if saved:
+            logger.info("%s: features of %d turned photos saved for the features stage", feature_path, saved)
     _write_csv(table, orientation_path)  # last: its existence marks the stage done
     return orientation_path
 
