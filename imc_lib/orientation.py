@@ -15,9 +15,9 @@ extracts them first) and matches them by mutual nearest neighbours, so on uprigh
 milliseconds per pair; only photos that need trying turned are extracted again (the CPU default).
 
 Output: a CSV `image_name,quarter_turns,support` (turns counter-clockwise, as `np.rot90`;
-support = matches on the tree edge that fixed it, 0 for the root or an unconnected photo), and
-beside it `*-overlap.csv`: each pair's low-resolution matches at those turns, which the pipeline
-can use to drop non-overlapping pairs before full matching (`prefilter_min_matches`).
+support = matches on the tree edge that fixed it, 0 for the root or an unconnected photo), and,
+when `prefilter_min_matches` is set, beside it `*-overlap.csv`: each pair's low-resolution matches
+at those turns, which the pipeline uses to drop non-overlapping pairs before full matching.
 """
 
 from __future__ import annotations
