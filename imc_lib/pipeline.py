@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 from collections import defaultdict
@@ -14,7 +13,17 @@ from pathlib import Path
 
 import torch
 
-from . import data, ensemble, features, matching, models, orientation, pairs, reconstruction, submission
+from . import (
+    data,
+    ensemble,
+    features,
+    matching,
+    models,
+    orientation,
+    pairs,
+    reconstruction,
+    submission,
+)
 from .utils import pick_device
 
 logger = logging.getLogger(__name__)
@@ -142,8 +151,11 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
         conf: str = "aliked", device=None, overwrite: bool = False, weights: str | Path | None = None,
         dinov2: str | Path | None = None, max_keypoints: int | None = None, pairs_method: str | None = None,
         resize_to: int | None = None, orientation_method: str | None = None, prefilter: int | None = None,
-        matcher: str | None = None) -> dict:
+        matcher: str | None = None, networks: dict | None = None) -> dict:
     """Reconstruct every scene of `data_dir`/`split` and write `out` (submission.csv).
+
+    `networks`: a dict the caller keeps between runs (e.g. a loop over scenes): networks loaded by
+    one run are stored in it and reused by the next instead of loading again.
 
     A scene that fails is logged and still gets its rows (no pose); the run goes on. Returns
     {"scenes": {key: {"registered", "images", "error", "times", "spans"}}, "times": {stage: seconds},
@@ -169,15 +181,30 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
     scene_list = data.load_scenes(data_dir, split, scenes)
     logger.info("%d scene(s) from %s (%s), device %s", len(scene_list), data_dir, split, device)
 
-    # Each network loads at most once, and only if some scene still needs it.
-    extractors = [functools.cache(lambda c=c: features.load_model(c, weights, device)) for c in fconfs]
-    matchers = [functools.cache(lambda c=c: matching.load_model(features.matcher_name(c), sconfs["matching"],
-                                                                weights, device)) for c in fconfs]
-    retrieval = functools.cache(lambda: pairs.load_model(sconfs["pairs"]))
+    # Each network loads at most once, only if some scene still needs it, and stays in `networks`
+    # for the caller's next run.
+    networks = {} if networks is None else networks
+
+    def once(*key, load):
+        key = (*key, str(weights), str(device))
+        return lambda: networks[key] if key in networks else networks.setdefault(key, load())
+
+    extractors = [once("features", repr(c["model"]), load=lambda c=c: features.load_model(c, weights, device))
+                  for c in fconfs]
+    matchers = [once("matching", features.matcher_name(c), repr(sconfs["matching"]["model"]),
+                     load=lambda c=c: matching.load_model(features.matcher_name(c), sconfs["matching"], weights, device))
+                for c in fconfs]
+    retrieval = once("pairs", str(sconfs["pairs"].get("model")), load=lambda: pairs.load_model(sconfs["pairs"]))
+    orient_extractor = orient_matcher = None
     if sconfs["orientation"]:
-        orient_extractor = functools.cache(lambda: features.load_model(sconfs["orientation"]["features"], weights, device))
-        orient_matcher = functools.cache(
-            lambda: matching.load_model("aliked", sconfs["orientation"]["matching"], weights, device))
+        # The `upright` config has its own ALIKED + LightGlue; `mnn` uses the main extractor.
+        oconf = sconfs["orientation"]
+        ofeatures = oconf["features"] or fconfs[0]
+        orient_extractor = once("features", repr(ofeatures["model"]),
+                                load=lambda: features.load_model(ofeatures, weights, device))
+        orient_matcher = once("matching", features.matcher_name(ofeatures), repr(oconf["matching"]["model"]),
+                              load=lambda: matching.load_model(features.matcher_name(ofeatures), oconf["matching"],
+                                                               weights, device))
 
     times: dict[str, float] = defaultdict(float)
     results, rows = {}, []
@@ -204,11 +231,9 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
                 first_overwrite = False
             if sconfs["orientation"]:
                 with clock("orientation"):
-                    shared = sconfs["orientation"]["features"] is None
                     orientation.main(sconfs["orientation"], scene.image_dir, names, paths["pairs"],
                                      paths["orientation"], device, overwrite,
-                                     extractor=extractors[0] if shared else orient_extractor,
-                                     matcher=None if shared else orient_matcher, weights=weights,
+                                     extractor=orient_extractor, matcher=orient_matcher, weights=weights,
                                      feature_path=paths["sources"][0][0], features_conf=fconfs[0])
                     turns = orientation.read_orientations(paths["orientation"])
                     if sconfs["orientation"].get("prefilter_min_matches") is not None:

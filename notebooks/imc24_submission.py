@@ -135,6 +135,7 @@ WORK_DIR.mkdir(parents=True, exist_ok=True)
 deadline = START + TIME_LIMIT_S - RESERVE_S
 prior = budget.default_costs(device)
 costs, runs, parts, report = prior, [], [], []
+networks = {}  # loaded once, reused by every scene's run
 for i, name in enumerate(names):
     left = deadline - time.monotonic()
     chosen = budget.plan({n: counts[n] for n in names[i:]}, left, costs, settings)[name]
@@ -154,7 +155,7 @@ for i, name in enumerate(names):
     start = time.monotonic()
     result = pipeline.run(DATA_DIR, part, WORK_DIR, split=SPLIT, scenes=[name], device=device, weights=WEIGHTS_DIR,
                           dinov2=dinov2, max_keypoints=chosen.max_keypoints, pairs_method=chosen.pairs,
-                          orientation_method=ORIENTATION)
+                          orientation_method=ORIENTATION, networks=networks)
     for key, r in result["scenes"].items():
         runs.append({"images": r["images"], "setting": chosen, "times": r["times"]})
         report.append({"scene": key, "images": r["images"], "setting": str(chosen), "registered": r["registered"],

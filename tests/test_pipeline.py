@@ -12,7 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imc_lib import cli, data, features, matching, metric, orientation, submission
+from imc_lib import (
+    cli,
+    data,
+    features,
+    matching,
+    metric,
+    orientation,
+    pipeline,
+    submission,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = "herzjesu-p8"
@@ -138,3 +147,21 @@ def test_missing_weights_stop_the_run_with_the_fix(tmp_path, imc_data_dir, capsy
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "could not download the official aliked-n16 weights" in err and "IMC_WEIGHTS_DIR" in err
+
+
+def test_networks_loaded_by_one_run_serve_the_next(tmp_path, imc_data_dir, weights_dir, monkeypatch):
+    """The notebook runs scene by scene: a second run given the same dict loads nothing again."""
+    networks = {}
+    kwargs = {"split": "train", "scenes": [SCENE], "device": "cpu", "weights": weights_dir, "max_keypoints": 256,
+              "resize_to": 320, "networks": networks}
+    first = pipeline.run(imc_data_dir, tmp_path / "a.csv", tmp_path / "work", **kwargs)
+    assert first["scenes"][next(iter(first["scenes"]))]["registered"] >= 6 and networks
+
+    def no_model(*args, **kw):
+        raise AssertionError("a network was loaded again")
+
+    monkeypatch.setattr(features, "load_model", no_model)
+    monkeypatch.setattr(matching, "load_model", no_model)
+    again = pipeline.run(imc_data_dir, tmp_path / "b.csv", tmp_path / "work", overwrite=True, **kwargs)
+    assert (tmp_path / "b.csv").read_text() == (tmp_path / "a.csv").read_text()
+    assert again["scenes"].keys() == first["scenes"].keys()
