@@ -35,15 +35,7 @@ from tqdm import tqdm
 
 from . import features, matching
 from .pairs import read_pairs
-from .utils import (
-    ImageError,
-    atomic_file,
-    image_size,
-    pick_device,
-    read_image,
-    resolve_model,
-    write_group,
-)
+from .utils import ImageError, atomic_file, image_size, pick_device, read_image, resolve_model, write_group
 
 logger = logging.getLogger(__name__)
 

@@ -13,17 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import (
-    data,
-    ensemble,
-    features,
-    matching,
-    models,
-    orientation,
-    pairs,
-    reconstruction,
-    submission,
-)
+from . import data, ensemble, features, matching, models, orientation, pairs, reconstruction, submission
 from .utils import pick_device
 
 logger = logging.getLogger(__name__)

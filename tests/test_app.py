@@ -123,7 +123,8 @@ def test_fingerprints_chain_and_name_the_first_missing_step(env, tmp_path):
 
     # Another matcher redoes the matches and what follows, not the keypoints.
     mnn = S.fingerprints(images, S.Settings(**SMALL, matcher="mnn"))
-    assert mnn["features"] == fps["features"] and mnn["matches"] != fps["matches"]
+    lightglue = S.fingerprints(images, S.Settings(**SMALL, matcher="lightglue"))
+    assert mnn["features"] == lightglue["features"] and mnn["matches"] != lightglue["matches"]
     assert S.stage_paths(tmp_path, images, S.Settings(**SMALL, matcher="mnn"), mnn)["matches"].name.endswith(
         "_matches-mnn.h5")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from conftest import small_conf
 from PIL import Image
 
+from conftest import small_conf
 from imc_lib import features, orientation, pairs
 
 

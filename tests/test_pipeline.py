@@ -12,16 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imc_lib import (
-    cli,
-    data,
-    features,
-    matching,
-    metric,
-    orientation,
-    pipeline,
-    submission,
-)
+from imc_lib import cli, data, features, matching, metric, orientation, pipeline, submission
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = "herzjesu-p8"

@@ -21,7 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from .. import data, matching, metric, orientation, pairs, pipeline, reconstruction, submission
-
+from ..utils import pick_device
 
 STEPS = ("images", "pairs", "features", "matches", "reconstruction", "submission")
 TITLES = {
@@ -46,6 +46,7 @@ NEEDS = {
 UPLOAD_SUFFIXES = {".jpg", ".jpeg", ".png"}
 UPLOAD_FORMATS = {"JPEG", "PNG"}
 _RETRIEVAL = pairs.confs["dinov2"]
+_ON_CPU = pick_device(None).type == "cpu"
 
 
 def digest(*parts) -> str:
@@ -59,9 +60,10 @@ class Settings:
 
     features: str = "aliked"  # pipeline config: aliked | disk
     max_keypoints: int = pipeline.CPU_MAX_KEYPOINTS
-    resize_to: int = 1024
+    # Without a GPU, the CLI's CPU speed settings (pipeline.CPU_DEFAULTS) for size and matcher.
+    resize_to: int = pipeline.CPU_DEFAULTS["resize_to"] if _ON_CPU else 1024
     orientation: str = "upright"  # upright: detect quarter turns first | none: photos are upright
-    matcher: str = "lightglue"  # lightglue | mnn: mutual nearest neighbours (ms per pair on a CPU)
+    matcher: str = pipeline.CPU_DEFAULTS["matcher"] if _ON_CPU else "lightglue"  # lightglue | mnn
     pairs_method: str = "retrieval"  # retrieval (DINOv2) | exhaustive
     similarity_threshold: float = _RETRIEVAL["similarity_threshold"]
     min_pairs: int = _RETRIEVAL["min_pairs"]

@@ -217,7 +217,8 @@ def choose_settings() -> S.Settings:
                      format_func={"upright": "detect quarter turns", "none": "photos are upright"}.get,
                      help="Detect photos taken sideways or upside down (matching each kept pair at 4 quarter "
                           "turns) and extract their features turned upright.")
-    matcher = sb.radio("Matcher", ["lightglue", "mnn"], horizontal=True, key="matcher",
+    matcher = sb.radio("Matcher", ["lightglue", "mnn"], index=["lightglue", "mnn"].index(d.matcher),
+                       horizontal=True, key="matcher",
                        format_func={"lightglue": "LightGlue", "mnn": "mutual nearest neighbours"}.get,
                        help="LightGlue: the accurate one (0.2-0.6 s a pair on a CPU). Mutual nearest neighbours "
                             "with a ratio test: milliseconds a pair; COLMAP's verification drops its outliers.")
