@@ -70,7 +70,8 @@ def _to_lightglue(feats: dict[str, np.ndarray], device: torch.device) -> dict[st
 
 @torch.inference_mode()
 def match_pair(model: torch.nn.Module, feats0: dict, feats1: dict, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """(M, 2) index pairs and (M,) scores of the mutual matches LightGlue finds between two images."""
+    """(M, 2) index pairs and (M,) scores of the mutual matches `model` (LightGlue or a kornia
+    `DescriptorMatcher`) finds between two images."""
     if len(feats0["keypoints"]) == 0 or len(feats1["keypoints"]) == 0:
         return np.zeros((0, 2), np.int32), np.zeros((0,), np.float32)
     if isinstance(model, kornia.feature.DescriptorMatcher):

@@ -37,6 +37,7 @@ CPU_MAX_KEYPOINTS = 2048
 # orientation reuses the main features instead of extracting its own.
 CPU_DEFAULTS = {"max_keypoints": CPU_MAX_KEYPOINTS, "resize_to": 640, "matcher": "mnn", "orientation_method": "mnn"}
 
+
 def stage_confs(name: str = "aliked", max_keypoints: int | None = None, pairs_method: str | None = None,
                 resize_to: int | None = None, orientation_method: str | None = None,
                 prefilter: int | None = None, matcher: str | None = None) -> dict:

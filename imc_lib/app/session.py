@@ -23,6 +23,7 @@ from PIL import Image
 from .. import data, matching, metric, orientation, pairs, pipeline, reconstruction, submission
 from ..utils import pick_device
 
+
 STEPS = ("images", "pairs", "features", "matches", "reconstruction", "submission")
 TITLES = {
     "images": "1. Images",
