@@ -59,7 +59,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--work", type=Path, default=Path("work"), help="intermediate files; a rerun reuses them")
     r.add_argument("--scenes", nargs="+", help="only these scenes")
     r.add_argument("--features", choices=sorted(pipeline.confs), default="aliked")
-    r.add_argument("--pairs", choices=["dinov2", "exhaustive"], help="pair source (default: the config's, dinov2)")
+    r.add_argument("--pairs", choices=pipeline.PAIR_METHODS, default="auto",
+                   help="which pairs to match in scenes of 20+ photos (smaller ones: all): auto (DINOv2 when a "
+                        "local model is found, else vlad), dinov2, vlad (retrieval over the scene's own features, "
+                        "no weights) or exhaustive")
     r.add_argument("--orientation", choices=[*orientation.confs, "none"],
                    help="turn sideways photos upright before features: upright (own low-resolution LightGlue "
                         "pass) or mnn (from the main features); default upright, mnn on a CPU")

@@ -122,6 +122,13 @@ def load_lightglue(features: str, directory: str | Path | None = None, **conf) -
     return model.eval()
 
 
+def local_dinov2() -> Path | None:
+    """A DINOv2 folder on this machine without asking the hub: $IMC_DINOV2, else the Kaggle input; None if neither."""
+    if os.environ.get("IMC_DINOV2"):
+        return Path(os.environ["IMC_DINOV2"])
+    return DINOV2_KAGGLE_DIR if (DINOV2_KAGGLE_DIR / "config.json").is_file() else None
+
+
 def load_dinov2(source: str | Path | None = None):
     """(image processor, Dinov2Model) from a local directory, the Kaggle model input, or a hub id.
 

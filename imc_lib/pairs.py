@@ -1,8 +1,10 @@
-"""Which image pairs to match: all of them, or those DINOv2 global descriptors deem similar.
+"""Which image pairs to match: all of them, or those whose global descriptors look alike.
 
 Matching every pair costs N(N-1)/2 matcher runs; for larger scenes a global descriptor per image
-(max-pooled DINOv2 patch tokens) keeps only pairs that look alike, plus each image's nearest
-neighbours so that no image is left without candidates.
+keeps only pairs that look alike, plus each image's nearest neighbours so that no image is left
+without candidates. Two descriptors: max-pooled DINOv2 patch tokens (`dinov2`, downloaded weights)
+or VLAD over the scene's own local features with a vocabulary learnt on the scene (`vlad`, no
+weights: reads the features stage's file, so it runs after it, on the photos as turned upright).
 
 The output is an hloc-style text file, one `name0 name1` per line, each unordered pair once,
 `name0` before `name1` in the order of `image_names` ('%' and whitespace in names percent-encoded).
@@ -11,6 +13,7 @@ The output is an hloc-style text file, one `name0 name1` per line, each unordere
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 from collections import Counter
@@ -21,6 +24,8 @@ import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.cluster.vq import kmeans2
+from scipy.spatial.distance import cdist
 from tqdm import tqdm
 
 from . import models
@@ -39,6 +44,17 @@ confs = {
         "exhaustive_if_less": 20,  # scenes with fewer images get all pairs, without DINOv2
         "p": 2.0,  # Minkowski p of the descriptor distance: 1, 2 or inf
     },
+    # Weight-free retrieval: VLAD of each photo's local descriptors over a per-scene k-means vocabulary.
+    "vlad": {
+        "output": "pairs-vlad",
+        "method": "vlad",
+        "clusters": 64,  # vocabulary size
+        "sample": 200,  # strongest descriptors per photo used to learn the vocabulary
+        "min_pairs": 20,  # each image keeps this many nearest neighbours
+        "similarity_threshold": 0.0,  # also keep pairs closer than this distance (0: nearest neighbours only)
+        "exhaustive_if_less": 20,
+        "p": 2.0,
+    },
 }
 
 DESCRIPTOR_KEY = "global_descriptor"
@@ -47,7 +63,7 @@ VALID_P = (1.0, 2.0, math.inf)
 
 def exhaustive_pairs(names: list[str]) -> list[tuple[str, str]]:
     """Every unordered pair once, in the order of `names`."""
-    return [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
+    return list(itertools.combinations(names, 2))
 
 
 def _check_p(p) -> float:
@@ -87,6 +103,45 @@ def pairs_from_descriptors(desc: torch.Tensor, similarity_threshold: float, min_
     i, j = torch.triu_indices(n, n, offset=1)
     selected = keep[i, j]
     return list(zip(i[selected].tolist(), j[selected].tolist()))
+
+
+def vlad_vocabulary(descriptors: np.ndarray, clusters: int, seed: int = 0) -> np.ndarray:
+    """(K, D) k-means centres of a scene's local descriptors: the vocabulary VLAD assigns them to."""
+    descriptors = np.asarray(descriptors, np.float32)
+    k = max(1, min(clusters, len(descriptors)))
+    centres, _ = kmeans2(descriptors, k, iter=20, minit="++", seed=seed)
+    return centres.astype(np.float32)
+
+
+def vlad(descriptors: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """One photo's VLAD (Jegou et al. 2010, with Arandjelovic and Zisserman's intra-normalisation):
+    per-centre sums of residuals to the nearest centre, each L2-normalised, signed square root, then
+    L2-normalised as a whole; shape (K*D,). Zero for a photo without descriptors."""
+    out = np.zeros_like(centres)
+    if len(descriptors):
+        descriptors = np.asarray(descriptors, np.float32)
+        nearest = cdist(descriptors, centres, "sqeuclidean").argmin(axis=1)
+        np.add.at(out, nearest, descriptors - centres[nearest])
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    out = np.sign(out) * np.sqrt(np.abs(out))
+    return (out / max(np.linalg.norm(out), 1e-12)).ravel()
+
+
+def vlad_descriptors(feature_path: Path, image_names: list[str], clusters: int, sample: int) -> np.ndarray:
+    """(N, K*D) VLAD of every photo's local features in `feature_path`, over a vocabulary learnt from the
+    `sample` strongest descriptors of each photo (photos without features get zeros)."""
+    with h5py.File(feature_path, "r") as f:
+        def descriptors(name: str) -> np.ndarray:
+            if name not in f or "descriptors" not in f[name]:
+                raise KeyError(f"{feature_path}: no features for {name!r}; run the features stage first")
+            return f[name]["descriptors"][()]
+
+        strongest = [descriptors(n)[np.argsort(-f[n]["scores"][()], kind="stable")[:sample]] for n in image_names]
+        strongest = [d for d in strongest if len(d)]
+        if not strongest:
+            return np.zeros((len(image_names), 1), np.float32)
+        centres = vlad_vocabulary(np.concatenate(strongest), clusters)
+        return np.stack([vlad(descriptors(n), centres) for n in image_names])
 
 
 def load_model(conf: dict):
@@ -176,12 +231,14 @@ def _check_names(image_names: list[str]) -> None:
 
 
 def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path,
-         descriptors_path: Path | None = None, device=None, overwrite: bool = False, model=None) -> Path:
+         descriptors_path: Path | None = None, device=None, overwrite: bool = False, model=None,
+         feature_path: Path | None = None) -> Path:
     """Write the pairs file for one scene and return its path.
 
     `model`: an already loaded (processor, Dinov2Model), or a zero-argument loader of one, to use
     instead of loading `conf["model"]`; it is only called if some descriptor is missing.
     `descriptors_path` (retrieval only) defaults to `<pairs_path stem>-global.h5` beside the pairs.
+    `feature_path` (vlad only): the features stage's file, whose local descriptors VLAD pools.
     """
     pairs_path = Path(pairs_path)
     if pairs_path.exists() and not overwrite:
@@ -209,8 +266,16 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path,
             index_pairs = pairs_from_descriptors(torch.from_numpy(desc), conf["similarity_threshold"],
                                                  conf["min_pairs"], p=p)
             pairs = [(image_names[i], image_names[j]) for i, j in index_pairs]
+    elif method == "vlad":
+        conf = {**confs["vlad"], **conf}
+        if feature_path is None:
+            raise ValueError(f"{pairs_path}: the vlad pairs pool local features; pass feature_path (the features file)")
+        desc = vlad_descriptors(Path(feature_path), image_names, conf["clusters"], conf["sample"])
+        index_pairs = pairs_from_descriptors(torch.from_numpy(desc), conf["similarity_threshold"], conf["min_pairs"],
+                                             p=_check_p(conf["p"]))
+        pairs = [(image_names[i], image_names[j]) for i, j in index_pairs]
     else:
-        raise ValueError(f"unknown pairs method {method!r}; expected 'exhaustive' or 'retrieval'")
+        raise ValueError(f"unknown pairs method {method!r}; expected 'exhaustive', 'retrieval' or 'vlad'")
 
     write_pairs(pairs, pairs_path)
     logger.info("Wrote %d pairs for %d images to %s.", len(pairs), len(image_names), pairs_path)

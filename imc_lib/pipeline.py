@@ -18,15 +18,18 @@ from .utils import pick_device
 
 logger = logging.getLogger(__name__)
 
+# "pairs": "auto" is DINOv2 where a model loads (a local folder: --dinov2, $IMC_DINOV2, the Kaggle
+# input), else VLAD over the scene's own features; decided once per run (`pairs_method`).
 confs = {
-    "aliked": {"pairs": "dinov2", "orientation": "upright", "features": "aliked-n16", "matching": "lightglue",
+    "aliked": {"pairs": "auto", "orientation": "upright", "features": "aliked-n16", "matching": "lightglue",
                "reconstruction": "incremental"},
-    "disk": {"pairs": "dinov2", "orientation": "upright", "features": "disk", "matching": "lightglue",
+    "disk": {"pairs": "auto", "orientation": "upright", "features": "disk", "matching": "lightglue",
              "reconstruction": "incremental"},
     # Both extractors, each with its LightGlue, keypoints and matches merged (imc_lib/ensemble.py).
-    "aliked+disk": {"pairs": "dinov2", "orientation": "upright", "features": "aliked-n16", "also": ["disk"],
+    "aliked+disk": {"pairs": "auto", "orientation": "upright", "features": "aliked-n16", "also": ["disk"],
                     "matching": "lightglue", "reconstruction": "incremental"},
 }
+PAIR_METHODS = ("auto", *pairs.confs)
 
 
 # LightGlue on 2 CPU cores: ~7.5 s per pair at 4096 keypoints, ~0.9 s at 2048.
@@ -55,6 +58,9 @@ def stage_confs(name: str = "aliked", max_keypoints: int | None = None, pairs_me
     names = dict(confs[name])
     if pairs_method:
         names["pairs"] = pairs_method
+    if names["pairs"] not in pairs.confs:
+        raise ValueError(f"pairs {names['pairs']!r}: resolve 'auto' first (pipeline.choose_pairs); "
+                         f"known: {sorted(pairs.confs)}")
     if matcher:
         names["matching"] = matcher
     if orientation_method:
@@ -85,6 +91,54 @@ def stage_confs(name: str = "aliked", max_keypoints: int | None = None, pairs_me
         "matching": dict(matching.confs[names["matching"]]),
         "reconstruction": dict(reconstruction.confs[names["reconstruction"]]),
     }
+
+
+def choose_pairs(requested: str | None, scenes: list[data.Scene], dinov2=None, networks: dict | None = None) -> str:
+    """The pair method of a run: `requested`, or for "auto"/None DINOv2 when a local model loads, else VLAD.
+
+    Decided once per run, so a missing model costs one log line, not a retry per scene. "auto" only
+    tries local sources (--dinov2, $IMC_DINOV2, the Kaggle input), never the hub: an offline machine
+    would spend minutes retrying. A loaded model is kept in `networks` for the pairs stage.
+    """
+    threshold = pairs.confs["dinov2"]["exhaustive_if_less"]
+    needed = any(len(s.image_names) >= threshold for s in scenes)  # else every scene gets all pairs
+    if requested == "dinov2" and needed:
+        try:
+            model = models.load_dinov2(dinov2)
+        except Exception as err:
+            raise models.WeightsError(f"{dinov2 or models.local_dinov2() or models.DINOV2_HUB_ID}: DINOv2 cannot be "
+                                      f"loaded ({err}); pass a model folder with --dinov2 DIR or $IMC_DINOV2, or "
+                                      "use --pairs vlad (no weights)") from err
+        if networks is not None:
+            networks[("pairs", str(dinov2 or models.local_dinov2()))] = model
+    if requested not in (None, "auto"):
+        return requested
+    if not needed:
+        return "vlad"
+    source = dinov2 or models.local_dinov2()
+    if source is None:
+        logger.warning("pairs: no DINOv2 model found (--dinov2 DIR, $IMC_DINOV2, %s); scenes of %d+ photos use "
+                       "VLAD retrieval over their own features (--pairs vlad)", models.DINOV2_KAGGLE_DIR, threshold)
+        return "vlad"
+    try:
+        model = models.load_dinov2(source)
+    except Exception as err:  # a broken folder must not cost the scenes their pairs
+        logger.warning("pairs: DINOv2 at %s cannot be loaded (%s); scenes of %d+ photos use VLAD retrieval over "
+                       "their own features (--pairs vlad); fix the folder given by --dinov2 / $IMC_DINOV2",
+                       source, err, threshold)
+        return "vlad"
+    if networks is not None:
+        networks[("pairs", str(source))] = model
+    logger.info("pairs: DINOv2 retrieval from %s", source)
+    return "dinov2"
+
+
+def scene_confs(sconfs: dict, scene: data.Scene) -> dict:
+    """`sconfs` for one scene: retrieval turns into exhaustive pairs (so named) below its size threshold."""
+    threshold = sconfs["pairs"].get("exhaustive_if_less")
+    if threshold and len(scene.image_names) < threshold:
+        return {**sconfs, "pairs": dict(pairs.confs["exhaustive"])}
+    return sconfs
 
 
 def scene_paths(work_dir: Path, scene: data.Scene, sconfs: dict) -> dict[str, Path]:
@@ -138,25 +192,110 @@ class _Clock:
                 self.spans.append((stage, start, end))
 
 
-def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes: list[str] | None = None,
-        conf: str = "aliked", device=None, overwrite: bool = False, weights: str | Path | None = None,
-        dinov2: str | Path | None = None, max_keypoints: int | None = None, pairs_method: str | None = None,
-        resize_to: int | None = None, orientation_method: str | None = None, prefilter: int | None = None,
-        matcher: str | None = None, networks: dict | None = None) -> dict:
-    """Reconstruct every scene of `data_dir`/`split` and write `out` (submission.csv).
+class Networks:
+    """Each network of a run, loaded at most once and only when some stage still needs it; `cache`
+    is a dict the caller may keep between runs so the next run reuses what this one loaded."""
 
-    `networks`: a dict the caller keeps between runs (e.g. a loop over scenes): networks loaded by
-    one run are stored in it and reused by the next instead of loading again.
+    def __init__(self, sconfs: dict, weights, device: torch.device, cache: dict | None = None):
+        self.sconfs, self.weights, self.device = sconfs, weights, device
+        self.cache = {} if cache is None else cache
 
-    A scene that fails is logged and still gets its rows (no pose); the run goes on. Returns
-    {"scenes": {key: {"registered", "images", "error", "times", "spans"}}, "times": {stage: seconds},
-    "submission": out, "confs": the stage configs used}; "spans" are (stage, start, end) in
-    `time.perf_counter` seconds.
+    def _once(self, *key, load):
+        key = (*key, str(self.weights), str(self.device))
+        return lambda: self.cache[key] if key in self.cache else self.cache.setdefault(key, load())
+
+    def extractor(self, fconf: dict):
+        return self._once("features", repr(fconf["model"]),
+                          load=lambda: features.load_model(fconf, self.weights, self.device))
+
+    def matcher(self, fconf: dict, mconf: dict):
+        name = features.matcher_name(fconf)
+        return self._once("matching", name, repr(mconf["model"]),
+                          load=lambda: matching.load_model(name, mconf, self.weights, self.device))
+
+    def retrieval(self, pconf: dict):
+        source = str(pconf.get("model") or models.local_dinov2())
+        if ("pairs", source) in self.cache:
+            return self.cache[("pairs", source)]
+        return lambda: self.cache.setdefault(("pairs", source), pairs.load_model(pconf))
+
+
+def run_scene(scene: data.Scene, sconfs: dict, work_dir: Path, nets: Networks, overwrite: bool = False) -> dict:
+    """One scene through its stages, in order; returns {"poses": {name: (R, t)}, "times", "spans", "paths"}.
+
+    Stages reuse what their files hold (unless `overwrite`). VLAD pairs and the `mnn` orientation
+    read the main features as stored, so those are extracted first; photos the orientation turns are
+    then extracted again at their turn by the features stage.
     """
-    device = pick_device(device)
+    sconfs = scene_confs(sconfs, scene)
+    paths = scene_paths(work_dir, scene, sconfs)
+    names, device = list(scene.image_names), nets.device
+    fconfs, oconf = [sconfs["features"], *sconfs["also"]], sconfs["orientation"]
+    times, spans = {}, []
+    clock = _Clock(times, spans)
+    fresh = overwrite  # a file is overwritten once per run, not again by a later step of the same stage
+
+    def extract(fconf, feature_path, turns=None):
+        nonlocal fresh
+        with clock("features"):
+            features.main(fconf, scene.image_dir, names, feature_path, device, fresh if fconf is fconfs[0] else overwrite,
+                          model=nets.extractor(fconf), turns=turns)
+        if fconf is fconfs[0]:
+            fresh = False
+
+    if sconfs["pairs"]["method"] == "vlad" or (oconf and oconf["features"] is None):
+        extract(fconfs[0], paths["sources"][0][0], turns=_turns_if_done(paths["orientation"], oconf, overwrite))
+    with clock("pairs"):
+        pairs.main(sconfs["pairs"], scene.image_dir, names, paths["pairs"], paths["global"], device, overwrite,
+                   model=nets.retrieval(sconfs["pairs"]), feature_path=paths["sources"][0][0])
+    turns = _orient(scene, sconfs, paths, nets, overwrite, clock) if oconf else None
+    for fconf, (feature_path, match_path) in zip(fconfs, paths["sources"]):
+        extract(fconf, feature_path, turns)
+        with clock("matching"):
+            matching.main(sconfs["matching"], paths["match_pairs"], feature_path, match_path,
+                          features.matcher_name(fconf), device, overwrite, model=nets.matcher(fconf, sconfs["matching"]))
+    if len(fconfs) > 1:
+        with clock("merge"):
+            ensemble.main(ensemble.confs["merge"], names, paths["match_pairs"], paths["sources"], paths["features"],
+                          paths["matches"], overwrite)
+    with clock("reconstruction"):
+        model = reconstruction.main(sconfs["reconstruction"], scene.image_dir, names, paths["match_pairs"],
+                                    paths["features"], paths["matches"], paths["sfm"], overwrite)
+    return {"poses": reconstruction.poses(model), "times": times, "spans": spans, "paths": paths}
+
+
+def _turns_if_done(orientation_path: Path, oconf: dict | None, overwrite: bool) -> dict[str, int] | None:
+    """The orientation stage's turns when a finished file holds them (a rerun keeps turned features as they are)."""
+    if oconf and not overwrite and Path(orientation_path).exists():
+        return orientation.read_orientations(orientation_path)
+    return None
+
+
+def _orient(scene, sconfs, paths, nets, overwrite, clock) -> dict[str, int]:
+    """Run the orientation stage over the scene's pairs; its turns (and, with a prefilter, the pairs to match)."""
+    oconf, fconf = sconfs["orientation"], sconfs["features"]
+    ofeatures = oconf["features"] or fconf
+    with clock("orientation"):
+        orientation.main(oconf, scene.image_dir, list(scene.image_names), paths["pairs"], paths["orientation"],
+                         nets.device, overwrite, extractor=nets.extractor(ofeatures),
+                         matcher=nets.matcher(ofeatures, oconf["matching"]), weights=nets.weights,
+                         feature_path=paths["sources"][0][0], features_conf=fconf)
+        if oconf.get("prefilter_min_matches") is not None:
+            kept = orientation.overlapping_pairs(paths["orientation"], oconf["prefilter_min_matches"])
+            pairs.write_pairs(kept, paths["match_pairs"])
+            logger.info("scene %s: %d of %d pairs overlap at low resolution", scene.key, len(kept),
+                        len(pairs.read_pairs(paths["pairs"])))
+    return orientation.read_orientations(paths["orientation"])
+
+
+def resolve(conf: str = "aliked", device=None, max_keypoints: int | None = None, pairs_method: str | None = None,
+            resize_to: int | None = None, orientation_method: str | None = None, prefilter: int | None = None,
+            matcher: str | None = None, dinov2=None) -> dict:
+    """The stage configs of a run: the named config, the caller's overrides, and on a CPU the speed
+    settings (CPU_DEFAULTS) for every override left at None. `pairs_method` must be resolved ("auto" is not)."""
     overrides = {"max_keypoints": max_keypoints, "resize_to": resize_to, "matcher": matcher,
                  "orientation_method": orientation_method}
-    if device.type == "cpu":
+    if pick_device(device).type == "cpu":
         defaults = {k: v for k, v in CPU_DEFAULTS.items() if overrides[k] is None}
         if prefilter is not None and defaults.get("orientation_method") == "mnn":
             defaults["orientation_method"] = "upright"  # the prefilter counts low-resolution LightGlue matches
@@ -166,104 +305,43 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
                         "--matcher lightglue --orientation upright are the GPU's)", defaults)
     sconfs = stage_confs(conf, overrides["max_keypoints"], pairs_method, overrides["resize_to"],
                          overrides["orientation_method"], prefilter, overrides["matcher"])
-    if dinov2 is not None:
+    if dinov2 is not None and sconfs["pairs"]["method"] == "retrieval":
         sconfs["pairs"]["model"] = str(dinov2)
-    fconfs = [sconfs["features"], *sconfs["also"]]
+    return sconfs
+
+
+def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes: list[str] | None = None,
+        conf: str = "aliked", device=None, overwrite: bool = False, weights: str | Path | None = None,
+        dinov2: str | Path | None = None, pairs_method: str | None = None, networks: dict | None = None,
+        **overrides) -> dict:
+    """Reconstruct every scene of `data_dir`/`split` and write `out` (submission.csv).
+
+    `overrides`: max_keypoints, resize_to, orientation_method, prefilter, matcher (see `resolve`).
+    `pairs_method`: "auto" (default), "dinov2", "vlad" or "exhaustive"; see `choose_pairs`.
+    `networks`: a dict the caller keeps between runs (e.g. a loop over scenes): networks loaded by
+    one run are stored in it and reused by the next instead of loading again.
+
+    A scene that fails is logged and still gets its rows (no pose); the run goes on. Returns
+    {"scenes": {key: {"registered", "images", "error", "times", "spans"}}, "times": {stage: seconds},
+    "submission": out, "confs": the stage configs used}; "spans" are (stage, start, end) in
+    `time.perf_counter` seconds.
+    """
+    device = pick_device(device)
     scene_list = data.load_scenes(data_dir, split, scenes)
-    logger.info("%d scene(s) from %s (%s), device %s", len(scene_list), data_dir, split, device)
-
-    # Each network loads at most once, only if some scene still needs it, and stays in `networks`
-    # for the caller's next run.
     networks = {} if networks is None else networks
-
-    def once(*key, load):
-        key = (*key, str(weights), str(device))
-        return lambda: networks[key] if key in networks else networks.setdefault(key, load())
-
-    extractors = [once("features", repr(c["model"]), load=lambda c=c: features.load_model(c, weights, device))
-                  for c in fconfs]
-    matchers = [once("matching", features.matcher_name(c), repr(sconfs["matching"]["model"]),
-                     load=lambda c=c: matching.load_model(features.matcher_name(c), sconfs["matching"], weights, device))
-                for c in fconfs]
-    retrieval = once("pairs", str(sconfs["pairs"].get("model")), load=lambda: pairs.load_model(sconfs["pairs"]))
-    orient_extractor = orient_matcher = None
-    if sconfs["orientation"]:
-        # The `upright` config has its own ALIKED + LightGlue; `mnn` uses the main extractor.
-        oconf = sconfs["orientation"]
-        ofeatures = oconf["features"] or fconfs[0]
-        orient_extractor = once("features", repr(ofeatures["model"]),
-                                load=lambda: features.load_model(ofeatures, weights, device))
-        orient_matcher = once("matching", features.matcher_name(ofeatures), repr(oconf["matching"]["model"]),
-                              load=lambda: matching.load_model(features.matcher_name(ofeatures), oconf["matching"],
-                                                               weights, device))
-
+    method = choose_pairs(pairs_method, scene_list, dinov2, networks)
+    sconfs = resolve(conf, device, pairs_method=method, dinov2=dinov2, **overrides)
+    nets = Networks(sconfs, weights, device, networks)
+    logger.info("%d scene(s) from %s (%s), device %s", len(scene_list), data_dir, split, device)
     times: dict[str, float] = defaultdict(float)
     results, rows = {}, []
     for scene in scene_list:
-        paths = scene_paths(work_dir, scene, sconfs)
-        names = list(scene.image_names)
-        logger.info("scene %s: %d images", scene.key, len(names))
-        result = {"images": len(names), "registered": 0, "error": None, "times": {}, "spans": []}
-        clock = _Clock(result["times"], result["spans"])
-        model = None
-        try:
-            with clock("pairs"):
-                pairs.main(sconfs["pairs"], scene.image_dir, names, paths["pairs"], paths["global"], device,
-                           overwrite, model=retrieval)
-            turns = None
-            first_overwrite = overwrite
-            if (sconfs["orientation"] and sconfs["orientation"]["features"] is None
-                    and (overwrite or not paths["orientation"].exists())):
-                # The orientation reads as-stored features from the main features file: extract
-                # them first; the features stage below finds the turned ones saved by the orientation.
-                with clock("features"):
-                    features.main(fconfs[0], scene.image_dir, names, paths["sources"][0][0], device, overwrite,
-                                  model=extractors[0])
-                first_overwrite = False
-            if sconfs["orientation"]:
-                with clock("orientation"):
-                    orientation.main(sconfs["orientation"], scene.image_dir, names, paths["pairs"],
-                                     paths["orientation"], device, overwrite,
-                                     extractor=orient_extractor, matcher=orient_matcher, weights=weights,
-                                     feature_path=paths["sources"][0][0], features_conf=fconfs[0])
-                    turns = orientation.read_orientations(paths["orientation"])
-                    if sconfs["orientation"].get("prefilter_min_matches") is not None:
-                        kept = orientation.overlapping_pairs(paths["orientation"],
-                                                             sconfs["orientation"]["prefilter_min_matches"])
-                        pairs.write_pairs(kept, paths["match_pairs"])
-                        logger.info("scene %s: %d of %d pairs overlap at low resolution", scene.key, len(kept),
-                                    len(pairs.read_pairs(paths["pairs"])))
-            for i, (fconf, (feature_path, match_path), extractor, matcher_model) in enumerate(zip(
-                    fconfs, paths["sources"], extractors, matchers)):
-                with clock("features"):
-                    features.main(fconf, scene.image_dir, names, feature_path, device,
-                                  first_overwrite if i == 0 else overwrite, model=extractor, turns=turns)
-                with clock("matching"):
-                    matching.main(sconfs["matching"], paths["match_pairs"], feature_path, match_path,
-                                  features.matcher_name(fconf), device, overwrite, model=matcher_model)
-            if len(fconfs) > 1:
-                with clock("merge"):
-                    ensemble.main(ensemble.confs["merge"], names, paths["match_pairs"], paths["sources"],
-                                  paths["features"], paths["matches"], overwrite)
-            with clock("reconstruction"):
-                model = reconstruction.main(sconfs["reconstruction"], scene.image_dir, names, paths["match_pairs"],
-                                            paths["features"], paths["matches"], paths["sfm"], overwrite)
-        except models.WeightsError:
-            raise  # a set-up problem, not the scene's: every scene would fail the same way
-        except Exception as err:  # one bad scene must not cost the others their poses
-            logger.exception("scene %s failed: %s; its %d images get rows without a pose", scene.key, err, len(names))
-            result["error"] = f"{type(err).__name__}: {err}"
+        result, found = _run_one(scene, sconfs, work_dir, nets, overwrite)
         for stage, seconds in result["times"].items():
             times[stage] += seconds
-        found = reconstruction.poses(model)
-        result["registered"] = sum(n in found for n in names)
         results[scene.key] = result
-        for name, path in zip(names, scene.image_paths):
-            R, tvec = found.get(name, (None, None))
-            rows.append({"image_path": path, "dataset": scene.dataset, "scene": scene.scene, "R": R, "t": tvec})
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-
+        rows += [{"image_path": path, "dataset": scene.dataset, "scene": scene.scene, "R": found.get(name, (None,))[0],
+                  "t": found.get(name, (None, None))[1]} for name, path in zip(scene.image_names, scene.image_paths)]
     with _Clock(times)("submission"):
         submission.write_submission(rows, out)
     failed = [k for k, r in results.items() if r["error"]]
@@ -272,3 +350,25 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
         logger.warning("%d image(s) without a pose, %d scene(s) failed %s; their rows carry a placeholder pose",
                        unregistered, len(failed), failed)
     return {"scenes": results, "times": dict(times), "submission": Path(out), "confs": sconfs}
+
+
+def _run_one(scene, sconfs, work_dir, nets, overwrite) -> tuple[dict, dict]:
+    """`run_scene`, with a failure logged and recorded instead of raised (set-up problems excepted)."""
+    names = list(scene.image_names)
+    logger.info("scene %s: %d images", scene.key, len(names))
+    result = {"images": len(names), "registered": 0, "error": None, "times": {}, "spans": []}
+    found = {}
+    try:
+        out = run_scene(scene, sconfs, work_dir, nets, overwrite)
+        found = out["poses"]
+        result.update(times=out["times"], spans=out["spans"])
+    except models.WeightsError:
+        raise  # a set-up problem, not the scene's: every scene would fail the same way
+    except Exception as err:  # one bad scene must not cost the others their poses
+        logger.exception("scene %s failed: %s; its %d images get rows without a pose", scene.key, err, len(names))
+        result["error"] = f"{type(err).__name__}: {err}"
+    finally:
+        if nets.device.type == "cuda":
+            torch.cuda.empty_cache()
+    result["registered"] = sum(n in found for n in names)
+    return result, found
