@@ -286,3 +286,51 @@ def test_bad_conf_fails_early(scene, tmp_path):
         pairs.main({"method": "bogus"}, image_dir, names, tmp_path / "p.txt")
     with pytest.raises(ValueError, match="duplicate"):
         pairs.main(pairs.confs["exhaustive"], image_dir, names + names[:1], tmp_path / "p.txt")
+
+
+# --- weight-free retrieval: VLAD over the scene's own features ---------------------------------------
+
+def test_vlad_is_unit_length_and_zero_for_no_descriptors():
+    rng = np.random.default_rng(0)
+    centres = pairs.vlad_vocabulary(rng.normal(size=(500, 8)), clusters=4)
+    assert centres.shape == (4, 8)
+    v = pairs.vlad(rng.normal(size=(50, 8)), centres)
+    assert v.shape == (32,) and np.linalg.norm(v) == pytest.approx(1.0, abs=1e-5)
+    assert not pairs.vlad(np.zeros((0, 8)), centres).any()
+
+
+def _covisible(data_dir, scene, names, degrees=30.0):
+    """Pairs whose ground-truth optical axes differ by less than `degrees` (the pairs that matter)."""
+    from imc_lib import submission
+
+    labels = submission.read_poses(data_dir / "train" / "train_labels.csv", "labels")
+    labels = labels[labels["scene"] == scene].set_index("image_name")
+    axes = np.stack([labels.loc[n, "R"][2] for n in names])
+    close = axes @ axes.T > np.cos(np.radians(degrees))
+    return {(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names)) if close[i, j]}
+
+
+@pytest.mark.parametrize("scene_name", ["temple", "fountain"])
+def test_vlad_pairs_recall_the_covisible_pairs_of_a_real_scene(scene_name, imc_data_dir, weights_dir, aliked, tmp_path):
+    from conftest import small_conf
+
+    from imc_lib import features
+
+    image_dir = imc_data_dir / "train" / scene_name / "images"
+    names = sorted(p.name for p in image_dir.iterdir())
+    feature_path = tmp_path / "feats.h5"
+    features.main(small_conf(resize_to=512), image_dir, names, feature_path, "cpu", model=aliked)
+    conf = {**pairs.confs["vlad"], "min_pairs": 4}
+    out = pairs.main(conf, image_dir, names, tmp_path / "pairs-vlad.txt", feature_path=feature_path)
+    chosen = {tuple(p) for p in pairs.read_pairs(out)}
+    wanted = _covisible(imc_data_dir, scene_name, names)
+    assert len(chosen) < len(names) * (len(names) - 1) // 2  # it selects
+    assert wanted and len(chosen & wanted) / len(wanted) >= 0.9, sorted(wanted - chosen)
+    for name in names:
+        assert sum(name in p for p in chosen) >= 4
+
+
+def test_vlad_needs_the_features_file(scene, tmp_path):
+    image_dir, names = scene
+    with pytest.raises(ValueError, match="feature_path"):
+        pairs.main(pairs.confs["vlad"], image_dir, names, tmp_path / "p.txt")

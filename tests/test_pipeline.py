@@ -156,3 +156,47 @@ def test_networks_loaded_by_one_run_serve_the_next(tmp_path, imc_data_dir, weigh
     again = pipeline.run(imc_data_dir, tmp_path / "b.csv", tmp_path / "work", overwrite=True, **kwargs)
     assert (tmp_path / "b.csv").read_text() == (tmp_path / "a.csv").read_text()
     assert again["scenes"].keys() == first["scenes"].keys()
+
+
+def _scenes(*sizes):
+    return [data.Scene(dataset=f"s{n}", scene=f"s{n}", image_dir=Path("."), image_names=[f"{i}.jpg" for i in range(n)],
+                       image_paths=[f"{i}.jpg" for i in range(n)]) for n in sizes]
+
+
+def test_auto_pairs_without_a_local_dinov2_use_vlad_in_one_line(monkeypatch, caplog):
+    monkeypatch.delenv("IMC_DINOV2", raising=False)
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("auto must not try the hub")
+
+    monkeypatch.setattr(pipeline.models, "load_dinov2", no_hub)
+    with caplog.at_level(logging.WARNING):
+        assert pipeline.choose_pairs("auto", _scenes(8, 25, 40)) == "vlad"
+        assert pipeline.choose_pairs(None, _scenes(8)) == "vlad"  # nothing to retrieve: no message
+    lines = [r.getMessage() for r in caplog.records if "DINOv2" in r.getMessage()]
+    assert len(lines) == 1 and "--pairs vlad" in lines[0] and "--dinov2" in lines[0]
+
+
+def test_auto_pairs_take_a_local_dinov2_once(tmp_path, monkeypatch):
+    from test_pairs import _tiny_dinov2
+
+    processor, model = _tiny_dinov2()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    monkeypatch.setenv("IMC_DINOV2", str(tmp_path))
+    networks = {}
+    assert pipeline.choose_pairs("auto", _scenes(25), networks=networks) == "dinov2"
+    assert [k[0] for k in networks] == ["pairs"]
+
+
+def test_explicit_dinov2_that_cannot_load_stops_the_run_once(tmp_path, monkeypatch):
+    monkeypatch.delenv("IMC_DINOV2", raising=False)
+    with pytest.raises(pipeline.models.WeightsError, match="--pairs vlad"):
+        pipeline.choose_pairs("dinov2", _scenes(25), dinov2=tmp_path / "missing")
+
+
+def test_pairs_file_is_named_by_the_method_that_made_it(tmp_path):
+    sconfs = pipeline.resolve(device="cpu", pairs_method="vlad")
+    small, large = _scenes(8, 25)
+    assert pipeline.scene_paths(tmp_path, small, pipeline.scene_confs(sconfs, small))["pairs"].name == "pairs-exhaustive.txt"
+    assert pipeline.scene_paths(tmp_path, large, pipeline.scene_confs(sconfs, large))["pairs"].name == "pairs-vlad.txt"
