@@ -48,6 +48,7 @@ def test_build_makes_two_folders_with_valid_metadata(built):
     assert kernel["competition_sources"] == ["image-matching-challenge-2024"]
     assert kernel["model_sources"] == ["metaresearch/dinov2/pyTorch/base/1"]
     assert kernel["enable_gpu"] is True and kernel["enable_internet"] is False
+    assert kernel["machine_shape"] == "NvidiaTeslaT4"  # not the P100 default, which current torch cannot run
     assert kernel["kernel_type"] == "notebook" and kernel["language"] == "python"
     assert (out / "kernel" / kernel["code_file"]).is_file()
     # Kaggle requires the title to slugify to the kernel's slug.
@@ -118,6 +119,17 @@ def test_templates_are_valid_with_placeholders():
     assert kernel["dataset_sources"] == [dataset["id"]]
     assert kernel["id"].startswith(kaggle.PLACEHOLDER_USER + "/")
     assert kernel["code_file"] == kaggle.NOTEBOOK
+
+
+def test_template_gpu_is_a_t4_and_a_p100_is_refused(monkeypatch):
+    assert json.loads((ROOT / "submission/kernel-metadata.json").read_text())["machine_shape"] == kaggle.MACHINE_SHAPE
+    names = kaggle.kaggle_names("alice")
+    template = kaggle._template("kernel-metadata.json")
+    monkeypatch.setattr(kaggle, "_template", lambda name: {k: v for k, v in template.items() if k != "machine_shape"})
+    assert kaggle.kernel_metadata(names)["machine_shape"] == kaggle.MACHINE_SHAPE  # absent: the T4
+    monkeypatch.setattr(kaggle, "_template", lambda name: {**template, "machine_shape": "NvidiaTeslaP100"})
+    with pytest.raises(ValueError, match="kernel-metadata.json: machine_shape 'NvidiaTeslaP100'.*NvidiaTeslaT4"):
+        kaggle.kernel_metadata(names)
 
 
 def test_every_requirement_is_shipped_or_on_kaggle():
