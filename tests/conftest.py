@@ -76,3 +76,8 @@ def write_dinov2_config(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"model_type": "dinov2", "hidden_size": 768}))
     return folder
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes of CPU (more runs of the built Kaggle kernel); "
+                                       "deselect with -m 'not slow'")
