@@ -218,8 +218,9 @@ def kaggle_python(tmp: Path) -> str:
             (image / entry.name).symlink_to(entry)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")], check=True)
     venv_python = tmp / "venv" / "bin" / "python"
-    venv_site = Path(subprocess.run([str(venv_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                    capture_output=True, text=True, check=True).stdout.strip())
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    venv_site = Path(subprocess.run([str(venv_python), "-c", purelib], capture_output=True, text=True,
+                                    check=True).stdout.strip())
     (venv_site / "kaggle-image.pth").write_text(f"import site; site.addsitedir({str(image)!r})\n")
     spec = tmp / "jupyter" / "kernels" / "kaggle-python"
     spec.mkdir(parents=True)
@@ -309,7 +310,8 @@ def test_built_kernel_finds_its_inputs_installs_offline_and_writes_a_submission(
     sample = pd.read_csv(paths["competition"] / "sample_submission.csv")
     assert list(written.columns) == submission.SUBMISSION_COLUMNS
     assert list(written["image_path"]) == list(sample["image_path"])  # every row, in the listed order
-    registered = sum(not (R == np.eye(3)).all() for R in submission.read_poses(tmp_path / "working/submission.csv")["R"])
+    poses = submission.read_poses(tmp_path / "working" / "submission.csv")
+    registered = sum(not (R == np.eye(3)).all() for R in poses["R"])
     assert registered >= 3, "most photos get a real pose, not a placeholder"
 
 
