@@ -92,10 +92,13 @@ def parser() -> argparse.ArgumentParser:
     kb.add_argument("--weights", type=Path, help="folder of weights to pack (default $IMC_WEIGHTS_DIR)")
     kb.set_defaults(func=_kaggle_build)
 
-    a = sub.add_parser("app", help="launch the Streamlit explorer")
+    # Other options go to `streamlit run` as given, in order: no REMAINDER positional, whose split
+    # with parse_known_args reordered them (`--server.headless true` reached streamlit as `true --server.headless`).
+    a = sub.add_parser("app", help="launch the Streamlit explorer",
+                       description="Launch the Streamlit explorer. Any other options (e.g. --server.headless true) "
+                                   "are passed on to `streamlit run` in the order given.")
     a.add_argument("--port", type=int, default=8501)
-    a.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="passed on to `streamlit run`")
-    a.set_defaults(func=_app)
+    a.set_defaults(func=_app, streamlit_args=[])
     return p
 
 
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "app":
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "app":
-        args.streamlit_args = [*args.streamlit_args, *extra]
+        args.streamlit_args = extra  # parse_known_args keeps the unknown arguments in their order
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import pycolmap

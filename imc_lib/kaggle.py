@@ -6,7 +6,8 @@
 `kaggle datasets create -p OUT_DIR/dataset` uploads the first (the imc_lib wheel, the dependency
 wheels Kaggle's image lacks, pinned in requirements.txt, and the ALIKED/DISK/LightGlue weights);
 `kaggle kernels push -p OUT_DIR/kernel` the second, a kernel that attaches that dataset, the
-competition and the DINOv2 model, runs on a GPU without internet and installs from the dataset.
+competition and the DINOv2 model, runs on a T4 GPU (MACHINE_SHAPE) without internet and installs
+from the dataset.
 The dataset is flat because `kaggle datasets create` skips subfolders unless told to archive them.
 
 Templates of both metadata files live in `submission/`; the Kaggle user, dataset and kernel slugs
@@ -49,6 +50,11 @@ SHIPPED = ("kornia", "kornia-rs", "pycolmap")
 # The default pipeline (ALIKED features, LightGlue, orientation) cannot run without these; the other
 # files of models.WEIGHT_FILES are packed when the weights folder has them.
 REQUIRED_WEIGHTS = (models.WEIGHT_FILES["aliked-n16"], models.WEIGHT_FILES["lightglue-aliked"])
+# The GPU the kernel asks for (kernel-metadata.json `machine_shape`, Kaggle CLI docs/kernels_metadata.md).
+# Without one Kaggle gives the P100 (sm_60), on which the current image's torch reports CUDA but has
+# no kernels: every scene would fail. T4 is sm_75.
+MACHINE_SHAPE = "NvidiaTeslaT4"
+UNSUPPORTED_SHAPES = ("", "NvidiaTeslaP100")
 
 
 def _canonical(name: str) -> str:
@@ -118,10 +124,16 @@ def _template(name: str) -> dict:
 
 def kernel_metadata(names: dict[str, str]) -> dict:
     """submission/kernel-metadata.json with this user's kernel id and dataset; the title is the slug
-    spelled with spaces, since Kaggle requires the title to slugify to the id."""
+    spelled with spaces, since Kaggle requires the title to slugify to the id. The GPU is the
+    template's `machine_shape` (MACHINE_SHAPE if absent), never the P100 default."""
     meta = _template("kernel-metadata.json")
     meta.update(id=f"{names['user']}/{names['kernel']}", title=names["kernel"].replace("-", " "), code_file=NOTEBOOK,
                 dataset_sources=[f"{names['user']}/{names['dataset']}"])
+    meta.setdefault("machine_shape", MACHINE_SHAPE)
+    if meta.get("enable_gpu") and meta["machine_shape"] in UNSUPPORTED_SHAPES:
+        raise ValueError(f"{ROOT / 'submission' / 'kernel-metadata.json'}: machine_shape "
+                         f"{meta['machine_shape']!r} gets a P100, which Kaggle's torch cannot run kernels on; "
+                         f"set it to {MACHINE_SHAPE!r}")
     return meta
 
 

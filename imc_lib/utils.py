@@ -23,6 +23,32 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device)
 
 
+def cuda_smoke_test(device: torch.device) -> None:
+    """Run one small real CUDA kernel (a matmul) on `device` and wait for it; raises when CUDA cannot run."""
+    a = torch.arange(64, dtype=torch.float32, device=device).reshape(8, 8)
+    (a @ a).sum().item()
+    torch.cuda.synchronize(device)
+
+
+def usable_device(requested: str | torch.device | None = "auto") -> torch.device:
+    """`pick_device(requested)`, or the CPU when CUDA is reported but cannot run a kernel.
+
+    Kaggle's image reports CUDA on GPUs its torch has no kernels for (the P100, sm_60): the first
+    real op fails, so every scene would fail. One small kernel at start-up finds out; on failure this
+    says so in one loud line and returns cpu, so `pipeline.run` takes its CPU settings.
+    """
+    device = pick_device(requested)
+    if device.type != "cuda":
+        return device
+    try:
+        cuda_smoke_test(device)
+    except Exception as err:  # RuntimeError/AcceleratorError "no kernel image is available", AssertionError, ...
+        logger.error("!!! CUDA is present but cannot run kernels on %s (%s: %s): running on the CPU with the CPU "
+                     "settings", device, type(err).__name__, str(err).strip().splitlines()[0] if str(err) else "")
+        return torch.device("cpu")
+    return device
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """fp16 on CUDA, full precision elsewhere (CPU bf16 is slower and less accurate here)."""
     return torch.float16 if device.type == "cuda" else None

@@ -52,3 +52,32 @@ def lightglue_aliked(weights_dir):
     from imc_lib import matching
 
     return matching.load_model("aliked", matching.confs["lightglue"], weights_dir, "cpu")
+
+
+# Where Kaggle mounts a kernel's inputs, in its 2024 and 2026 layouts (imc_lib/kaggle_inputs.py).
+KAGGLE_LAYOUTS = {
+    "2024": {"competition": "{competition}", "offline": "{dataset}", "dinov2": "dinov2/pytorch/base/1"},
+    "2026": {"competition": "competitions/{competition}", "offline": "datasets/{owner}/{dataset}",
+             "dinov2": "models/metaresearch/dinov2/pytorch/base/1"},
+}
+
+
+def kaggle_input_paths(root: Path, layout: str, dataset: str = "imc-lib-offline", owner: str = "alice",
+                       competition: str = "image-matching-challenge-2024") -> dict[str, Path]:
+    """{"competition", "offline", "dinov2"}: where `layout` mounts each input under `root` (not created)."""
+    return {kind: root / pattern.format(competition=competition, dataset=dataset, owner=owner)
+            for kind, pattern in KAGGLE_LAYOUTS[layout].items()}
+
+
+def write_dinov2_config(folder: Path) -> Path:
+    """A DINOv2 model folder as the finder knows it (config.json only: no weights, never loaded)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "dinov2", "hidden_size": 768}))
+    return folder
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes of CPU (more runs of the built Kaggle kernel); "
+                                       "deselect with -m 'not slow'")

@@ -6,7 +6,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
+import shlex
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,6 +207,42 @@ def test_launch_runs_streamlit_on_the_app_script(monkeypatch):
     assert cmd[1:5] == ["-m", "streamlit", "run", str(app.APP_SCRIPT)]
     assert cmd[5:] == ["--server.port", "8600", "--server.headless", "true"]
     assert app.APP_SCRIPT.is_file()
+
+
+def streamlit_argv(monkeypatch, argv: list[str]) -> list[str]:
+    """The `streamlit run` options `imc-lib` + argv would start streamlit with (nothing started)."""
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    assert cli.main(argv) == 0
+    (cmd,) = calls
+    assert cmd[1:5] == ["-m", "streamlit", "run", str(app.APP_SCRIPT)]
+    return cmd[5:]
+
+
+def test_streamlit_options_pass_through_in_order(monkeypatch):
+    # The README's command; it reached streamlit as `--server.port 8502 true --server.headless`.
+    assert streamlit_argv(monkeypatch, ["app", "--port", "8502", "--server.headless", "true"]) == [
+        "--server.port", "8502", "--server.headless", "true"]
+    assert streamlit_argv(monkeypatch, ["app", "--server.headless", "true", "--port", "8600", "--theme.base",
+                                        "dark", "--server.address=127.0.0.1"]) == [
+        "--server.port", "8600", "--server.headless", "true", "--theme.base", "dark", "--server.address=127.0.0.1"]
+    assert streamlit_argv(monkeypatch, ["app"]) == ["--server.port", "8501"]
+
+
+def test_every_readme_app_command_reaches_streamlit_as_written(monkeypatch):
+    """Each `imc-lib app ...` command line of README.md (the usage synopsis, with its [optional]
+    brackets, aside): --port becomes --server.port, every other argument follows in order."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = [line for line in re.findall(r"^imc-lib app\b.*$", readme, re.MULTILINE) if "[" not in line]
+    assert len(lines) >= 2
+    for line in lines:
+        argv = shlex.split(line, comments=True)[1:]
+        rest = argv[1:]
+        port = "8501"
+        if "--port" in rest:
+            i = rest.index("--port")
+            port, rest = rest[i + 1], rest[:i] + rest[i + 2:]
+        assert streamlit_argv(monkeypatch, argv) == ["--server.port", port, *rest], line
 
 
 # --- the page -------------------------------------------------------------------------------------------

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
+import nbformat
+import numpy as np
+import pandas as pd
 import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
-from imc_lib import cli, kaggle
+from conftest import kaggle_input_paths, write_dinov2_config
+from imc_lib import cli, kaggle, kaggle_inputs, submission
 
 ROOT = Path(__file__).resolve().parents[1]
 DOWNLOAD = ROOT / "data" / "download.sh"
@@ -48,6 +56,7 @@ def test_build_makes_two_folders_with_valid_metadata(built):
     assert kernel["competition_sources"] == ["image-matching-challenge-2024"]
     assert kernel["model_sources"] == ["metaresearch/dinov2/pyTorch/base/1"]
     assert kernel["enable_gpu"] is True and kernel["enable_internet"] is False
+    assert kernel["machine_shape"] == "NvidiaTeslaT4"  # not the P100 default, which current torch cannot run
     assert kernel["kernel_type"] == "notebook" and kernel["language"] == "python"
     assert (out / "kernel" / kernel["code_file"]).is_file()
     # Kaggle requires the title to slugify to the kernel's slug.
@@ -120,6 +129,17 @@ def test_templates_are_valid_with_placeholders():
     assert kernel["code_file"] == kaggle.NOTEBOOK
 
 
+def test_template_gpu_is_a_t4_and_a_p100_is_refused(monkeypatch):
+    assert json.loads((ROOT / "submission/kernel-metadata.json").read_text())["machine_shape"] == kaggle.MACHINE_SHAPE
+    names = kaggle.kaggle_names("alice")
+    template = kaggle._template("kernel-metadata.json")
+    monkeypatch.setattr(kaggle, "_template", lambda name: {k: v for k, v in template.items() if k != "machine_shape"})
+    assert kaggle.kernel_metadata(names)["machine_shape"] == kaggle.MACHINE_SHAPE  # absent: the T4
+    monkeypatch.setattr(kaggle, "_template", lambda name: {**template, "machine_shape": "NvidiaTeslaP100"})
+    with pytest.raises(ValueError, match="kernel-metadata.json: machine_shape 'NvidiaTeslaP100'.*NvidiaTeslaT4"):
+        kaggle.kernel_metadata(names)
+
+
 def test_every_requirement_is_shipped_or_on_kaggle():
     assert kaggle.unclassified_requirements() == []
     assert not set(kaggle.SHIPPED) & set(kaggle.KAGGLE_PROVIDED)
@@ -175,3 +195,134 @@ def test_download_without_credentials_stops_before_calling_kaggle(tmp_path):
 def test_download_help():
     proc = subprocess.run(["bash", str(DOWNLOAD), "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and "--weights-dir" in proc.stdout
+
+
+# --- the built kernel, run as on Kaggle ------------------------------------------------------------------
+
+KERNEL_SCENE, KERNEL_IMAGES = "herzjesu-p8", 5  # 5 photos of a real scene: reconstructs in seconds on a CPU
+
+
+def kaggle_python(tmp: Path) -> str:
+    """A fresh kernel spec whose Python has this machine's packages but not imc_lib, as Kaggle's
+    image; returns the JUPYTER_PATH folder that holds it (spec name "kaggle-python").
+
+    A venv (no pip of its own, no system site-packages) sees a folder of links to every entry of
+    this Python's site-packages except imc_lib's, so the notebook must install imc_lib from the
+    dataset's wheel. Made per test (under a second), so no test sees another's install.
+    """
+    image = tmp / "image-site-packages"
+    image.mkdir(parents=True)
+    system = Path(site.getsitepackages()[0])
+    for entry in system.iterdir():
+        if "imc_lib" not in entry.name:
+            (image / entry.name).symlink_to(entry)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")], check=True)
+    venv_python = tmp / "venv" / "bin" / "python"
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    venv_site = Path(subprocess.run([str(venv_python), "-c", purelib], capture_output=True, text=True,
+                                    check=True).stdout.strip())
+    (venv_site / "kaggle-image.pth").write_text(f"import site; site.addsitedir({str(image)!r})\n")
+    spec = tmp / "jupyter" / "kernels" / "kaggle-python"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [str(venv_python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Kaggle-like Python", "language": "python"}))
+    return str(tmp / "jupyter")
+
+
+def kaggle_input(root: Path, layout: str, built_dataset: Path, weights_dir: Path, imc_data_dir: Path,
+                 dinov2: bool, competition: bool = True) -> dict[str, Path]:
+    """A /kaggle/input tree in `layout`: the test split of one imc-mini scene, the built dataset
+    (its weight files linked to the real ones) and, if asked, a DINOv2 model folder."""
+    meta = json.loads((built_dataset / "dataset-metadata.json").read_text())
+    owner, slug = meta["id"].split("/")
+    paths = kaggle_input_paths(root, layout, dataset=slug, owner=owner)
+    paths["offline"].mkdir(parents=True)
+    for f in built_dataset.iterdir():
+        real = weights_dir / f.name
+        (paths["offline"] / f.name).symlink_to(real if f.suffix == ".pth" and real.is_file() else f)
+    if dinov2:
+        write_dinov2_config(paths["dinov2"])
+    if competition:
+        images = paths["competition"] / "test" / KERNEL_SCENE / "images"
+        images.mkdir(parents=True)
+        rows = []
+        for photo in sorted((imc_data_dir / "train" / KERNEL_SCENE / "images").iterdir())[:KERNEL_IMAGES]:
+            (images / photo.name).symlink_to(photo)
+            rows.append({"image_path": f"test/{KERNEL_SCENE}/images/{photo.name}", "dataset": KERNEL_SCENE,
+                         "scene": KERNEL_SCENE, "R": None, "t": None})
+        submission.write_submission(rows, paths["competition"] / "sample_submission.csv")
+    return paths
+
+
+def run_kernel(kernel_dir: Path, tmp: Path, input_root: Path, monkeypatch) -> tuple[str, Exception | None]:
+    """Execute the built kernel's notebook offline (package index unreachable, no hub) in a fresh
+    Kaggle-like Python, against `input_root`: its stream output and the error that stopped it, if any."""
+    jupyter_path = kaggle_python(tmp / "python")
+    for name in [k for k in os.environ if k.startswith(("IMC_", "PIP_"))] + ["PYTHONPATH"]:
+        monkeypatch.delenv(name, raising=False)
+    working = tmp / "working"
+    working.mkdir()
+    for key, value in {
+        "JUPYTER_PATH": jupyter_path, "IMC_KAGGLE_INPUT": str(input_root), "IMC_OUT": str(working / "submission.csv"),
+        "IMC_WORK": str(tmp / "work"), "IMC_MAX_KEYPOINTS": "1024", "IMC_MIN_KEYPOINTS": "1024",
+        "IMC_ORIENTATION": "none",  # upright photos; the stage would double the time on 2 CPU cores
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    notebook = nbformat.read(kernel_dir / kaggle.NOTEBOOK, as_version=4)
+    error = None
+    try:
+        NotebookClient(notebook, timeout=600, kernel_name="kaggle-python",
+                       resources={"metadata": {"path": str(working)}}).execute()
+    except CellExecutionError as err:
+        error = err
+    nbformat.write(notebook, tmp / kaggle.NOTEBOOK)  # the executed copy, for reading a failure
+    text = "\n".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                     if o.output_type == "stream")
+    return text, error
+
+
+@pytest.mark.parametrize("layout, dinov2", [
+    pytest.param("2026", False, id="2026-no-dinov2"),
+    pytest.param("2026", True, id="2026-dinov2", marks=pytest.mark.slow),
+    pytest.param("2024", True, id="2024-dinov2", marks=pytest.mark.slow),
+    pytest.param("2024", False, id="2024-no-dinov2", marks=pytest.mark.slow),
+])
+def test_built_kernel_finds_its_inputs_installs_offline_and_writes_a_submission(
+        built, tmp_path, weights_dir, imc_data_dir, monkeypatch, layout, dinov2):
+    out, _ = built
+    paths = kaggle_input(tmp_path / "input", layout, out / "dataset", weights_dir, imc_data_dir, dinov2)
+    text, error = run_kernel(out / "kernel", tmp_path, tmp_path / "input", monkeypatch)
+    assert error is None, f"{tmp_path / kaggle.NOTEBOOK}: {error}"
+    assert "Successfully installed imc_lib-0.1.0" in text  # from the dataset's wheel, not this checkout
+    root = tmp_path / "input"
+    assert f"competition data: {paths['competition']} (found under {root})" in text
+    assert f"offline dataset: {paths['offline']} (found under {root})" in text
+    if dinov2:
+        assert f"DINOv2 model: {paths['dinov2']} (found under {root})" in text
+        assert "!!! NO DINOv2 MODEL" not in text
+    else:
+        assert f"!!! NO DINOv2 MODEL (searched {root}, {kaggle_inputs.MAX_DEPTH} levels deep" in text
+        assert "weight-free pair selection" in text
+    written = pd.read_csv(tmp_path / "working" / "submission.csv")
+    sample = pd.read_csv(paths["competition"] / "sample_submission.csv")
+    assert list(written.columns) == submission.SUBMISSION_COLUMNS
+    assert list(written["image_path"]) == list(sample["image_path"])  # every row, in the listed order
+    poses = submission.read_poses(tmp_path / "working" / "submission.csv")
+    registered = sum(not (R == np.eye(3)).all() for R in poses["R"])
+    assert registered >= 3, "most photos get a real pose, not a placeholder"
+
+
+def test_built_kernel_without_the_competition_names_what_it_searched(built, tmp_path, weights_dir, imc_data_dir,
+                                                                    monkeypatch):
+    out, _ = built
+    kaggle_input(tmp_path / "input", "2026", out / "dataset", weights_dir, imc_data_dir, dinov2=True,
+                 competition=False)
+    text, error = run_kernel(out / "kernel", tmp_path, tmp_path / "input", monkeypatch)
+    assert "Successfully installed imc_lib-0.1.0" in text  # the install cell ran first, from the dataset
+    message = str(error)
+    assert "FileNotFoundError" in message and f"{tmp_path / 'input'}: no competition data" in message
+    assert "a sample_submission.csv beside a test/ folder" in message and "IMC_DATA_DIR" in message
+    assert not (tmp_path / "working" / "submission.csv").exists()
