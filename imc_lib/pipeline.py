@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from . import data, ensemble, features, matching, models, orientation, pairs, reconstruction, submission
-from .utils import pick_device
+from .utils import pick_device, usable_device
 
 logger = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
     "submission": out, "confs": the stage configs used}; "spans" are (stage, start, end) in
     `time.perf_counter` seconds.
     """
-    device = pick_device(device)
+    device = usable_device(device)  # a GPU that cannot run kernels falls back to the CPU settings, loudly
     scene_list = data.load_scenes(data_dir, split, scenes)
     networks = {} if networks is None else networks
     method = choose_pairs(pairs_method, scene_list, dinov2, networks)

@@ -35,15 +35,13 @@ def test_cuda_that_cannot_run_kernels_gives_the_cpu_and_one_loud_line(monkeypatc
     assert "\n" not in line
 
 
-def test_the_cpu_device_then_gets_the_cpu_settings(monkeypatch, caplog, tmp_path):
+def test_the_cpu_device_then_gets_the_cpu_settings(monkeypatch, caplog):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(utils, "cuda_smoke_test", fail_like_a_p100)
     with caplog.at_level(logging.INFO):
-        device = utils.usable_device("auto")
-        # No data: run stops after choosing its settings, which is all this checks.
-        with pytest.raises(FileNotFoundError):
-            pipeline.run(tmp_path / "no-data", tmp_path / "submission.csv", tmp_path / "work", split="test",
-                         device=device)
+        sconfs = pipeline.resolve(device=utils.usable_device("auto"), pairs_method="vlad")
+    assert sconfs["features"]["resize_to"] == pipeline.CPU_DEFAULTS["resize_to"]
+    assert sconfs["matching"]["model"]["name"] == "mnn"
     assert any("CPU speed settings" in r.getMessage() for r in caplog.records)
 
 
