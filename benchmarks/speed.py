@@ -68,7 +68,7 @@ def unit_counts(data_dir: Path, work: Path, scenes, sconfs) -> tuple[int, int]:
     n_images = n_pairs = 0
     for scene in data.load_scenes(data_dir, "train", scenes):
         n_images += len(scene.image_names)
-        n_pairs += len(pairs.read_pairs(pipeline.scene_paths(work, scene, sconfs)["match_pairs"]))
+        n_pairs += len(pairs.read_pairs(pipeline.scene_paths(work, scene, pipeline.scene_confs(sconfs, scene))["match_pairs"]))
     return n_images, n_pairs
 
 

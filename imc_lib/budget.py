@@ -19,10 +19,14 @@ at the limit, which scores nothing. Everything here is arithmetic on numbers; no
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-PAIR_METHODS = ("exhaustive", "dinov2")
+logger = logging.getLogger(__name__)
+
+PAIR_METHODS = ("exhaustive", "dinov2", "vlad")  # dinov2 and vlad: retrieval, `MIN_PAIRS` per image
 # Mirrors pairs.confs["dinov2"] (tests check they agree); kept here so this module stays pure.
 EXHAUSTIVE_IF_LESS = 20
 MIN_PAIRS = 20
@@ -83,7 +87,7 @@ def estimated_pairs(n_images: int, method: str, exhaustive_if_less: int = EXHAUS
     everything = n_images * (n_images - 1) // 2
     if method == "exhaustive" or n_images < exhaustive_if_less:
         return everything
-    if method == "dinov2":
+    if method in PAIR_METHODS:
         return min(everything, n_images * min_pairs)
     raise ValueError(f"pairs method must be one of {PAIR_METHODS}, not {method!r}")
 
@@ -97,15 +101,16 @@ def scene_seconds(n_images: int, setting: Setting, costs: Costs, n_pairs: int | 
 
 
 def ladder(max_keypoints: int = 4096, pairs: str = "dinov2", min_keypoints: int = 1024,
-           retrieval: bool = True) -> list[Setting]:
+           retrieval: bool | str = True) -> list[Setting]:
     """Settings from best to cheapest: exhaustive pairs (if asked for) give way to retrieval first,
     then keypoints halve from `max_keypoints` down to no fewer than `min_keypoints`.
 
-    `retrieval=False` (no DINOv2 at hand): every setting uses exhaustive pairs.
+    `retrieval`: the retrieval method the cheaper settings use (True: dinov2); False: every setting
+    uses exhaustive pairs.
     """
     if pairs not in PAIR_METHODS:
         raise ValueError(f"pairs must be one of {PAIR_METHODS}, not {pairs!r}")
-    fewer = "dinov2" if retrieval else "exhaustive"
+    fewer = ("dinov2" if retrieval is True else retrieval) if retrieval else "exhaustive"
     out = [Setting(max_keypoints, pairs if retrieval else "exhaustive")]
     if out[0].pairs != fewer:
         out.append(Setting(max_keypoints, fewer))
@@ -188,3 +193,40 @@ def measured_costs(runs: Iterable[Mapping], prior: Costs) -> Costs:
         keypoints=prior.keypoints,
         exponent=prior.exponent,
     )
+
+
+class OutOfTime(RuntimeError):
+    """The run's deadline passed inside a scene; the scene's rows get placeholder poses."""
+
+
+def check(deadline: float | None, what: str) -> None:
+    """Raise OutOfTime when `deadline` (time.monotonic seconds) has passed; `what` names the work cut short."""
+    if deadline is not None and time.monotonic() > deadline:
+        raise OutOfTime(f"time limit reached during {what}")
+
+
+class Guard:
+    """A run's deadline: before each scene, the setting that lets the scenes left fit (`plan`), from
+    rates refitted on the scenes already run; `deadline` is what the stages check between batches."""
+
+    def __init__(self, seconds: float, settings: Sequence[Setting], prior: Costs, reserve: float = 0.0):
+        self.deadline = time.monotonic() + seconds - reserve
+        self.settings, self.prior, self.costs, self.runs = list(settings), prior, prior, []
+
+    def setting(self, image_counts: Mapping[str, int], scene: str) -> Setting | None:
+        """The setting for `scene` (None: skip it), given the images of the scenes left, itself included."""
+        left = self.deadline - time.monotonic()
+        chosen = plan(image_counts, left, self.costs, self.settings)[scene]
+        if chosen is None:
+            logger.warning("time guard: skipping %s (%d images): %.0f s left cannot hold the %d scene(s) left even "
+                           "at %s; its rows get placeholder poses", scene, image_counts[scene], left,
+                           len(image_counts), self.settings[-1])
+        elif chosen != self.settings[0]:
+            logger.warning("time guard: %s (%d images) runs at %s (%.0f s left for %d scene(s))", scene,
+                           image_counts[scene], chosen, left, len(image_counts))
+        return chosen
+
+    def record(self, images: int, setting: Setting, times: Mapping[str, float]) -> None:
+        """A finished scene's stage times: the rates for the next plans."""
+        self.runs.append({"images": images, "setting": setting, "times": times})
+        self.costs = measured_costs(self.runs, self.prior)

@@ -16,6 +16,7 @@ def _run(args) -> int:
         device=args.device, overwrite=args.overwrite, weights=args.weights, dinov2=args.dinov2,
         max_keypoints=args.max_keypoints, pairs_method=args.pairs, resize_to=args.resize_to,
         orientation_method=args.orientation, prefilter=args.prefilter, matcher=args.matcher,
+        time_limit=args.time_limit,
     )
     print(f"{'scene':<24}{'registered':>12}  status")
     for key, r in result["scenes"].items():
@@ -25,6 +26,18 @@ def _run(args) -> int:
     missing = sum(r["images"] - r["registered"] for r in result["scenes"].values())
     print(f"wrote {result['submission']}" + (f" ({missing} image(s) without a pose: placeholder rows)" if missing else ""))
     return 0
+
+
+def duration(text: str) -> float:
+    """Seconds from '9h', '45m', '600s' or '600'."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    try:
+        value = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 9h, 45m, 600s, 600)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the time limit must be positive")
+    return value
 
 
 def _score(args) -> int:
@@ -77,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
                                                 "else download the official ones)")
     r.add_argument("--dinov2", help="DINOv2 weights folder or hub id (default $IMC_DINOV2, Kaggle input, hub)")
     r.add_argument("--overwrite", action="store_true", help="recompute every stage")
+    r.add_argument("--time-limit", type=duration, metavar="T",
+                   help="finish within T (9h, 45m, 600s or seconds): fewer keypoints/pairs, or placeholder rows, "
+                        "for the scenes that would not fit; --out is rewritten after every scene")
     r.set_defaults(func=_run)
 
     s = sub.add_parser("score", help="IMC 2024 mAA of a submission against labels")

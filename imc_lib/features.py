@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import models
+from . import budget, models
 from .utils import (ImageError, autocast_dtype, image_size, pending, pick_device, read_image, resolve_model,
                     write_group)
 
@@ -140,7 +140,7 @@ FEATURE_KEYS = ("keypoints", "descriptors", "scores", "image_size")
 
 def main(conf: dict, image_dir: Path, image_names: list[str], feature_path: Path, device=None,
          overwrite: bool = False, model: torch.nn.Module | None = None, weights: str | Path | None = None,
-         turns: dict[str, int] | None = None) -> Path:
+         turns: dict[str, int] | None = None, deadline: float | None = None) -> Path:
     """Extract features for `image_names` into `feature_path`, skipping images already there.
 
     An image that cannot be read is logged (naming the file) and stored with no keypoints, so the
@@ -148,6 +148,8 @@ def main(conf: dict, image_dir: Path, image_names: list[str], feature_path: Path
     `turns`: quarter turns per image from the orientation stage (default none).
     `model`: a loaded extractor or a zero-argument loader, called only if some image still needs
     extracting; by default the network of `conf` is loaded.
+    `deadline` (time.monotonic seconds): past it, budget.OutOfTime is raised before the next image;
+    what was extracted stays for a rerun.
     """
     device = pick_device(device)
     feature_path = Path(feature_path)
@@ -161,6 +163,7 @@ def main(conf: dict, image_dir: Path, image_names: list[str], feature_path: Path
         return feature_path
     model = resolve_model(model, lambda: load_model(conf, weights, device))
     for name in tqdm(todo, desc=f"features {conf['output']}", unit="img"):
+        budget.check(deadline, f"feature extraction ({feature_path})")
         path = Path(image_dir) / name
         try:
             size = image_size(path)

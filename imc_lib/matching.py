@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import models
+from . import budget, models
 from .pairs import read_pairs
 from .utils import pair_key, pending, pick_device, resolve_model, write_group
 
@@ -105,11 +105,13 @@ class _FeatureCache:
 
 
 def main(conf: dict, pairs_path: Path, feature_path: Path, match_path: Path, features: str, device=None,
-         overwrite: bool = False, model: torch.nn.Module | None = None, weights: str | Path | None = None) -> Path:
+         overwrite: bool = False, model: torch.nn.Module | None = None, weights: str | Path | None = None,
+         deadline: float | None = None) -> Path:
     """Match every pair of `pairs_path` that `match_path` does not hold yet.
 
     `features` names the LightGlue weights ('aliked' or 'disk'); it must fit the features file.
     `model`: a loaded matcher or a zero-argument loader, called only if some pair needs matching.
+    `deadline` (time.monotonic seconds): past it, budget.OutOfTime is raised before the next pair.
     """
     device = pick_device(device)
     match_path = Path(match_path)
@@ -124,6 +126,7 @@ def main(conf: dict, pairs_path: Path, feature_path: Path, match_path: Path, fea
     dropped = 0
     try:
         for name0, name1 in tqdm(todo, desc=f"matching {conf['output']}", unit="pair"):
+            budget.check(deadline, f"matching ({match_path})")
             matches, scores = match_with_retry(model, cache[name0], cache[name1], device)
             if len(matches) < conf["min_matches"]:
                 matches, scores = matches[:0], scores[:0]

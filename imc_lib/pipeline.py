@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from . import data, ensemble, features, matching, models, orientation, pairs, reconstruction, submission
-from .utils import pick_device, usable_device
+from . import budget, data, ensemble, features, matching, models, orientation, pairs, reconstruction, submission
+from .utils import pick_device, read_image, usable_device
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ CPU_MAX_KEYPOINTS = 2048
 # higher mAA on every scene (benchmarks/speed.py; README). ALIKED at 640 px costs 0.5 s per photo,
 # mutual-nearest-neighbour matching milliseconds per pair (LightGlue: 0.2-0.6 s), and the `mnn`
 # orientation reuses the main features instead of extracting its own.
+# The time guard halves keypoints down to this many, no lower.
+MIN_KEYPOINTS = 1024
 CPU_DEFAULTS = {"max_keypoints": CPU_MAX_KEYPOINTS, "resize_to": 640, "matcher": "mnn", "orientation_method": "mnn"}
 
 
@@ -220,12 +222,14 @@ class Networks:
         return lambda: self.cache.setdefault(("pairs", source), pairs.load_model(pconf))
 
 
-def run_scene(scene: data.Scene, sconfs: dict, work_dir: Path, nets: Networks, overwrite: bool = False) -> dict:
+def run_scene(scene: data.Scene, sconfs: dict, work_dir: Path, nets: Networks, overwrite: bool = False,
+              deadline: float | None = None) -> dict:
     """One scene through its stages, in order; returns {"poses": {name: (R, t)}, "times", "spans", "paths"}.
 
     Stages reuse what their files hold (unless `overwrite`). VLAD pairs and the `mnn` orientation
     read the main features as stored, so those are extracted first; photos the orientation turns are
-    then extracted again at their turn by the features stage.
+    then extracted again at their turn by the features stage. `deadline` (time.monotonic seconds) is
+    checked between stages and inside extraction and matching: past it, budget.OutOfTime.
     """
     sconfs = scene_confs(sconfs, scene)
     paths = scene_paths(work_dir, scene, sconfs)
@@ -239,7 +243,7 @@ def run_scene(scene: data.Scene, sconfs: dict, work_dir: Path, nets: Networks, o
         nonlocal fresh
         with clock("features"):
             features.main(fconf, scene.image_dir, names, feature_path, device, fresh if fconf is fconfs[0] else overwrite,
-                          model=nets.extractor(fconf), turns=turns)
+                          model=nets.extractor(fconf), turns=turns, deadline=deadline)
         if fconf is fconfs[0]:
             fresh = False
 
@@ -248,16 +252,19 @@ def run_scene(scene: data.Scene, sconfs: dict, work_dir: Path, nets: Networks, o
     with clock("pairs"):
         pairs.main(sconfs["pairs"], scene.image_dir, names, paths["pairs"], paths["global"], device, overwrite,
                    model=nets.retrieval(sconfs["pairs"]), feature_path=paths["sources"][0][0])
+    budget.check(deadline, f"scene {scene.key}, before orientation")
     turns = _orient(scene, sconfs, paths, nets, overwrite, clock) if oconf else None
     for fconf, (feature_path, match_path) in zip(fconfs, paths["sources"]):
         extract(fconf, feature_path, turns)
         with clock("matching"):
             matching.main(sconfs["matching"], paths["match_pairs"], feature_path, match_path,
-                          features.matcher_name(fconf), device, overwrite, model=nets.matcher(fconf, sconfs["matching"]))
+                          features.matcher_name(fconf), device, overwrite, model=nets.matcher(fconf, sconfs["matching"]),
+                          deadline=deadline)
     if len(fconfs) > 1:
         with clock("merge"):
             ensemble.main(ensemble.confs["merge"], names, paths["match_pairs"], paths["sources"], paths["features"],
                           paths["matches"], overwrite)
+    budget.check(deadline, f"scene {scene.key}, before mapping")
     with clock("reconstruction"):
         model = reconstruction.main(sconfs["reconstruction"], scene.image_dir, names, paths["match_pairs"],
                                     paths["features"], paths["matches"], paths["sfm"], overwrite)
@@ -313,13 +320,16 @@ def resolve(conf: str = "aliked", device=None, max_keypoints: int | None = None,
 def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes: list[str] | None = None,
         conf: str = "aliked", device=None, overwrite: bool = False, weights: str | Path | None = None,
         dinov2: str | Path | None = None, pairs_method: str | None = None, networks: dict | None = None,
-        **overrides) -> dict:
+        time_limit: float | None = None, **overrides) -> dict:
     """Reconstruct every scene of `data_dir`/`split` and write `out` (submission.csv).
 
     `overrides`: max_keypoints, resize_to, orientation_method, prefilter, matcher (see `resolve`).
     `pairs_method`: "auto" (default), "dinov2", "vlad" or "exhaustive"; see `choose_pairs`.
     `networks`: a dict the caller keeps between runs (e.g. a loop over scenes): networks loaded by
     one run are stored in it and reused by the next instead of loading again.
+    `time_limit` (seconds): a `budget.Guard` picks each scene's keypoints and pairs so the scenes
+    left fit, skips what cannot, stops a scene that runs over, and `out` is rewritten after every
+    scene (complete, placeholders for the scenes to come), so a killed run still leaves one.
 
     A scene that fails is logged and still gets its rows (no pose); the run goes on. Returns
     {"scenes": {key: {"registered", "images", "error", "times", "spans"}}, "times": {stage: seconds},
@@ -332,16 +342,27 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
     method = choose_pairs(pairs_method, scene_list, dinov2, networks)
     sconfs = resolve(conf, device, pairs_method=method, dinov2=dinov2, **overrides)
     nets = Networks(sconfs, weights, device, networks)
+    guard = _guard(time_limit, sconfs, method, scene_list[0], nets) if time_limit and scene_list else None
     logger.info("%d scene(s) from %s (%s), device %s", len(scene_list), data_dir, split, device)
     times: dict[str, float] = defaultdict(float)
     results, rows = {}, []
-    for scene in scene_list:
-        result, found = _run_one(scene, sconfs, work_dir, nets, overwrite)
+    for i, scene in enumerate(scene_list):
+        setting = guard.setting({s.key: len(s.image_names) for s in scene_list[i:]}, scene.key) if guard else None
+        if guard and setting is None:
+            result, found = {"images": len(scene.image_names), "registered": 0, "error": "skipped: time limit",
+                             "times": {}, "spans": []}, {}
+        else:
+            scene_confs_ = resolve(conf, device, pairs_method=setting.pairs, dinov2=dinov2,
+                                   **{**overrides, "max_keypoints": setting.max_keypoints}) if setting else sconfs
+            result, found = _run_one(scene, scene_confs_, work_dir, nets, overwrite, guard and guard.deadline)
+            if guard:
+                guard.record(result["images"], setting, result["times"])
         for stage, seconds in result["times"].items():
             times[stage] += seconds
         results[scene.key] = result
-        rows += [{"image_path": path, "dataset": scene.dataset, "scene": scene.scene, "R": found.get(name, (None,))[0],
-                  "t": found.get(name, (None, None))[1]} for name, path in zip(scene.image_names, scene.image_paths)]
+        rows += _rows(scene, found)
+        if guard:  # a complete file after every scene: the rest as placeholders
+            submission.write_submission(rows + [r for s in scene_list[i + 1:] for r in _rows(s, {})], out)
     with _Clock(times)("submission"):
         submission.write_submission(rows, out)
     failed = [k for k, r in results.items() if r["error"]]
@@ -352,18 +373,56 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
     return {"scenes": results, "times": dict(times), "submission": Path(out), "confs": sconfs}
 
 
-def _run_one(scene, sconfs, work_dir, nets, overwrite) -> tuple[dict, dict]:
+def _rows(scene: data.Scene, found: dict) -> list[dict]:
+    """The submission rows of a scene: its poses in `found`, placeholders for the rest."""
+    return [{"image_path": path, "dataset": scene.dataset, "scene": scene.scene, "R": found.get(name, (None,))[0],
+             "t": found.get(name, (None, None))[1]} for name, path in zip(scene.image_names, scene.image_paths)]
+
+
+# Measured rates of one image's extraction and one pair's matching -> whole-pipeline rates: an image
+# also costs reading, orientation tries and mapping; a pair is also matched by the orientation stage.
+PER_IMAGE_FACTOR, PER_PAIR_FACTOR = 2.0, 2.0
+
+
+def _guard(time_limit: float, sconfs: dict, method: str, scene: data.Scene, nets: Networks) -> budget.Guard:
+    """The run's time guard; its first rates come from extracting two photos and matching them on this device."""
+    fconf, mconf = sconfs["features"], sconfs["matching"]
+    names = list(scene.image_names)[:2]
+    extractor, matcher = nets.extractor(fconf)(), nets.matcher(fconf, mconf)()  # loading is not a rate
+    start = time.monotonic()
+    feats = [features.extract(extractor, fconf, read_image(scene.image_dir / n, fconf["resize_to"]), nets.device)
+             for n in names]
+    extracted = time.monotonic()
+    if len(feats) == 2:
+        matching.match_pair(matcher, feats[0], feats[1], nets.device)
+    matched = time.monotonic()
+    per_image = PER_IMAGE_FACTOR * (extracted - start) / max(len(names), 1)
+    per_pair = PER_PAIR_FACTOR * (matched - extracted)
+    prior = budget.Costs(per_image=per_image, per_pair=0.0, per_pair_match=per_pair,
+                         keypoints=fconf["model"]["max_num_keypoints"],
+                         exponent=budget.default_costs(nets.device).exponent)
+    retrieval = method if method != "exhaustive" else ("dinov2" if models.local_dinov2() else "vlad")
+    settings = budget.ladder(prior.keypoints, method, min(MIN_KEYPOINTS, prior.keypoints), retrieval=retrieval)
+    logger.info("time guard: %.0f s; measured %s; settings from %s down to %s", time_limit, prior, settings[0],
+                settings[-1])
+    return budget.Guard(time_limit, settings, prior)
+
+
+def _run_one(scene, sconfs, work_dir, nets, overwrite, deadline=None) -> tuple[dict, dict]:
     """`run_scene`, with a failure logged and recorded instead of raised (set-up problems excepted)."""
     names = list(scene.image_names)
     logger.info("scene %s: %d images", scene.key, len(names))
     result = {"images": len(names), "registered": 0, "error": None, "times": {}, "spans": []}
     found = {}
     try:
-        out = run_scene(scene, sconfs, work_dir, nets, overwrite)
+        out = run_scene(scene, sconfs, work_dir, nets, overwrite, deadline)
         found = out["poses"]
         result.update(times=out["times"], spans=out["spans"])
     except models.WeightsError:
         raise  # a set-up problem, not the scene's: every scene would fail the same way
+    except budget.OutOfTime as err:
+        logger.warning("scene %s: %s; its %d images get placeholder rows", scene.key, err, len(names))
+        result["error"] = f"skipped: {err}"
     except Exception as err:  # one bad scene must not cost the others their poses
         logger.exception("scene %s failed: %s; its %d images get rows without a pose", scene.key, err, len(names))
         result["error"] = f"{type(err).__name__}: {err}"

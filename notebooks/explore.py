@@ -35,7 +35,7 @@ DINOV2_DIR = Path(os.environ.get("IMC_DINOV2", "../../shared/weights/dinov2-base
 WORK_DIR = Path(os.environ.get("IMC_WORK", "../outputs/work"))
 DEVICE = os.environ.get("IMC_DEVICE", "auto")
 MAX_KEYPOINTS = int(os.environ.get("IMC_MAX_KEYPOINTS", "1024"))  # CPU friendly; Kaggle runs 4096
-PAIRS = os.environ.get("IMC_PAIRS", "dinov2")  # dinov2 (retrieval for 20+ images) | exhaustive
+PAIRS = os.environ.get("IMC_PAIRS", "auto")  # auto (DINOv2 when found, else vlad) | dinov2 | vlad | exhaustive
 ORIENTATION = os.environ.get("IMC_ORIENTATION") or None  # upright | mnn | none; default: the device's
 IMAGE = os.environ.get("IMC_IMAGE")  # default: the scene's first image
 PAIR = os.environ.get("IMC_PAIR")  # default: the pair with the most matches
@@ -63,7 +63,7 @@ result = pipeline.run(DATA_DIR, WORK_DIR / "explore" / f"{scene.key}.csv", WORK_
                       device=device, weights=WEIGHTS_DIR, dinov2=dinov2, max_keypoints=MAX_KEYPOINTS,
                       pairs_method=PAIRS, orientation_method=ORIENTATION)
 sconfs = result["confs"]  # the stage configs the run used (a CPU gets its speed settings)
-paths = pipeline.scene_paths(WORK_DIR, scene, sconfs)
+paths = pipeline.scene_paths(WORK_DIR, scene, pipeline.scene_confs(sconfs, scene))  # small scenes: all pairs
 pd.DataFrame({key: {"images": r["images"], "registered": r["registered"], "error": r["error"], **r["times"]}
               for key, r in result["scenes"].items()}).T
 

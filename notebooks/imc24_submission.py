@@ -36,13 +36,12 @@
 # IMC_SCENES=herzjesu-p8 IMC_MAX_KEYPOINTS=1024 jupyter nbconvert --to notebook --execute imc24_submission.ipynb
 # ```
 #
-# **Time.** A Kaggle kernel is killed at 9 hours, and then scores nothing. Before each scene a time
-# guard (`imc_lib.budget`) estimates what the remaining scenes cost at the best settings, from
-# per-image and per-pair rates (device defaults at first, then measured on the scenes already
-# run), and when they would overrun it lowers this scene's pairs (exhaustive to retrieval)
-# or keypoints (halving down to `MIN_KEYPOINTS`), or as a last resort skips it (placeholder poses).
-# It says so when it intervenes. Each scene runs with `pipeline.run(scenes=[...])` into its own CSV;
-# the parts are then joined into one submission with a row for every listed image.
+# **Time.** A Kaggle kernel is killed at 9 hours, and then scores nothing. `pipeline.run(time_limit=...)`
+# (`imc-lib run --time-limit` on the command line) guards it: rates measured on this device before the
+# first scene (two photos extracted and matched), refitted after every scene; before each scene the
+# guard lowers its pairs or keypoints, or as a last resort skips it (placeholder poses), when the
+# scenes left would overrun; a scene that runs over stops between stages or batches; and the
+# submission is rewritten after every scene, so a killed kernel still leaves a complete one.
 
 # %%
 import os
@@ -72,8 +71,7 @@ WORK_DIR = Path(env("IMC_WORK", "/tmp/imc-work", "../outputs/work"))  # features
 SCENES = env("IMC_SCENES", "", "").replace(",", " ").split() or None  # None: every scene
 DEVICE = env("IMC_DEVICE", "auto", "auto")
 MAX_KEYPOINTS = int(env("IMC_MAX_KEYPOINTS", "4096", "4096"))
-MIN_KEYPOINTS = int(env("IMC_MIN_KEYPOINTS", "1024", "1024"))  # the time guard goes no lower
-PAIRS = env("IMC_PAIRS", "dinov2", "dinov2")  # dinov2 (the pipeline's retrieval for 20+ images) | exhaustive
+PAIRS = env("IMC_PAIRS", "auto", "auto")  # auto: DINOv2 when found, else VLAD; or dinov2 | vlad | exhaustive
 ORIENTATION = env("IMC_ORIENTATION", "upright", "upright")  # upright | none (photos known upright)
 TIME_LIMIT_S = float(env("IMC_TIME_LIMIT_S", str(9 * 3600), str(9 * 3600)))
 RESERVE_S = float(env("IMC_RESERVE_S", "1800", "1800"))  # kept back for the end and for misestimates
@@ -138,7 +136,7 @@ import logging
 import pandas as pd
 import pycolmap
 
-from imc_lib import budget, data, kaggle_inputs, metric, pipeline, submission
+from imc_lib import data, kaggle_inputs, metric, pipeline, submission
 from imc_lib.utils import usable_device
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -158,7 +156,7 @@ WEIGHTS_DIR = os.environ.get("IMC_WEIGHTS_DIR") or (OFFLINE_DIR if ON_KAGGLE els
 WEIGHTS_DIR = Path(WEIGHTS_DIR) if WEIGHTS_DIR else None  # None: $IMC_WEIGHTS_DIR or the official URLs
 if DINOV2_DIR is None:
     print("!" * 100)
-    print(f"!!! NO DINOv2 MODEL ({dinov2_searched}).\n!!! Scenes of {budget.EXHAUSTIVE_IF_LESS}+ images get "
+    print(f"!!! NO DINOv2 MODEL ({dinov2_searched}).\n!!! Scenes of {pipeline.pairs.confs['vlad']['exhaustive_if_less']}+ images get "
           f"the pipeline's weight-free pair selection instead of DINOv2 retrieval. Fix: attach the Kaggle model "
           f"metaresearch/dinov2 (PyTorch, base) or set IMC_DINOV2 to its folder.")
     print("!" * 100)
@@ -169,68 +167,24 @@ if DINOV2_DIR is None:
 # %%
 device = usable_device(DEVICE)  # a small CUDA kernel first: CUDA that cannot run one means the CPU
 scenes = data.load_scenes(DATA_DIR, SPLIT, SCENES)
-names = list(dict.fromkeys(s.scene for s in scenes))  # pipeline.run selects scenes by name
-counts = {n: sum(len(s.image_names) for s in scenes if s.scene == n) for n in names}
-settings = budget.ladder(MAX_KEYPOINTS, PAIRS, MIN_KEYPOINTS)
-print(f"{len(names)} scene(s), {sum(counts.values())} images from {DATA_DIR} ({SPLIT}); weights {WEIGHTS_DIR}; "
-      f"device {device}; best setting {settings[0]}, cheapest {settings[-1]}")
-pd.DataFrame({"images": counts})
+print(f"{len(scenes)} scene(s), {sum(len(s.image_names) for s in scenes)} images from {DATA_DIR} ({SPLIT}); "
+      f"weights {WEIGHTS_DIR}; device {device}")
+pd.DataFrame({"images": {s.key: len(s.image_names) for s in scenes}})
 
 # %% [markdown]
-# ## Reconstruct scene by scene, inside the time limit
-
-# %%
-WORK_DIR.mkdir(parents=True, exist_ok=True)
-deadline = START + TIME_LIMIT_S - RESERVE_S
-prior = budget.default_costs(device)
-costs, runs, parts, report = prior, [], [], []
-networks = {}  # loaded once, reused by every scene's run
-for i, name in enumerate(names):
-    left = deadline - time.monotonic()
-    chosen = budget.plan({n: counts[n] for n in names[i:]}, left, costs, settings)[name]
-    part = WORK_DIR / f"submission-{name}.csv"
-    parts.append(part)
-    if chosen is None:
-        print(f"time guard: skipping {name} ({counts[name]} images): {left:.0f} s left cannot hold the "
-              f"{len(names) - i} remaining scene(s) even at {settings[-1]}; its rows get placeholder poses")
-        submission.write_submission([{"image_path": p, "dataset": s.dataset, "scene": s.scene, "R": None, "t": None}
-                                     for s in scenes if s.scene == name for p in s.image_paths], part)
-        report.append({"scene": name, "images": counts[name], "setting": "skipped"})
-        continue
-    if chosen != settings[0]:
-        best = budget.scene_seconds(counts[name], settings[0], costs)
-        print(f"time guard: {name} ({counts[name]} images) would take ~{best:.0f} s at {settings[0]}, with "
-              f"{left:.0f} s left for {len(names) - i} scene(s); running it at {chosen}")
-    start = time.monotonic()
-    # Retrieval is the pipeline's default pair method (None): DINOv2 where it loads (DINOV2_DIR, None when
-    # none was found), else the selection that needs no downloaded weights.
-    result = pipeline.run(DATA_DIR, part, WORK_DIR, split=SPLIT, scenes=[name], device=device, weights=WEIGHTS_DIR,
-                          dinov2=DINOV2_DIR, max_keypoints=chosen.max_keypoints,
-                          pairs_method=None if chosen.pairs == "dinov2" else chosen.pairs,
-                          orientation_method=ORIENTATION, networks=networks)
-    for key, r in result["scenes"].items():
-        runs.append({"images": r["images"], "setting": chosen, "times": r["times"]})
-        report.append({"scene": key, "images": r["images"], "setting": str(chosen), "registered": r["registered"],
-                       "error": r["error"], **r["times"], "total": sum(r["times"].values())})
-    costs = budget.measured_costs(runs, prior)
-    print(f"{name}: {time.monotonic() - start:.0f} s; rates now {costs}")
-
-# %% [markdown]
-# ## One submission from the per-scene parts
+# ## Reconstruct every scene inside the time limit
 #
 # Every image of the image list gets exactly one row, in the list's order.
 
 # %%
-expected = [p for s in scenes for p in s.image_paths]
-table = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False) for p in parts], ignore_index=True)
-missing = sorted(set(expected) - set(table["image_path"]))
-repeated = sorted(table.loc[table["image_path"].duplicated(), "image_path"])
-if missing or repeated:
-    raise RuntimeError(f"parts {[str(p) for p in parts]} miss {len(missing)} image(s) {missing[:3]} and repeat "
-                       f"{len(repeated)} {repeated[:3]}")
-table = table.set_index("image_path").loc[expected].reset_index()[submission.SUBMISSION_COLUMNS]
-OUT.parent.mkdir(parents=True, exist_ok=True)
-table.to_csv(OUT, index=False)
+WORK_DIR.mkdir(parents=True, exist_ok=True)
+# The pair method is the pipeline's default ("auto"): DINOv2 where found (DINOV2_DIR), else the
+# selection that needs no downloaded weights (VLAD over each scene's own features).
+result = pipeline.run(DATA_DIR, OUT, WORK_DIR, split=SPLIT, scenes=SCENES, device=device, weights=WEIGHTS_DIR,
+                      dinov2=DINOV2_DIR, pairs_method=PAIRS, max_keypoints=MAX_KEYPOINTS,
+                      orientation_method=ORIENTATION, time_limit=TIME_LIMIT_S - RESERVE_S - (time.monotonic() - START))
+names = list(dict.fromkeys(s.scene for s in scenes))
+table = pd.read_csv(OUT)
 print(f"wrote {OUT}: {len(table)} rows for {len(names)} scene(s)")
 table.head()
 
@@ -238,11 +192,12 @@ table.head()
 # ## Time of each stage
 
 # %%
-times = pd.DataFrame(report).set_index("scene")
+times = pd.DataFrame({k: {"images": r["images"], "registered": r["registered"], "error": r["error"], **r["times"],
+                          "total": sum(r["times"].values())} for k, r in result["scenes"].items()}).T
 elapsed = time.monotonic() - START
-print(f"install {INSTALL_S:.0f} s, scenes {times.get('total', pd.Series(dtype=float)).sum():.0f} s, "
-      f"notebook {elapsed:.0f} s of the {TIME_LIMIT_S:.0f} s limit")
-times.round(1)
+print(f"install {INSTALL_S:.0f} s, scenes {times['total'].sum():.0f} s, notebook {elapsed:.0f} s of the "
+      f"{TIME_LIMIT_S:.0f} s limit")
+times
 
 # %% [markdown]
 # ## Score (train split only: the test split has no labels)

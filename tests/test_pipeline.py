@@ -200,3 +200,53 @@ def test_pairs_file_is_named_by_the_method_that_made_it(tmp_path):
     small, large = _scenes(8, 25)
     assert pipeline.scene_paths(tmp_path, small, pipeline.scene_confs(sconfs, small))["pairs"].name == "pairs-exhaustive.txt"
     assert pipeline.scene_paths(tmp_path, large, pipeline.scene_confs(sconfs, large))["pairs"].name == "pairs-vlad.txt"
+
+
+def test_time_limit_too_short_still_writes_every_row_in_time(tmp_path, imc_data_dir, weights_dir):
+    limit = 20.0
+    start = time.monotonic()
+    argv = ["run", str(imc_data_dir), "--scenes", "temple", SCENE, "--work", str(tmp_path / "work"),
+            "--out", str(tmp_path / "s.csv"), "--weights", str(weights_dir), "--device", "cpu", "--time-limit", "20s"]
+    cli.main(argv)
+    elapsed = time.monotonic() - start
+    poses = submission.read_poses(tmp_path / "s.csv")
+    assert len(poses) == 16 + 8  # every image of both scenes has a row
+    assert elapsed < limit, f"the run took {elapsed:.0f} s against a {limit:.0f} s limit"
+
+
+def test_time_limit_rewrites_a_complete_submission_after_every_scene(tmp_path, imc_data_dir, weights_dir, monkeypatch):
+    """A run killed in its second scene leaves the first scene's poses and a row for every image."""
+    real, ran = pipeline.run_scene, []
+
+    def killed_in_second(scene, *args, **kwargs):
+        if ran:
+            raise KeyboardInterrupt  # stands in for the kernel being killed
+        ran.append(scene.scene)
+        return real(scene, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_scene", killed_in_second)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(imc_data_dir, tmp_path / "s.csv", tmp_path / "work", scenes=[SCENE, "temple"], device="cpu",
+                     weights=weights_dir, max_keypoints=512, resize_to=320, time_limit=3600)
+    poses = submission.read_poses(tmp_path / "s.csv")
+    assert len(poses) == 8 + 16
+    first = poses[poses["scene"] == ran[0]]
+    assert (first["t"].map(lambda t: np.abs(t).sum()) > 0).sum() >= 6  # real poses, not placeholders
+
+
+def test_stages_stop_at_the_deadline(tmp_path, imc_data_dir, weights_dir):
+    from imc_lib import budget
+
+    image_dir = imc_data_dir / "train" / SCENE / "images"
+    names = sorted(p.name for p in image_dir.iterdir())
+    conf = pipeline.resolve(device="cpu", pairs_method="exhaustive")["features"]
+    with pytest.raises(budget.OutOfTime, match="feature extraction"):
+        features.main(conf, image_dir, names, tmp_path / "f.h5", "cpu", weights=weights_dir,
+                      deadline=time.monotonic() - 1)
+    assert not (tmp_path / "f.h5").exists()
+    features.main(conf, image_dir, names[:2], tmp_path / "f.h5", "cpu", weights=weights_dir)
+    pairs_path = tmp_path / "pairs.txt"
+    pairs_path.write_text(f"{names[0]} {names[1]}\n")
+    with pytest.raises(budget.OutOfTime, match="matching"):
+        matching.main(matching.confs["mnn"], pairs_path, tmp_path / "f.h5", tmp_path / "m.h5", "aliked", "cpu",
+                      deadline=time.monotonic() - 1)
