@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import matching, orientation, pipeline
+from . import lock, matching, orientation, pipeline
 
 
 def _run(args) -> int:
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     pycolmap.logging.minloglevel = 0 if args.verbose else 2  # COLMAP's own chatter: errors only
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (FileNotFoundError, ValueError, KeyError, lock.SceneLockedError) as err:
         print(f"imc-lib: error: {err}", file=sys.stderr)
         return 2
 

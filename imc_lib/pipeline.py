@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import data, ensemble, features, matching, models, orientation, pairs, reconstruction, submission
+from . import data, ensemble, features, lock, matching, models, orientation, pairs, reconstruction, submission
 from .utils import pick_device, usable_device
 
 logger = logging.getLogger(__name__)
@@ -359,11 +359,12 @@ def _run_one(scene, sconfs, work_dir, nets, overwrite) -> tuple[dict, dict]:
     result = {"images": len(names), "registered": 0, "error": None, "times": {}, "spans": []}
     found = {}
     try:
-        out = run_scene(scene, sconfs, work_dir, nets, overwrite)
+        with lock.scene_lock(Path(work_dir) / scene.key):  # another run on this scene stops this one
+            out = run_scene(scene, sconfs, work_dir, nets, overwrite)
         found = out["poses"]
         result.update(times=out["times"], spans=out["spans"])
-    except models.WeightsError:
-        raise  # a set-up problem, not the scene's: every scene would fail the same way
+    except (models.WeightsError, lock.SceneLockedError):
+        raise  # set-up problems, not the scene's: missing weights fail every scene; a busy folder is another run's
     except Exception as err:  # one bad scene must not cost the others their poses
         logger.exception("scene %s failed: %s; its %d images get rows without a pose", scene.key, err, len(names))
         result["error"] = f"{type(err).__name__}: {err}"
