@@ -104,6 +104,27 @@ def test_scene_of_unreadable_images_still_gets_rows(tmp_path, weights_dir, caplo
     assert "3 image(s) without a pose" in caplog.text
 
 
+def test_a_scene_that_fails_makes_run_exit_1_after_writing_every_row(tmp_path, weights_dir, capsys):
+    # "broken": unreadable photos, unregistered but no error; "blocked": its work folder is a file, an error.
+    for scene in ("blocked", "broken"):
+        images = tmp_path / f"train/{scene}/images"
+        images.mkdir(parents=True)
+        for name in ("a.jpg", "b.jpg", "c.jpg"):
+            (images / name).write_bytes(b"\xff\xd8 not a jpeg")
+    work, out = tmp_path / "work", tmp_path / "submission.csv"
+    work.mkdir()
+    (work / "blocked").write_text("a file where the scene's work folder belongs")
+    code = cli.main(["run", str(tmp_path), "--work", str(work), "--out", str(out), "--weights", str(weights_dir),
+                     "--device", "cpu"])
+    assert code == 1
+    rows = submission.read_poses(out)
+    assert sorted(zip(rows["scene"], rows["image_name"])) == [(s, n) for s in ("blocked", "broken")
+                                                              for n in ("a.jpg", "b.jpg", "c.jpg")]
+    captured = capsys.readouterr()
+    assert "imc-lib: error: 1 scene(s) failed: blocked;" in captured.err and str(out) in captured.err
+    assert "broken" in captured.out and "blocked" in captured.out  # the scene table lists both
+
+
 def test_unusable_input_exits_nonzero_naming_the_path(tmp_path, capsys):
     assert cli.main(["run", str(tmp_path / "nowhere"), "--split", "test", "--out", str(tmp_path / "s.csv")]) == 2
     assert "nowhere/sample_submission.csv" in capsys.readouterr().err
