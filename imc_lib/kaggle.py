@@ -57,10 +57,6 @@ MACHINE_SHAPE = "NvidiaTeslaT4"
 UNSUPPORTED_SHAPES = ("", "NvidiaTeslaP100")
 
 
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def _installed(call, name: str):
     try:
         return call(name)
@@ -73,14 +69,15 @@ def unclassified_requirements() -> list[str]:
     """Requirements of imc_lib and of the SHIPPED packages (as installed here) that are neither
     SHIPPED nor KAGGLE_PROVIDED: what `pip install --no-index` on Kaggle would fail to find."""
     from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
 
-    known = {_canonical(n) for n in KAGGLE_PROVIDED + SHIPPED}
+    known = {canonicalize_name(n) for n in KAGGLE_PROVIDED + SHIPPED}
     names = set()
     for package in ("imc_lib", *SHIPPED):
         for line in _installed(importlib.metadata.requires, package) or []:
             req = Requirement(line)
             if req.marker is None or req.marker.evaluate({"extra": ""}):
-                names.add(_canonical(req.name))
+                names.add(canonicalize_name(req.name))
     return sorted(names - known)
 
 
