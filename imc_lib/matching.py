@@ -124,6 +124,7 @@ def main(conf: dict, pairs_path: Path, feature_path: Path, match_path: Path, fea
     dropped = 0
     try:
         for name0, name1 in tqdm(todo, desc=f"matching {conf['output']}", unit="pair"):
+            logger.debug("%s: matching %s %s", match_path, name0, name1)  # the pairs before it are stored
             matches, scores = match_with_retry(model, cache[name0], cache[name1], device)
             if len(matches) < conf["min_matches"]:
                 matches, scores = matches[:0], scores[:0]

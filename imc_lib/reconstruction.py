@@ -140,6 +140,7 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
     options.num_threads = num_threads
     options.random_seed = conf.get("seed", -1)
     options.min_model_size = min(options.min_model_size, n_images)  # a 2-photo scene is a model too
+    logger.info("%s: %s mapping of %d images", sfm_dir, conf["mapper"], n_images)
     models = mapping(database_path, image_dir, sfm_dir / "models", options)
     best = largest_model(models)
     if best is None:
