@@ -7,10 +7,14 @@ import logging
 import sys
 from pathlib import Path
 
-from . import matching, orientation, pipeline
+import pandas as pd
+
+from . import lock, matching, orientation, pipeline
 
 
 def _run(args) -> int:
+    """Run the pipeline and print a table per scene; 1 when some scene failed with an error (the
+    submission is still complete: its photos get placeholder rows), so scripts notice."""
     result = pipeline.run(
         args.data_dir, args.out, args.work, split=args.split, scenes=args.scenes, conf=args.features,
         device=args.device, overwrite=args.overwrite, weights=args.weights, dinov2=args.dinov2,
@@ -18,13 +22,17 @@ def _run(args) -> int:
         orientation_method=args.orientation, prefilter=args.prefilter, matcher=args.matcher,
         time_limit=args.time_limit,
     )
-    print(f"{'scene':<24}{'registered':>12}  status")
-    for key, r in result["scenes"].items():
-        print(f"{key:<24}{r['registered']:>6}/{r['images']:<5}  {r['error'] or 'ok'}")
+    print(scene_table(result["scenes"]))
     times = result["times"]
     print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()) + f", total {sum(times.values()):.1f}s")
     missing = sum(r["images"] - r["registered"] for r in result["scenes"].values())
     print(f"wrote {result['submission']}" + (f" ({missing} image(s) without a pose: placeholder rows)" if missing else ""))
+    # Scenes the time guard skipped or stopped ("skipped: ...") were a decision, not a failure.
+    failed = [key for key, r in result["scenes"].items() if r["error"] and not r["error"].startswith("skipped")]
+    if failed:
+        print(f"imc-lib: error: {len(failed)} scene(s) failed: {', '.join(failed)}; their photos have placeholder "
+              f"rows in {result['submission']}; the log above says why", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -38,6 +46,14 @@ def duration(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: the time limit must be positive")
     return value
+
+
+def scene_table(scenes: dict) -> str:
+    """One line per scene of `pipeline.run`'s result: registered photos and "ok" or the error."""
+    table = pd.DataFrame({"registered": [f"{r['registered']}/{r['images']}" for r in scenes.values()],
+                          "status": [r["error"] or "ok" for r in scenes.values()]},
+                         index=pd.Index(list(scenes), name="scene"))
+    return table.to_string()
 
 
 def _score(args) -> int:
@@ -132,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     pycolmap.logging.minloglevel = 0 if args.verbose else 2  # COLMAP's own chatter: errors only
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (FileNotFoundError, ValueError, KeyError, lock.SceneLockedError) as err:
         print(f"imc-lib: error: {err}", file=sys.stderr)
         return 2
 

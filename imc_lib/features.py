@@ -164,6 +164,7 @@ def main(conf: dict, image_dir: Path, image_names: list[str], feature_path: Path
     model = resolve_model(model, lambda: load_model(conf, weights, device))
     for name in tqdm(todo, desc=f"features {conf['output']}", unit="img"):
         budget.check(deadline, f"feature extraction ({feature_path})")
+        logger.debug("%s: extracting %s", feature_path, name)  # the images before it are stored
         path = Path(image_dir) / name
         try:
             size = image_size(path)

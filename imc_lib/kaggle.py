@@ -32,7 +32,7 @@ from . import models
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout: setup.py, notebooks/, submission/
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: pyproject.toml, notebooks/, submission/
 NOTEBOOK = "imc24_submission.ipynb"
 PLACEHOLDER_USER = "your-kaggle-username"
 DEFAULT_DATASET = "imc-lib-offline"
@@ -42,7 +42,7 @@ DEFAULT_KERNEL = "imc-lib-imc24-submission"
 # $IMC_KAGGLE_PYTHON="3.11,3.12" downloads wheels for several, should the image change.
 KAGGLE_PYTHONS = ("3.12",)
 KAGGLE_PLATFORMS = tuple(f"manylinux_2_{minor}_x86_64" for minor in range(35, 16, -1)) + ("manylinux2014_x86_64",)
-# imc_lib's requirements that Kaggle's image holds at versions setup.py accepts: not shipped.
+# imc_lib's requirements that Kaggle's image holds at versions pyproject.toml accepts: not shipped.
 KAGGLE_PROVIDED = ("torch", "numpy", "pandas", "scipy", "h5py", "pillow", "tqdm", "transformers")
 # Shipped as wheels and pinned to the versions installed here, the ones the tests ran with. Kaggle has
 # some kornia too; the pin replaces it with the tested one. kornia-rs is kornia's compiled core.
@@ -57,10 +57,6 @@ MACHINE_SHAPE = "NvidiaTeslaT4"
 UNSUPPORTED_SHAPES = ("", "NvidiaTeslaP100")
 
 
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def _installed(call, name: str):
     try:
         return call(name)
@@ -73,14 +69,15 @@ def unclassified_requirements() -> list[str]:
     """Requirements of imc_lib and of the SHIPPED packages (as installed here) that are neither
     SHIPPED nor KAGGLE_PROVIDED: what `pip install --no-index` on Kaggle would fail to find."""
     from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
 
-    known = {_canonical(n) for n in KAGGLE_PROVIDED + SHIPPED}
+    known = {canonicalize_name(n) for n in KAGGLE_PROVIDED + SHIPPED}
     names = set()
     for package in ("imc_lib", *SHIPPED):
         for line in _installed(importlib.metadata.requires, package) or []:
             req = Requirement(line)
             if req.marker is None or req.marker.evaluate({"extra": ""}):
-                names.add(_canonical(req.name))
+                names.add(canonicalize_name(req.name))
     return sorted(names - known)
 
 
@@ -180,8 +177,8 @@ def _pip(args: list[str], what: str) -> None:
 def build_wheel(dest: Path, offline: bool) -> Path:
     """The imc_lib wheel, built from a clean copy of the package (a stale build/ folder in the checkout
     could otherwise slip deleted modules into it). Offline: the installed setuptools, no downloads."""
-    if not (ROOT / "setup.py").is_file():
-        raise FileNotFoundError(f"{ROOT / 'setup.py'}: not found; `imc-lib kaggle build` runs from a checkout")
+    if not (ROOT / "pyproject.toml").is_file():
+        raise FileNotFoundError(f"{ROOT / 'pyproject.toml'}: not found; `imc-lib kaggle build` runs from a checkout")
     with tempfile.TemporaryDirectory(prefix="imc-lib-wheel-") as tmp:
         src = Path(tmp) / "src"
         shutil.copytree(ROOT / "imc_lib", src / "imc_lib", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

@@ -127,6 +127,7 @@ def main(conf: dict, pairs_path: Path, feature_path: Path, match_path: Path, fea
     try:
         for name0, name1 in tqdm(todo, desc=f"matching {conf['output']}", unit="pair"):
             budget.check(deadline, f"matching ({match_path})")
+            logger.debug("%s: matching %s %s", match_path, name0, name1)  # the pairs before it are stored
             matches, scores = match_with_retry(model, cache[name0], cache[name1], device)
             if len(matches) < conf["min_matches"]:
                 matches, scores = matches[:0], scores[:0]

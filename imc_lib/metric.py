@@ -38,12 +38,10 @@ KEY = ["dataset", "scene", "image_name"]
 SCORE_COLUMNS = ["dataset", "scene", "images", "registered", "mAA"]
 
 
-def _umeyama_batch(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None):
-    """Similarity dst ≈ s R src + t for a batch (B, N, d) of point sets, over the points of weight 1.
+def _horn_batch(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None):
+    """`horn_similarity` for a batch (B, N, d) of point sets, over the points of weight 1.
 
-    Rotation from the SVD of the cross-covariance (no reflections); scale as the competition's
-    Horn registration takes it, the ratio of RMS deviations from the centroids. s is NaN where the
-    source points coincide.
+    s is NaN where the source points coincide.
     """
     w = np.ones(src.shape[:2]) if weights is None else weights.astype(float)
     total = w.sum(axis=1)
@@ -64,12 +62,18 @@ def _umeyama_batch(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None 
     return s, R, t
 
 
-def umeyama(src, dst) -> tuple[float, np.ndarray, np.ndarray]:
-    """Similarity (s, R, t) minimising sum |dst - (s R src + t)|^2 for (N, d) point sets."""
+def horn_similarity(src, dst) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity (s, R, t) with dst ≈ s R src + t for (N, d) point sets, as the competition's
+    `register_by_Horn` fits it (so the metric registers cameras exactly as Kaggle's does).
+
+    R is the least-squares rotation (SVD of the cross-covariance, no reflections), but s is Horn's
+    symmetric scale, the ratio of RMS deviations from the centroids, not Umeyama's least-squares
+    scale: the fit of dst onto src is the exact inverse of this one. On noise-free data the two agree.
+    """
     src, dst = np.asarray(src, dtype=float), np.asarray(dst, dtype=float)
     if src.ndim != 2 or src.shape != dst.shape or len(src) < 2:
         raise ValueError(f"need two (N, d) point sets with N >= 2, got {src.shape} and {dst.shape}")
-    s, R, t = _umeyama_batch(src[None], dst[None])
+    s, R, t = _horn_batch(src[None], dst[None])
     if not np.isfinite(s[0]):
         raise ValueError("source points coincide: no similarity transform is defined")
     return float(s[0]), R[0], t[0]
@@ -123,7 +127,7 @@ def _register(gt: np.ndarray, est: np.ndarray, thresholds: np.ndarray, max_tripl
     chunk = max(1, _CHUNK_POINTS // (n * n_th))
     for start in range(0, len(triplets), chunk):
         idx = triplets[start : start + chunk]
-        inl = _errors(*_umeyama_batch(est[idx], gt[idx]), est, gt)[:, :, None] < thresholds  # (B, N, K)
+        inl = _errors(*_horn_batch(est[idx], gt[idx]), est, gt)[:, :, None] < thresholds  # (B, N, K)
         keep = inl.sum(axis=1) > 2
         # one refit per distinct inlier set of a triplet, in (triplet, threshold) order
         same_as_lower = np.zeros_like(keep)
@@ -133,7 +137,7 @@ def _register(gt: np.ndarray, est: np.ndarray, thresholds: np.ndarray, max_tripl
         if len(b) == 0:
             continue
         masks = inl[b, :, k]  # (C, N)
-        s, R, t = _umeyama_batch(np.broadcast_to(est, (len(b), n, 3)), np.broadcast_to(gt, (len(b), n, 3)), masks)
+        s, R, t = _horn_batch(np.broadcast_to(est, (len(b), n, 3)), np.broadcast_to(gt, (len(b), n, 3)), masks)
         err = _errors(s, R, t, est, gt)  # (C, N)
         cnt = (err[:, :, None] < thresholds).sum(axis=1)  # (C, K)
         sse = np.where(np.isfinite(err), err**2, np.inf).sum(axis=1)
@@ -266,17 +270,12 @@ def score(labels, submission, categories=None, thresholds: Mapping[str, Sequence
 
 
 def format_table(df: pd.DataFrame) -> str:
-    """Plain-text score table: one line per scene, then the mean of the scene mAAs."""
-    header = ["dataset", "scene", "registered", "mAA"]
-    body = [
-        [r.dataset, r.scene, f"{r.registered}/{r.images}", f"{r.mAA:.3f}"] for r in df.itertuples(index=False)
-    ]
-    body.append(["mean", "", "", f"{df['mAA'].mean():.3f}" if len(df) else "nan"])
-    widths = [max(len(str(line[c])) for line in [header, *body]) for c in range(len(header))]
-    align = [str.ljust, str.ljust, str.rjust, str.rjust]
-    return "\n".join(
-        "  ".join(f(str(v), w) for f, v, w in zip(align, line, widths)).rstrip() for line in [header, *body]
-    )
+    """Plain-text score table of `score`'s result: one line per scene, then the mean of the scene mAAs."""
+    table = pd.DataFrame({"dataset": df["dataset"], "scene": df["scene"],
+                          "registered": [f"{r.registered}/{r.images}" for r in df.itertuples(index=False)],
+                          "mAA": [f"{v:.3f}" for v in df["mAA"]]})
+    mean = pd.DataFrame([{"dataset": "mean", "scene": "", "registered": "", "mAA": f"{df['mAA'].mean():.3f}"}])
+    return pd.concat([table, mean], ignore_index=True).to_string(index=False)
 
 
 def main(labels, submission, categories=None) -> pd.DataFrame:

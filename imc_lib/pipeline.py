@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import budget, data, ensemble, features, matching, models, orientation, pairs, reconstruction, submission
+from . import budget, data, ensemble, features, lock, matching, models, orientation, pairs, reconstruction, submission
 from .utils import pick_device, read_image, usable_device
 
 logger = logging.getLogger(__name__)
@@ -415,11 +415,12 @@ def _run_one(scene, sconfs, work_dir, nets, overwrite, deadline=None) -> tuple[d
     result = {"images": len(names), "registered": 0, "error": None, "times": {}, "spans": []}
     found = {}
     try:
-        out = run_scene(scene, sconfs, work_dir, nets, overwrite, deadline)
+        with lock.scene_lock(Path(work_dir) / scene.key):  # another run on this scene stops this one
+            out = run_scene(scene, sconfs, work_dir, nets, overwrite, deadline)
         found = out["poses"]
         result.update(times=out["times"], spans=out["spans"])
-    except models.WeightsError:
-        raise  # a set-up problem, not the scene's: every scene would fail the same way
+    except (models.WeightsError, lock.SceneLockedError):
+        raise  # set-up problems, not the scene's: missing weights fail every scene; a busy folder is another run's
     except budget.OutOfTime as err:
         logger.warning("scene %s: %s; its %d images get placeholder rows", scene.key, err, len(names))
         result["error"] = f"skipped: {err}"

@@ -40,18 +40,6 @@ confs = {
 confs["global"] = {**confs["incremental"], "output": "sfm-global", "mapper": "global", "options": {"min_model_size": 3}}
 
 
-def _options(cls, values: dict):
-    options = cls()
-    for key, value in values.items():
-        if isinstance(value, dict):
-            sub = getattr(options, key)
-            for k, v in value.items():
-                setattr(sub, k, v)
-        else:
-            setattr(options, key, value)
-    return options
-
-
 def camera_groups(image_dir: Path, image_names: list[str]) -> list[list[str]]:
     """Images that plausibly share intrinsics: same size, same EXIF make, model and focal length.
 
@@ -139,19 +127,20 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
     if n_pairs == 0:
         return _no_model(sfm_dir, "no image pair kept enough matches")
 
-    verification = _options(pycolmap.TwoViewGeometryOptions, conf.get("verification", {}))
+    verification = pycolmap.TwoViewGeometryOptions(conf.get("verification", {}))  # nested dicts set sub-options
     verification.ransac.random_seed = conf.get("seed", -1)
     pycolmap.geometric_verification(database_path, two_view_geometry_options=verification)
 
     if conf["mapper"] == "global":
-        options = _options(pycolmap.GlobalPipelineOptions, conf.get("options", {}))
+        options = pycolmap.GlobalPipelineOptions(conf.get("options", {}))
         mapping = pycolmap.global_mapping
     else:
-        options = _options(pycolmap.IncrementalPipelineOptions, conf.get("options", {}))
+        options = pycolmap.IncrementalPipelineOptions(conf.get("options", {}))
         mapping = pycolmap.incremental_mapping
     options.num_threads = num_threads
     options.random_seed = conf.get("seed", -1)
     options.min_model_size = min(options.min_model_size, n_images)  # a 2-photo scene is a model too
+    logger.info("%s: %s mapping of %d images", sfm_dir, conf["mapper"], n_images)
     models = mapping(database_path, image_dir, sfm_dir / "models", options)
     best = largest_model(models)
     if best is None:

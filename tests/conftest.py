@@ -79,5 +79,6 @@ def write_dinov2_config(folder: Path) -> Path:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: minutes of CPU (more runs of the built Kaggle kernel); "
-                                       "deselect with -m 'not slow'")
+    config.addinivalue_line("markers", "slow: real runs in subprocesses, notebooks, kernels or a browser (10 s to "
+                                       "minutes of CPU each); the default run leaves them out (pyproject.toml "
+                                       "addopts), `python -m pytest -m slow tests` and .ci/run run them")

@@ -36,6 +36,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a Streamlit server and a headless Chromium: a minute or more
 logger = logging.getLogger(__name__)
 START_TIMEOUT = 90  # seconds for the server to answer its health check (imports torch, pycolmap)
 PAGE_TIMEOUT = 90

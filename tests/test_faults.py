@@ -1,5 +1,9 @@
 """A run killed with SIGKILL in extraction, matching or mapping resumes without loss and gives the same
-submission as an uninterrupted run; two uninterrupted runs give the same submission."""
+submission as an uninterrupted run; two uninterrupted runs give the same submission.
+
+The moment of each kill comes from the log lines the stages emit (with -v: one per photo or pair
+as it starts; the mapping line just before the mapper is called).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import time
 import h5py
 import pytest
 from PIL import Image
+
+pytestmark = pytest.mark.slow  # five runs of a real scene in subprocesses, about a minute
 
 NAMES = [f"{i:04d}.jpg" for i in range(5)]
 # LightGlue, not the CPU default mnn (milliseconds a pair): matching must last long enough to be killed.
@@ -30,9 +36,9 @@ def scene(tmp_path_factory, imc_data_dir):
     return data
 
 
-def _command(data, work, out, weights):
-    return [sys.executable, "-m", "imc_lib.cli", "run", str(data), "--work", str(work), "--out", str(out),
-            "--weights", str(weights), *SMALL]
+def _command(data, work, out, weights, verbose=False):
+    return [sys.executable, "-m", "imc_lib.cli", *(["-v"] if verbose else []), "run", str(data), "--work", str(work),
+            "--out", str(out), "--weights", str(weights), *SMALL]
 
 
 def _run(data, work, out, weights) -> str:
@@ -53,21 +59,23 @@ def test_same_inputs_give_the_same_submission(scene, weights_dir, baseline, tmp_
     assert (tmp_path / "submission.csv").read_text() == baseline
 
 
-def _kill_when(scene, weights, tmp_path, ready) -> None:
-    """Start a run, SIGKILL it as soon as `ready(stderr_text, work)` holds."""
-    log = tmp_path / "killed.log"
+def _kill_when(scene, weights, tmp_path, pattern: str, count: int = 1) -> str:
+    """Start a run logging at debug level, SIGKILL it once `count` of its log lines match `pattern`;
+    returns the killed run's log."""
+    log, ready = tmp_path / "killed.log", re.compile(pattern)
     with open(log, "w") as err:
-        proc = subprocess.Popen(_command(scene, tmp_path / "work", tmp_path / "submission.csv", weights),
+        proc = subprocess.Popen(_command(scene, tmp_path / "work", tmp_path / "submission.csv", weights, verbose=True),
                                 stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
-            if ready(log.read_text(errors="replace"), tmp_path / "work"):
+            if len(ready.findall(log.read_text(errors="replace"))) >= count:
                 os.kill(proc.pid, signal.SIGKILL)
                 break
             time.sleep(0.02)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (tmp_path / "submission.csv").exists()
+    return log.read_text(errors="replace")
 
 
 def _files_open(work):
@@ -77,30 +85,29 @@ def _files_open(work):
 
 
 def test_kill_during_feature_extraction(scene, weights_dir, baseline, tmp_path):
-    progress = re.compile(r"features feats-\S+:\s+\d+%\|[^|]*\| [1-3]/5")
-    _kill_when(scene, weights_dir, tmp_path, lambda text, work: progress.search(text))
+    # killed as the third of the 5 photos starts: the first two are stored
+    _kill_when(scene, weights_dir, tmp_path, r"imc_lib\.features: \S+/feats-\S+\.h5: extracting ", count=3)
     log = _run(scene, tmp_path / "work", tmp_path / "submission.csv", weights_dir)
-    assert re.search(r"feats-\S+\.h5: [1-4] images done, computing the other [1-4]", log), log[-2000:]
+    assert re.search(r"feats-\S+\.h5: [2-4] images done, computing the other [1-3]", log), log[-2000:]
     _files_open(tmp_path / "work")
     assert (tmp_path / "submission.csv").read_text() == baseline
 
 
 def test_kill_during_matching(scene, weights_dir, baseline, tmp_path):
-    progress = re.compile(r"matching matches-\S+:\s+\d+%\|[^|]*\| [1-8]/10")
-    _kill_when(scene, weights_dir, tmp_path, lambda text, work: progress.search(text))
+    # killed as the fourth of the 10 pairs starts: the first three are stored
+    _kill_when(scene, weights_dir, tmp_path, r"imc_lib\.matching: \S+_matches-\S+\.h5: matching ", count=4)
     log = _run(scene, tmp_path / "work", tmp_path / "submission.csv", weights_dir)
     assert re.search(r"feats-\S+\.h5: all 5 images done, reusing", log)
-    assert re.search(r"_matches-\S+\.h5: [1-9] pairs done, computing the other [1-9]", log), log[-2000:]
+    assert re.search(r"_matches-\S+\.h5: [3-9] pairs done, computing the other [1-7]", log), log[-2000:]
     _files_open(tmp_path / "work")
     assert (tmp_path / "submission.csv").read_text() == baseline
 
 
 def test_kill_during_mapping(scene, weights_dir, baseline, tmp_path):
-    def mapping_started(text, work):
-        return any(work.glob("*/sfm_*/database.db"))
-
-    _kill_when(scene, weights_dir, tmp_path, mapping_started)
+    killed = _kill_when(scene, weights_dir, tmp_path, r"imc_lib\.reconstruction: \S+: incremental mapping of 5 images")
+    assert "images registered" not in killed  # the mapper had not returned
     log = _run(scene, tmp_path / "work", tmp_path / "submission.csv", weights_dir)
     assert re.search(r"_matches-\S+\.h5: all 10 pairs done, reusing", log)
     assert "orientations exist, reusing" in log
+    assert "incremental mapping of 5 images" in log and "model exists, reusing" not in log  # mapped again
     assert (tmp_path / "submission.csv").read_text() == baseline

@@ -1,5 +1,4 @@
 import logging
-import time
 
 import numpy as np
 import pandas as pd
@@ -10,10 +9,10 @@ from imc_lib.metric import (
     DEFAULT_THRESHOLDS,
     camera_centres,
     format_table,
+    horn_similarity,
     main,
     mean_average_accuracy,
     score,
-    umeyama,
 )
 from imc_lib.submission import read_poses, write_submission
 
@@ -62,19 +61,33 @@ def gt():
     return poses(CENTRES, [random_rotation(rng) for _ in CENTRES])
 
 
-def test_umeyama_recovers_similarity():
+def test_horn_similarity_recovers_similarity():
     rng = np.random.default_rng(1)
     src = rng.normal(size=(6, 3))
     s, R, t = random_similarity(rng)
-    s_hat, R_hat, t_hat = umeyama(src, s * src @ R.T + t)
+    s_hat, R_hat, t_hat = horn_similarity(src, s * src @ R.T + t)
     assert s_hat == pytest.approx(s)
     np.testing.assert_allclose(R_hat, R, atol=1e-10)
     np.testing.assert_allclose(t_hat, t, atol=1e-9)
     # a reflected copy is fitted by a proper rotation, never a reflection
-    _, R_hat, _ = umeyama(src, src * [1, 1, -1])
+    _, R_hat, _ = horn_similarity(src, src * [1, 1, -1])
     assert np.linalg.det(R_hat) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="coincide"):
-        umeyama(np.zeros((4, 3)), src[:4])
+        horn_similarity(np.zeros((4, 3)), src[:4])
+
+
+def test_horn_scale_is_symmetric_not_least_squares():
+    """On noisy points the fit of dst onto src is the exact inverse (Horn's symmetric scale), while
+    Umeyama's least-squares scale, trace(D S) / var(src), is smaller."""
+    rng = np.random.default_rng(2)
+    src = rng.normal(size=(20, 3))
+    dst = 2.0 * src @ random_rotation(rng).T + rng.normal(scale=0.3, size=src.shape)
+    s, _, _ = horn_similarity(src, dst)
+    s_back, _, _ = horn_similarity(dst, src)
+    assert s * s_back == pytest.approx(1.0)
+    x, y = src - src.mean(axis=0), dst - dst.mean(axis=0)
+    least_squares = np.linalg.svd(y.T @ x, compute_uv=False).sum() / (x**2).sum()
+    assert least_squares < s
 
 
 def test_camera_centres(gt):
@@ -179,19 +192,18 @@ def test_duplicates_raise_and_extra_rows_are_ignored(gt, caplog):
     assert "1 submission rows are not in the labels" in caplog.text
 
 
-def test_many_cameras_sampled_triplets_are_fast_and_exact():
+def test_many_cameras_sampled_triplets_are_bounded_and_exact():
     rng = np.random.default_rng(5)
     gt = rng.uniform(-10, 10, size=(100, 3))
     s, Q, q = random_similarity(rng)
     est = s * gt @ Q.T + q
     far = rng.choice(100, size=10, replace=False)
     est[far] += 1000.0
-    start = time.perf_counter()
     value = mean_average_accuracy(gt, est)
-    elapsed = time.perf_counter() - start
     assert value == pytest.approx((90 - 3) / (100 - 3))
-    assert elapsed < 5.0
     assert mean_average_accuracy(gt, est) == value  # fixed seed: same triplets every time
+    # what bounds the cost: a sample of MAX_TRIPLETS fits, not all C(100, 3) = 161700
+    assert len(metric._triplets(100, metric.MAX_TRIPLETS, metric.SEED)) == metric.MAX_TRIPLETS < 161700
 
 
 def test_triplet_sampling():
@@ -231,10 +243,10 @@ def _reference_counts(gt, est, thresholds):
     """Plain loops over triplets and thresholds, as the competition's register_by_Horn runs them."""
     from itertools import combinations
 
-    from imc_lib.metric import _errors, _umeyama_batch
+    from imc_lib.metric import _errors, _horn_batch
 
     def fit(mask):
-        return _umeyama_batch(est[mask][None], gt[mask][None])
+        return _horn_batch(est[mask][None], gt[mask][None])
 
     best_cnt, best_sse = np.zeros(len(thresholds), int), np.full(len(thresholds), np.inf)
     for tri in combinations(range(len(gt)), 3):

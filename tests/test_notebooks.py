@@ -74,6 +74,7 @@ def executed(tmp_path_factory, imc_data_dir, weights_dir):
         yield tmp, {name: execute(name, tmp) for name in ("imc24_submission.ipynb", "explore.ipynb")}
 
 
+@pytest.mark.slow  # executes a notebook on a real scene
 def test_submission_notebook_writes_a_scored_submission(executed, imc_data_dir):
     tmp, _ = executed
     table = pd.read_csv(tmp / "submission.csv")
@@ -86,6 +87,7 @@ def test_submission_notebook_writes_a_scored_submission(executed, imc_data_dir):
     assert scores["mAA"].iloc[0] >= 1.0  # the SIFT floor for herzjesu-p8
 
 
+@pytest.mark.slow  # executes a notebook on a real scene
 def test_submission_notebook_reports_stage_times_and_score(executed):
     _, notebooks = executed
     text = "\n".join(o.get("text", "") for o in outputs(notebooks["imc24_submission.ipynb"], "stream"))
@@ -96,6 +98,7 @@ def test_submission_notebook_reports_stage_times_and_score(executed):
     assert any(SCENE in line and "1.000" in line for line in text.splitlines())  # the score table
 
 
+@pytest.mark.slow  # executes a notebook on a real scene
 def test_time_guard_skips_what_cannot_fit_and_still_writes_every_row(tmp_path, imc_data_dir, weights_dir,
                                                                     monkeypatch):
     for key, value in notebook_env(tmp_path, imc_data_dir, weights_dir).items():
@@ -110,6 +113,7 @@ def test_time_guard_skips_what_cannot_fit_and_still_writes_every_row(tmp_path, i
     assert not (tmp_path / "work" / SCENE).exists()  # nothing was computed
 
 
+@pytest.mark.slow  # executes a notebook on a real scene
 def test_explore_notebook_draws_every_figure(executed):
     _, notebooks = executed
     nb = notebooks["explore.ipynb"]

@@ -17,6 +17,8 @@ from PIL import Image
 from imc_lib import cli, features, submission
 from imc_lib.utils import read_image
 
+pytestmark = pytest.mark.slow  # every test reads one CLI run of five awkward scenes: ~40 s on 2 CPU cores
+
 SMALL = ["--max-keypoints", "512", "--resize-to", "512", "--device", "cpu"]
 
 
