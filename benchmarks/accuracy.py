@@ -24,7 +24,6 @@ from common import add_data_arguments, run_sift  # noqa: E402
 
 from imc_lib import metric, pipeline  # noqa: E402
 
-
 LIGHTGLUE_1024 = {"resize_to": 1024, "matcher": "lightglue", "orientation_method": "upright"}
 # pipeline.run keyword arguments per named configuration; "default" is what `imc-lib run` does
 # (on a CPU: pipeline.CPU_DEFAULTS).
@@ -59,13 +58,21 @@ def main():
         if not args.no_sift:
             sift = run_sift(data_dir, work / data_dir.name / "sift", args.scenes)
             scores = score_table(data_dir, sift["submission"], {k: r["registered"] for k, r in sift["scenes"].items()})
-            columns["COLMAP SIFT"] = {k: (*scores[k], sift["scenes"][k]["images"], sift["scenes"][k]["seconds"])
-                                      for k in scores}
+            columns["COLMAP SIFT"] = {
+                k: (*scores[k], sift["scenes"][k]["images"], sift["scenes"][k]["seconds"]) for k in scores
+            }
         for name in args.configs:
             out = work / data_dir.name / name
             start = time.perf_counter()
-            result = pipeline.run(data_dir, out / "submission.csv", out, "train", args.scenes, weights=args.weights,
-                                  **{"conf": "aliked", **CONFIGS[name]})
+            result = pipeline.run(
+                data_dir,
+                out / "submission.csv",
+                out,
+                "train",
+                args.scenes,
+                weights=args.weights,
+                **{"conf": "aliked", **CONFIGS[name]},
+            )
             wall = time.perf_counter() - start
             scenes = result["scenes"]
             scores = score_table(data_dir, out / "submission.csv", {k: r["registered"] for k, r in scenes.items()})

@@ -33,8 +33,11 @@ def run_sift(data_dir: Path, work_dir: Path, scenes: list[str] | None = None) ->
         pycolmap.match_exhaustive(database, device=pycolmap.Device.cpu)
         models = pycolmap.incremental_mapping(database, scene.image_dir, root / "models")
         found = reconstruction.poses(reconstruction.largest_model(models))
-        results[scene.key] = {"images": len(names), "registered": sum(n in found for n in names),
-                              "seconds": time.perf_counter() - start}
+        results[scene.key] = {
+            "images": len(names),
+            "registered": sum(n in found for n in names),
+            "seconds": time.perf_counter() - start,
+        }
         for name, path in zip(names, scene.image_paths):
             R, t = found.get(name, (None, None))
             rows.append({"image_path": path, "dataset": scene.dataset, "scene": scene.scene, "R": R, "t": t})
@@ -53,7 +56,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, several: bool = False) -
         parser.add_argument("--data", type=Path, nargs="+", default=[default])
     else:
         parser.add_argument("--data", type=Path, default=default)
-    parser.add_argument("--weights", type=Path,
-                        default=Path(os.environ.get("IMC_WEIGHTS_DIR", ROOT.parent / "shared/weights")))
+    parser.add_argument(
+        "--weights", type=Path, default=Path(os.environ.get("IMC_WEIGHTS_DIR", ROOT.parent / "shared/weights"))
+    )
     parser.add_argument("--scenes", nargs="+")
     parser.add_argument("--work", type=Path, help="default: a fresh temporary folder")

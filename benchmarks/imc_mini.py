@@ -45,16 +45,30 @@ def main():
     work = args.work or Path(tempfile.mkdtemp(prefix="imc-bench-"))
     out = work / "submission.csv"
     start = time.perf_counter()
-    result = pipeline.run(args.data, out, work, "train", args.scenes, args.features, weights=args.weights,
-                          overwrite=args.overwrite, max_keypoints=args.max_keypoints, pairs_method=args.pairs,
-                          resize_to=args.resize_to, orientation_method=args.orientation)
+    result = pipeline.run(
+        args.data,
+        out,
+        work,
+        "train",
+        args.scenes,
+        args.features,
+        weights=args.weights,
+        overwrite=args.overwrite,
+        max_keypoints=args.max_keypoints,
+        pairs_method=args.pairs,
+        resize_to=args.resize_to,
+        orientation_method=args.orientation,
+    )
     total = time.perf_counter() - start
     scores = metric.score(args.data / "train" / "train_labels.csv", out)
     scores = scores[scores["scene"].isin([k for k in result["scenes"]])]
 
-    print(f"imc_lib on {args.data.name}: features={args.features} max_keypoints={args.max_keypoints or 'default'} "
-          f"resize_to={args.resize_to or 'default'} orientation={args.orientation or 'default'} pairs={args.pairs or 'default'}; {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} torch threads, device {'cuda' if torch.cuda.is_available() else 'cpu'}")
+    print(
+        f"imc_lib on {args.data.name}: features={args.features} max_keypoints={args.max_keypoints or 'default'} "
+        f"resize_to={args.resize_to or 'default'} orientation={args.orientation or 'default'} "
+        f"pairs={args.pairs or 'default'}; {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} torch threads, device {'cuda' if torch.cuda.is_available() else 'cpu'}"
+    )
     print()
     header = "| scene | registered | mAA | " + " | ".join(f"{s} s" for s in STAGES) + " | total s |"
     print(header)
@@ -62,11 +76,17 @@ def main():
     for row in scores.itertuples(index=False):
         r = result["scenes"][row.scene]
         t = [r["times"].get(s, 0.0) for s in STAGES]
-        print(f"| {row.scene} | {r['registered']}/{row.images} | {row.mAA:.3f} | "
-              + " | ".join(f"{x:.1f}" for x in t) + f" | {sum(t):.1f} |")
+        print(
+            f"| {row.scene} | {r['registered']}/{row.images} | {row.mAA:.3f} | "
+            + " | ".join(f"{x:.1f}" for x in t)
+            + f" | {sum(t):.1f} |"
+        )
     t = [result["times"].get(s, 0.0) for s in STAGES]
-    print(f"| **mean / total** | | **{scores['mAA'].mean():.3f}** | " + " | ".join(f"{x:.1f}" for x in t)
-          + f" | {total:.1f} |")
+    print(
+        f"| **mean / total** | | **{scores['mAA'].mean():.3f}** | "
+        + " | ".join(f"{x:.1f}" for x in t)
+        + f" | {total:.1f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,11 @@ def main():
     p.add_argument("--conf", choices=sorted(orientation.confs), default="upright")
     args = p.parse_args()
     conf = orientation.confs[args.conf]
-    fconf = pipeline.stage_confs(max_keypoints=pipeline.CPU_DEFAULTS["max_keypoints"],
-                                 resize_to=pipeline.CPU_DEFAULTS["resize_to"], orientation_method=args.conf)["features"]
+    fconf = pipeline.stage_confs(
+        max_keypoints=pipeline.CPU_DEFAULTS["max_keypoints"],
+        resize_to=pipeline.CPU_DEFAULTS["resize_to"],
+        orientation_method=args.conf,
+    )["features"]
     logging.basicConfig(level=logging.WARNING)
     truth = true_turns(args.data / "train/train_labels.csv", args.upright / "train/train_labels.csv")
     work = Path(tempfile.mkdtemp(prefix="imc-orient-"))
@@ -64,17 +67,28 @@ def main():
         pairs.write_pairs(pairs.exhaustive_pairs(names), pairs_path)
         feature_path = None
         if conf["features"] is None:
-            feature_path = features.main(fconf, scene.image_dir, names, work / scene.key / "feats.h5",
-                                         weights=args.weights)
+            feature_path = features.main(
+                fconf, scene.image_dir, names, work / scene.key / "feats.h5", weights=args.weights
+            )
         start = time.perf_counter()
-        out = orientation.main(conf, scene.image_dir, names, pairs_path, work / scene.key / "orient.csv",
-                               weights=args.weights, feature_path=feature_path, features_conf=fconf)
+        out = orientation.main(
+            conf,
+            scene.image_dir,
+            names,
+            pairs_path,
+            work / scene.key / "orient.csv",
+            weights=args.weights,
+            feature_path=feature_path,
+            features_conf=fconf,
+        )
         seconds = time.perf_counter() - start
         got = orientation.read_orientations(out)
         wrong = [f"{n} {got[n]}/{truth[(scene.scene, n)]}" for n in names if got[n] != truth[(scene.scene, n)]]
         turned = sum(truth[(scene.scene, n)] != 0 for n in names)
-        print(f"| {scene.scene} | {turned}/{len(names)} | {len(names) - len(wrong)}/{len(names)} | "
-              f"{', '.join(wrong) or '-'} | {seconds:.0f} |")
+        print(
+            f"| {scene.scene} | {turned}/{len(names)} | {len(names) - len(wrong)}/{len(names)} | "
+            f"{', '.join(wrong) or '-'} | {seconds:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,11 @@ def recall(selected: list[tuple[str, str]], names: list[str], close: np.ndarray,
         chosen[index[a], index[b]] = chosen[index[b], index[a]] = True
     upper = np.triu(np.ones_like(close), 1)
     cross = (flipped[:, None] != flipped[None, :]) & close & upper
-    return {"pairs": len(selected), "recall": (chosen & close & upper).sum() / max((close & upper).sum(), 1),
-            "cross": (chosen & cross).sum() / cross.sum() if cross.sum() else float("nan")}
+    return {
+        "pairs": len(selected),
+        "recall": (chosen & close & upper).sum() / max((close & upper).sum(), 1),
+        "cross": (chosen & cross).sum() / cross.sum() if cross.sum() else float("nan"),
+    }
 
 
 def main():
@@ -67,15 +70,25 @@ def main():
         features.main(fconf, scene.image_dir, names, feature_path, "cpu", weights=args.weights)
         close, flipped = ground_truth(labels[labels["scene"] == scene.scene], names, args.angle)
         total = len(names) * (len(names) - 1) // 2
-        row = {"scene": scene.scene, "photos": len(names), "all pairs": total,
-               "pairs that matter": int(np.triu(close, 1).sum())}
+        row = {
+            "scene": scene.scene,
+            "photos": len(names),
+            "all pairs": total,
+            "pairs that matter": int(np.triu(close, 1).sum()),
+        }
         for k in args.min_pairs:
-            desc = pairs.vlad_descriptors(feature_path, names, pairs.confs["vlad"]["clusters"],
-                                          pairs.confs["vlad"]["sample"])
+            desc = pairs.vlad_descriptors(
+                feature_path, names, pairs.confs["vlad"]["clusters"], pairs.confs["vlad"]["sample"]
+            )
             chosen = [(names[i], names[j]) for i, j in pairs.pairs_from_descriptors(torch.from_numpy(desc), 0.0, k)]
             r = recall(chosen, names, close, flipped)
-            row.update({f"vlad k={k} pairs": r["pairs"], f"vlad k={k} recall": round(r["recall"], 3),
-                        f"vlad k={k} cross": round(r["cross"], 3)})
+            row.update(
+                {
+                    f"vlad k={k} pairs": r["pairs"],
+                    f"vlad k={k} recall": round(r["recall"], 3),
+                    f"vlad k={k} cross": round(r["cross"], 3),
+                }
+            )
         rows.append(row)
     print(pd.DataFrame(rows).to_markdown(index=False))
 

@@ -68,7 +68,9 @@ def unit_counts(data_dir: Path, work: Path, scenes, sconfs) -> tuple[int, int]:
     n_images = n_pairs = 0
     for scene in data.load_scenes(data_dir, "train", scenes):
         n_images += len(scene.image_names)
-        n_pairs += len(pairs.read_pairs(pipeline.scene_paths(work, scene, pipeline.scene_confs(sconfs, scene))["match_pairs"]))
+        n_pairs += len(
+            pairs.read_pairs(pipeline.scene_paths(work, scene, pipeline.scene_confs(sconfs, scene))["match_pairs"])
+        )
     return n_images, n_pairs
 
 
@@ -91,12 +93,17 @@ def main():
     sift_scores = metric.score(labels, sift["submission"]).set_index("scene")["mAA"]
 
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
-          f"{torch.get_num_threads()} threads, device {device}"
-          + (f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else ""))
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, device {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else "")
+    )
     print(f"data: {args.data} ({len(data.load_scenes(args.data, 'train', args.scenes))} scenes)\n")
-    print(f"COLMAP SIFT: {sift_wall:.1f} s wall; mAA " + ", ".join(f"{k} {v:.3f}" for k, v in sift_scores.items())
-          + f"; mean {sift_scores.mean():.3f}\n")
+    print(
+        f"COLMAP SIFT: {sift_wall:.1f} s wall; mAA "
+        + ", ".join(f"{k} {v:.3f}" for k, v in sift_scores.items())
+        + f"; mean {sift_scores.mean():.3f}\n"
+    )
 
     for name in args.configs:
         kwargs = {"conf": "aliked", **CONFIGS[name]}
@@ -104,8 +111,9 @@ def main():
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        result = pipeline.run(args.data, out / "submission.csv", out, "train", args.scenes, device=device,
-                              weights=args.weights, **kwargs)
+        result = pipeline.run(
+            args.data, out / "submission.csv", out, "train", args.scenes, device=device, weights=args.weights, **kwargs
+        )
         wall = time.perf_counter() - start
         n_images, n_pairs = unit_counts(args.data, out, args.scenes, result["confs"])
         scores = metric.score(labels, out / "submission.csv").set_index("scene")["mAA"]
@@ -113,11 +121,19 @@ def main():
 
         used = result["confs"]
         print(f"### {name}: {kwargs}")
-        print(f"features {used['features']['output']} at {used['features']['resize_to']} px, matcher "
-              f"{used['matching']['output']}, orientation {(used['orientation'] or {}).get('output', 'none')}")
-        print(f"{n_images} images, {n_pairs} matched pairs; wall {wall:.1f} s = {wall / sift_wall:.2f} x SIFT; "
-              + (f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB; " if device.startswith("cuda") else "")
-              + f"peak RSS {sampler.peak(start, time.perf_counter()):.0f} MiB\n")
+        print(
+            f"features {used['features']['output']} at {used['features']['resize_to']} px, matcher "
+            f"{used['matching']['output']}, orientation {(used['orientation'] or {}).get('output', 'none')}"
+        )
+        print(
+            f"{n_images} images, {n_pairs} matched pairs; wall {wall:.1f} s = {wall / sift_wall:.2f} x SIFT; "
+            + (
+                f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB; "
+                if device.startswith("cuda")
+                else ""
+            )
+            + f"peak RSS {sampler.peak(start, time.perf_counter()):.0f} MiB\n"
+        )
         print("| stage | total s | per image s | per pair s | peak RSS MiB |")
         print("|---|---|---|---|---|")
         for stage in STAGES:

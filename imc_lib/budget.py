@@ -62,8 +62,10 @@ class Costs:
     exponent: float = 1.0
 
     def __str__(self) -> str:
-        return (f"{self.per_image:.3g} s/image, {self.per_pair:.3g} + {self.per_pair_match:.3g} s/pair "
-                f"at {self.keypoints} keypoints")
+        return (
+            f"{self.per_image:.3g} s/image, {self.per_pair:.3g} + {self.per_pair_match:.3g} s/pair "
+            f"at {self.keypoints} keypoints"
+        )
 
 
 # CPU: 2 shared cores, herzjesu-p8 at 1024 keypoints (4.6 s/image, 1.8 s/pair orientation, 0.9 s/pair
@@ -79,8 +81,9 @@ def default_costs(device) -> Costs:
     return DEFAULT_COSTS["cuda" if str(device).startswith("cuda") else "cpu"]
 
 
-def estimated_pairs(n_images: int, method: str, exhaustive_if_less: int = EXHAUSTIVE_IF_LESS,
-                    min_pairs: int = MIN_PAIRS) -> int:
+def estimated_pairs(
+    n_images: int, method: str, exhaustive_if_less: int = EXHAUSTIVE_IF_LESS, min_pairs: int = MIN_PAIRS
+) -> int:
     """Pairs the pairs stage will keep: all of them, or for retrieval on a large enough scene at most
     `min_pairs` per image (an upper bound on the nearest-neighbour part; the distance threshold may add
     some, which the measured rates absorb)."""
@@ -100,8 +103,9 @@ def scene_seconds(n_images: int, setting: Setting, costs: Costs, n_pairs: int | 
     return n_images * costs.per_image + n_pairs * per_pair
 
 
-def ladder(max_keypoints: int = 4096, pairs: str = "dinov2", min_keypoints: int = 1024,
-           retrieval: bool | str = True) -> list[Setting]:
+def ladder(
+    max_keypoints: int = 4096, pairs: str = "dinov2", min_keypoints: int = 1024, retrieval: bool | str = True
+) -> list[Setting]:
     """Settings from best to cheapest: exhaustive pairs (if asked for) give way to retrieval first,
     then keypoints halve from `max_keypoints` down to no fewer than `min_keypoints`.
 
@@ -121,8 +125,9 @@ def ladder(max_keypoints: int = 4096, pairs: str = "dinov2", min_keypoints: int 
     return out
 
 
-def plan(image_counts: Mapping[str, int], seconds_left: float, costs: Costs, settings: Sequence[Setting],
-         safety: float = 1.0) -> dict[str, Setting | None]:
+def plan(
+    image_counts: Mapping[str, int], seconds_left: float, costs: Costs, settings: Sequence[Setting], safety: float = 1.0
+) -> dict[str, Setting | None]:
     """The setting for each scene (None: skip it) so that the estimated total fits `seconds_left`.
 
     `image_counts`: scene -> images, for the scenes still to run; `settings`: best first (`ladder`);
@@ -218,12 +223,24 @@ class Guard:
         left = self.deadline - time.monotonic()
         chosen = plan(image_counts, left, self.costs, self.settings)[scene]
         if chosen is None:
-            logger.warning("time guard: skipping %s (%d images): %.0f s left cannot hold the %d scene(s) left even "
-                           "at %s; its rows get placeholder poses", scene, image_counts[scene], left,
-                           len(image_counts), self.settings[-1])
+            logger.warning(
+                "time guard: skipping %s (%d images): %.0f s left cannot hold the %d scene(s) left even "
+                "at %s; its rows get placeholder poses",
+                scene,
+                image_counts[scene],
+                left,
+                len(image_counts),
+                self.settings[-1],
+            )
         elif chosen != self.settings[0]:
-            logger.warning("time guard: %s (%d images) runs at %s (%.0f s left for %d scene(s))", scene,
-                           image_counts[scene], chosen, left, len(image_counts))
+            logger.warning(
+                "time guard: %s (%d images) runs at %s (%.0f s left for %d scene(s))",
+                scene,
+                image_counts[scene],
+                chosen,
+                left,
+                len(image_counts),
+            )
         return chosen
 
     def record(self, images: int, setting: Setting, times: Mapping[str, float]) -> None:

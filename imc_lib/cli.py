@@ -16,22 +16,39 @@ def _run(args) -> int:
     """Run the pipeline and print a table per scene; 1 when some scene failed with an error (the
     submission is still complete: its photos get placeholder rows), so scripts notice."""
     result = pipeline.run(
-        args.data_dir, args.out, args.work, split=args.split, scenes=args.scenes, conf=args.features,
-        device=args.device, overwrite=args.overwrite, weights=args.weights, dinov2=args.dinov2,
-        max_keypoints=args.max_keypoints, pairs_method=args.pairs, resize_to=args.resize_to,
-        orientation_method=args.orientation, prefilter=args.prefilter, matcher=args.matcher,
+        args.data_dir,
+        args.out,
+        args.work,
+        split=args.split,
+        scenes=args.scenes,
+        conf=args.features,
+        device=args.device,
+        overwrite=args.overwrite,
+        weights=args.weights,
+        dinov2=args.dinov2,
+        max_keypoints=args.max_keypoints,
+        pairs_method=args.pairs,
+        resize_to=args.resize_to,
+        orientation_method=args.orientation,
+        prefilter=args.prefilter,
+        matcher=args.matcher,
         time_limit=args.time_limit,
     )
     print(scene_table(result["scenes"]))
     times = result["times"]
     print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()) + f", total {sum(times.values()):.1f}s")
     missing = sum(r["images"] - r["registered"] for r in result["scenes"].values())
-    print(f"wrote {result['submission']}" + (f" ({missing} image(s) without a pose: placeholder rows)" if missing else ""))
+    print(
+        f"wrote {result['submission']}" + (f" ({missing} image(s) without a pose: placeholder rows)" if missing else "")
+    )
     # Scenes the time guard skipped or stopped ("skipped: ...") were a decision, not a failure.
     failed = [key for key, r in result["scenes"].items() if r["error"] and not r["error"].startswith("skipped")]
     if failed:
-        print(f"imc-lib: error: {len(failed)} scene(s) failed: {', '.join(failed)}; their photos have placeholder "
-              f"rows in {result['submission']}; the log above says why", file=sys.stderr)
+        print(
+            f"imc-lib: error: {len(failed)} scene(s) failed: {', '.join(failed)}; their photos have placeholder "
+            f"rows in {result['submission']}; the log above says why",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -50,9 +67,13 @@ def duration(text: str) -> float:
 
 def scene_table(scenes: dict) -> str:
     """One line per scene of `pipeline.run`'s result: registered photos and "ok" or the error."""
-    table = pd.DataFrame({"registered": [f"{r['registered']}/{r['images']}" for r in scenes.values()],
-                          "status": [r["error"] or "ok" for r in scenes.values()]},
-                         index=pd.Index(list(scenes), name="scene"))
+    table = pd.DataFrame(
+        {
+            "registered": [f"{r['registered']}/{r['images']}" for r in scenes.values()],
+            "status": [r["error"] or "ok" for r in scenes.values()],
+        },
+        index=pd.Index(list(scenes), name="scene"),
+    )
     return table.to_string()
 
 
@@ -88,27 +109,48 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--work", type=Path, default=Path("work"), help="intermediate files; a rerun reuses them")
     r.add_argument("--scenes", nargs="+", help="only these scenes")
     r.add_argument("--features", choices=sorted(pipeline.confs), default="aliked")
-    r.add_argument("--pairs", choices=pipeline.PAIR_METHODS, default="auto",
-                   help="which pairs to match in scenes of 20+ photos (smaller ones: all): auto (DINOv2 when a "
-                        "local model is found, else vlad), dinov2, vlad (retrieval over the scene's own features, "
-                        "no weights) or exhaustive")
-    r.add_argument("--orientation", choices=[*orientation.confs, "none"],
-                   help="turn sideways photos upright before features: upright (own low-resolution LightGlue "
-                        "pass) or mnn (from the main features); default upright, mnn on a CPU")
-    r.add_argument("--prefilter", type=int, metavar="N",
-                   help="match only pairs with N+ low-resolution matches in the orientation stage (default: all)")
-    r.add_argument("--matcher", choices=sorted(matching.confs),
-                   help="lightglue, or mnn: mutual nearest neighbours, ms per pair (default lightglue, mnn on a CPU)")
+    r.add_argument(
+        "--pairs",
+        choices=pipeline.PAIR_METHODS,
+        default="auto",
+        help="which pairs to match in scenes of 20+ photos (smaller ones: all): auto (DINOv2 when a "
+        "local model is found, else vlad), dinov2, vlad (retrieval over the scene's own features, "
+        "no weights) or exhaustive",
+    )
+    r.add_argument(
+        "--orientation",
+        choices=[*orientation.confs, "none"],
+        help="turn sideways photos upright before features: upright (own low-resolution LightGlue "
+        "pass) or mnn (from the main features); default upright, mnn on a CPU",
+    )
+    r.add_argument(
+        "--prefilter",
+        type=int,
+        metavar="N",
+        help="match only pairs with N+ low-resolution matches in the orientation stage (default: all)",
+    )
+    r.add_argument(
+        "--matcher",
+        choices=sorted(matching.confs),
+        help="lightglue, or mnn: mutual nearest neighbours, ms per pair (default lightglue, mnn on a CPU)",
+    )
     r.add_argument("--max-keypoints", type=int, help="keypoints per image (default 4096, 2048 on a CPU)")
     r.add_argument("--resize-to", type=int, help="longest image side for features (default 1024, 640 on a CPU)")
     r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
-    r.add_argument("--weights", type=Path, help="folder of ALIKED/DISK/LightGlue weights (default $IMC_WEIGHTS_DIR, "
-                                                "else download the official ones)")
+    r.add_argument(
+        "--weights",
+        type=Path,
+        help="folder of ALIKED/DISK/LightGlue weights (default $IMC_WEIGHTS_DIR, else download the official ones)",
+    )
     r.add_argument("--dinov2", help="DINOv2 weights folder or hub id (default $IMC_DINOV2, Kaggle input, hub)")
     r.add_argument("--overwrite", action="store_true", help="recompute every stage")
-    r.add_argument("--time-limit", type=duration, metavar="T",
-                   help="finish within T (9h, 45m, 600s or seconds): fewer keypoints/pairs, or placeholder rows, "
-                        "for the scenes that would not fit; --out is rewritten after every scene")
+    r.add_argument(
+        "--time-limit",
+        type=duration,
+        metavar="T",
+        help="finish within T (9h, 45m, 600s or seconds): fewer keypoints/pairs, or placeholder rows, "
+        "for the scenes that would not fit; --out is rewritten after every scene",
+    )
     r.set_defaults(func=_run)
 
     s = sub.add_parser("score", help="IMC 2024 mAA of a submission against labels")
@@ -126,9 +168,12 @@ def parser() -> argparse.ArgumentParser:
 
     # Other options go to `streamlit run` as given, in order: no REMAINDER positional, whose split
     # with parse_known_args reordered them (`--server.headless true` reached streamlit as `true --server.headless`).
-    a = sub.add_parser("app", help="launch the Streamlit explorer",
-                       description="Launch the Streamlit explorer. Any other options (e.g. --server.headless true) "
-                                   "are passed on to `streamlit run` in the order given.")
+    a = sub.add_parser(
+        "app",
+        help="launch the Streamlit explorer",
+        description="Launch the Streamlit explorer. Any other options (e.g. --server.headless true) "
+        "are passed on to `streamlit run` in the order given.",
+    )
     a.add_argument("--port", type=int, default=8501)
     a.set_defaults(func=_app, streamlit_args=[])
     return p
@@ -141,8 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "app":
         args.streamlit_args = extra  # parse_known_args keeps the unknown arguments in their order
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     import pycolmap
 
     pycolmap.logging.minloglevel = 0 if args.verbose else 2  # COLMAP's own chatter: errors only

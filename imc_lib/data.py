@@ -73,8 +73,12 @@ def load_scenes(data_dir: Path, split: str = "train", scenes: list[str] | None =
                 files = sorted((d / "images").iterdir())
                 images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
                 if len(images) < len(files):
-                    logger.warning("%s: ignoring %d file(s) that are not images by their suffix, e.g. %s",
-                                   d / "images", len(files) - len(images), next(f.name for f in files if f not in images))
+                    logger.warning(
+                        "%s: ignoring %d file(s) that are not images by their suffix, e.g. %s",
+                        d / "images",
+                        len(files) - len(images),
+                        next(f.name for f in files if f not in images),
+                    )
                 if not images:
                     logger.warning("%s: no images; scene %s skipped", d / "images", d.name)
                 rows += [{"dataset": d.name, "scene": d.name, "image_name": f.name} for f in images]
@@ -82,14 +86,17 @@ def load_scenes(data_dir: Path, split: str = "train", scenes: list[str] | None =
                 raise FileNotFoundError(f"{data_dir / 'train'}: no <dataset>/images folders with images found")
             table = pd.DataFrame(rows)
         table["image_dir"] = table["dataset"].map(lambda d: str(data_dir / "train" / d / "images"))
-        table["image_path"] = [
-            f"train/{d}/images/{n}" for d, n in zip(table["dataset"], table["image_name"])
-        ]
+        table["image_path"] = [f"train/{d}/images/{n}" for d, n in zip(table["dataset"], table["image_name"])]
     repeated = table.duplicated(["dataset", "scene", "image_name"])
     if repeated.any():
         first = table[repeated].iloc[0]
-        logger.warning("%s: %d repeated image row(s) ignored, e.g. %s/%s", data_dir, int(repeated.sum()),
-                       first["scene"], first["image_name"])
+        logger.warning(
+            "%s: %d repeated image row(s) ignored, e.g. %s/%s",
+            data_dir,
+            int(repeated.sum()),
+            first["scene"],
+            first["image_name"],
+        )
         table = table[~repeated]
     if scenes:
         unknown = sorted(set(scenes) - set(table["scene"]))

@@ -47,11 +47,12 @@ def merge_keypoints(keypoint_sets: list[np.ndarray], radius: float) -> tuple[np.
     new_index = np.cumsum(kept) - 1
     index = new_index[target]
     offsets = np.cumsum([0] + [len(k) for k in keypoint_sets])
-    return stacked[kept], [index[offsets[i]:offsets[i + 1]] for i in range(len(keypoint_sets))]
+    return stacked[kept], [index[offsets[i] : offsets[i + 1]] for i in range(len(keypoint_sets))]
 
 
-def merge_matches(match_sets: list[tuple[np.ndarray, np.ndarray]], index0: list[np.ndarray],
-                  index1: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def merge_matches(
+    match_sets: list[tuple[np.ndarray, np.ndarray]], index0: list[np.ndarray], index1: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one (M, 2) matches and scores in merged indices from each source's matches."""
     pairs, scores = [], []
     for (m, s), i0, i1 in zip(match_sets, index0, index1):
@@ -73,8 +74,15 @@ def merge_matches(match_sets: list[tuple[np.ndarray, np.ndarray]], index0: list[
     return pairs[keep].astype(np.int32), scores[keep]
 
 
-def main(conf: dict, image_names: list[str], pairs_path: Path, sources: list[tuple[Path, Path]],
-         feature_path: Path, match_path: Path, overwrite: bool = False) -> tuple[Path, Path]:
+def main(
+    conf: dict,
+    image_names: list[str],
+    pairs_path: Path,
+    sources: list[tuple[Path, Path]],
+    feature_path: Path,
+    match_path: Path,
+    overwrite: bool = False,
+) -> tuple[Path, Path]:
     """Merge `sources` [(features.h5, matches.h5), ...] into `feature_path` and `match_path`."""
     feature_path, match_path = Path(feature_path), Path(match_path)
     if feature_path.exists() and match_path.exists() and not overwrite:

@@ -19,8 +19,7 @@ import torch
 from tqdm import tqdm
 
 from . import budget, models
-from .utils import (ImageError, autocast_dtype, image_size, pending, pick_device, read_image, resolve_model,
-                    write_group)
+from .utils import ImageError, autocast_dtype, image_size, pending, pick_device, read_image, resolve_model, write_group
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +31,12 @@ confs = {
     },
     "aliked-n16rot": {
         "output": "feats-aliked-n16rot",
-        "model": {"name": "aliked", "model_name": "aliked-n16rot", "max_num_keypoints": 4096, "detection_threshold": 0.01},
+        "model": {
+            "name": "aliked",
+            "model_name": "aliked-n16rot",
+            "max_num_keypoints": 4096,
+            "detection_threshold": 0.01,
+        },
         "resize_to": 1024,
     },
     "disk": {
@@ -47,8 +51,9 @@ def load_model(conf: dict, weights: str | Path | None = None, device=None) -> to
     """The extractor named in `conf['model']`, on `device`."""
     mconf = conf["model"]
     if mconf["name"] == "aliked":
-        model = models.load_aliked(mconf["model_name"], mconf["max_num_keypoints"], mconf["detection_threshold"],
-                                   directory=weights)
+        model = models.load_aliked(
+            mconf["model_name"], mconf["max_num_keypoints"], mconf["detection_threshold"], directory=weights
+        )
     elif mconf["name"] == "disk":
         model = models.load_disk(directory=weights)
     else:
@@ -68,14 +73,21 @@ def prepare(image: np.ndarray, resize_to: int | None, device: torch.device) -> t
     if resize_to and max(h, w) != resize_to:
         scale = resize_to / max(h, w)
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        tensor = kornia.geometry.resize(tensor, size, interpolation="area" if scale < 1 else "bilinear",
-                                        antialias=scale < 1)
+        tensor = kornia.geometry.resize(
+            tensor, size, interpolation="area" if scale < 1 else "bilinear", antialias=scale < 1
+        )
     return tensor
 
 
 @torch.inference_mode()
-def extract(model: torch.nn.Module, conf: dict, image: np.ndarray, device: torch.device, turns: int = 0,
-            stored_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+def extract(
+    model: torch.nn.Module,
+    conf: dict,
+    image: np.ndarray,
+    device: torch.device,
+    turns: int = 0,
+    stored_size: tuple[int, int] | None = None,
+) -> dict[str, np.ndarray]:
     """Keypoints, descriptors and scores of one RGB image, keypoints on its stored pixel grid.
 
     `turns`: extract on the image turned by that many quarter turns counter-clockwise (see the
@@ -107,8 +119,15 @@ def extract(model: torch.nn.Module, conf: dict, image: np.ndarray, device: torch
     }
 
 
-def extract_with_retry(model: torch.nn.Module, conf: dict, image: np.ndarray, device: torch.device,
-                       turns: int = 0, stored_size=None, attempts: int = 3) -> dict[str, np.ndarray]:
+def extract_with_retry(
+    model: torch.nn.Module,
+    conf: dict,
+    image: np.ndarray,
+    device: torch.device,
+    turns: int = 0,
+    stored_size=None,
+    attempts: int = 3,
+) -> dict[str, np.ndarray]:
     """`extract`, retried at 70% of the resolution each time the device runs out of memory."""
     device = pick_device(device)
     for attempt in range(attempts):
@@ -138,9 +157,18 @@ def rotate_keypoints_back(kpts: np.ndarray, turns: int, size: tuple[int, int]) -
 FEATURE_KEYS = ("keypoints", "descriptors", "scores", "image_size")
 
 
-def main(conf: dict, image_dir: Path, image_names: list[str], feature_path: Path, device=None,
-         overwrite: bool = False, model: torch.nn.Module | None = None, weights: str | Path | None = None,
-         turns: dict[str, int] | None = None, deadline: float | None = None) -> Path:
+def main(
+    conf: dict,
+    image_dir: Path,
+    image_names: list[str],
+    feature_path: Path,
+    device=None,
+    overwrite: bool = False,
+    model: torch.nn.Module | None = None,
+    weights: str | Path | None = None,
+    turns: dict[str, int] | None = None,
+    deadline: float | None = None,
+) -> Path:
     """Extract features for `image_names` into `feature_path`, skipping images already there.
 
     An image that cannot be read is logged (naming the file) and stored with no keypoints, so the
@@ -187,8 +215,12 @@ def _stale_turns(feature_path: Path, names: list[str], turns: dict[str, int]) ->
 
 
 def _no_features() -> dict[str, np.ndarray]:
-    return {"keypoints": np.zeros((0, 2), np.float32), "descriptors": np.zeros((0, 0), np.float32),
-            "scores": np.zeros((0,), np.float32), "image_size": np.zeros((2,), np.int64)}
+    return {
+        "keypoints": np.zeros((0, 2), np.float32),
+        "descriptors": np.zeros((0, 0), np.float32),
+        "scores": np.zeros((0,), np.float32),
+        "image_size": np.zeros((2,), np.int64),
+    }
 
 
 def failed_images(feature_path: Path) -> dict[str, str]:

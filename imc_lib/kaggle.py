@@ -61,8 +61,10 @@ def _installed(call, name: str):
     try:
         return call(name)
     except importlib.metadata.PackageNotFoundError:
-        raise ValueError(f"{name} is not installed here, so its requirements and tested version are unknown; "
-                         f"run `pip install -e .` in {ROOT} first") from None
+        raise ValueError(
+            f"{name} is not installed here, so its requirements and tested version are unknown; "
+            f"run `pip install -e .` in {ROOT} first"
+        ) from None
 
 
 def unclassified_requirements() -> list[str]:
@@ -89,14 +91,28 @@ def shipped_requirements() -> list[str]:
 def download_command(dest: Path, python: str, requirements: list[str]) -> list[str]:
     """`pip download` of the SHIPPED wheels for Kaggle's platform and one Python version."""
     platforms = [arg for platform in KAGGLE_PLATFORMS for arg in ("--platform", platform)]
-    return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", python,
-            *platforms, "--dest", str(dest), *requirements]
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        python,
+        *platforms,
+        "--dest",
+        str(dest),
+        *requirements,
+    ]
 
 
 def _slug(value: str, what: str, lengths: tuple[int, int]) -> str:
     if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", value) or not lengths[0] <= len(value) <= lengths[1]:
-        raise ValueError(f"{what} {value!r}: use {lengths[0]}-{lengths[1]} lowercase letters, digits and single "
-                         f"dashes (Kaggle derives URLs from it)")
+        raise ValueError(
+            f"{what} {value!r}: use {lengths[0]}-{lengths[1]} lowercase letters, digits and single "
+            f"dashes (Kaggle derives URLs from it)"
+        )
     return value
 
 
@@ -124,13 +140,19 @@ def kernel_metadata(names: dict[str, str]) -> dict:
     spelled with spaces, since Kaggle requires the title to slugify to the id. The GPU is the
     template's `machine_shape` (MACHINE_SHAPE if absent), never the P100 default."""
     meta = _template("kernel-metadata.json")
-    meta.update(id=f"{names['user']}/{names['kernel']}", title=names["kernel"].replace("-", " "), code_file=NOTEBOOK,
-                dataset_sources=[f"{names['user']}/{names['dataset']}"])
+    meta.update(
+        id=f"{names['user']}/{names['kernel']}",
+        title=names["kernel"].replace("-", " "),
+        code_file=NOTEBOOK,
+        dataset_sources=[f"{names['user']}/{names['dataset']}"],
+    )
     meta.setdefault("machine_shape", MACHINE_SHAPE)
     if meta.get("enable_gpu") and meta["machine_shape"] in UNSUPPORTED_SHAPES:
-        raise ValueError(f"{ROOT / 'submission' / 'kernel-metadata.json'}: machine_shape "
-                         f"{meta['machine_shape']!r} gets a P100, which Kaggle's torch cannot run kernels on; "
-                         f"set it to {MACHINE_SHAPE!r}")
+        raise ValueError(
+            f"{ROOT / 'submission' / 'kernel-metadata.json'}: machine_shape "
+            f"{meta['machine_shape']!r} gets a P100, which Kaggle's torch cannot run kernels on; "
+            f"set it to {MACHINE_SHAPE!r}"
+        )
     return meta
 
 
@@ -141,8 +163,10 @@ def dataset_metadata(names: dict[str, str], files: list[Path]) -> dict:
     weights = set(models.WEIGHT_FILES.values())
     describe = {".whl": "wheel for `pip install --no-index --find-links`", ".txt": "the versions to install (pip -r)"}
     meta["resources"] = [
-        {"path": f.name, "description": "network weights (official release)" if f.name in weights
-         else describe.get(f.suffix, "")}
+        {
+            "path": f.name,
+            "description": "network weights (official release)" if f.name in weights else describe.get(f.suffix, ""),
+        }
         for f in sorted(files)
     ]
     return meta
@@ -162,8 +186,10 @@ def write_notebook(source: Path, dest: Path, dataset: str) -> None:
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
     if hits != 1:
-        raise ValueError(f"{source}: expected one line `KAGGLE_DATASET = \"...\"`, found {hits}; "
-                         f"restore it in notebooks/imc24_submission.py and run `jupytext --sync` on it")
+        raise ValueError(
+            f'{source}: expected one line `KAGGLE_DATASET = "..."`, found {hits}; '
+            f"restore it in notebooks/imc24_submission.py and run `jupytext --sync` on it"
+        )
     dest.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
 
 
@@ -190,7 +216,9 @@ def build_wheel(dest: Path, offline: bool) -> Path:
         try:
             _pip(args, "imc_lib wheel")
         except RuntimeError as err:
-            hint = " (offline builds need setuptools>=70.1 installed: pip install 'setuptools>=70.1')" if offline else ""
+            hint = (
+                " (offline builds need setuptools>=70.1 installed: pip install 'setuptools>=70.1')" if offline else ""
+            )
             raise RuntimeError(f"{err}{hint}") from None
     (wheel,) = dest.glob("imc_lib-*.whl")
     return wheel
@@ -200,8 +228,10 @@ def check_weights(source: Path) -> None:
     """FileNotFoundError naming what `source` lacks of REQUIRED_WEIGHTS."""
     missing = [name for name in REQUIRED_WEIGHTS if not (source / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"{source}: no {', '.join(missing)}; pass --weights DIR (or set IMC_WEIGHTS_DIR) "
-                                f"to a folder of the official files (data/download.sh fetches them)")
+        raise FileNotFoundError(
+            f"{source}: no {', '.join(missing)}; pass --weights DIR (or set IMC_WEIGHTS_DIR) "
+            f"to a folder of the official files (data/download.sh fetches them)"
+        )
 
 
 def copy_weights(source: Path, dest: Path) -> list[Path]:
@@ -217,8 +247,9 @@ def copy_weights(source: Path, dest: Path) -> list[Path]:
 def _check_target(target: Path, marker: str) -> None:
     """An output folder may be replaced only if it is an earlier build (holds `marker`)."""
     if target.exists() and not (target / marker).is_file():
-        raise ValueError(f"{target}: exists and is not an earlier build (no {marker}); "
-                         f"remove it or choose another OUT_DIR")
+        raise ValueError(
+            f"{target}: exists and is not an earlier build (no {marker}); remove it or choose another OUT_DIR"
+        )
 
 
 def _replace(staged: Path, target: Path) -> None:
@@ -227,8 +258,15 @@ def _replace(staged: Path, target: Path) -> None:
     staged.rename(target)
 
 
-def build(out_dir: Path, offline: bool = False, weights: str | Path | None = None, user: str | None = None,
-          dataset: str | None = None, kernel: str | None = None, pythons: list[str] | None = None) -> int:
+def build(
+    out_dir: Path,
+    offline: bool = False,
+    weights: str | Path | None = None,
+    user: str | None = None,
+    dataset: str | None = None,
+    kernel: str | None = None,
+    pythons: list[str] | None = None,
+) -> int:
     """Assemble OUT_DIR/dataset and OUT_DIR/kernel; returns the exit code (0, or 1 when pip failed).
 
     `offline`: build the imc_lib wheel without network and skip the dependency downloads (the
@@ -251,8 +289,10 @@ def build(out_dir: Path, offline: bool = False, weights: str | Path | None = Non
         raise FileNotFoundError(f"{notebook}: not found; run `jupytext --sync notebooks/imc24_submission.py`")
     unclassified = unclassified_requirements()
     if unclassified:
-        raise ValueError(f"{unclassified}: requirements of imc_lib or of {SHIPPED} neither shipped nor known to be "
-                         f"on Kaggle; add them to SHIPPED or KAGGLE_PROVIDED in {Path(__file__)}")
+        raise ValueError(
+            f"{unclassified}: requirements of imc_lib or of {SHIPPED} neither shipped nor known to be "
+            f"on Kaggle; add them to SHIPPED or KAGGLE_PROVIDED in {Path(__file__)}"
+        )
     shipped = shipped_requirements()
     _check_target(out_dir / "dataset", "dataset-metadata.json")
     _check_target(out_dir / "kernel", "kernel-metadata.json")
@@ -265,8 +305,11 @@ def build(out_dir: Path, offline: bool = False, weights: str | Path | None = Non
         try:
             wheel = build_wheel(data_dir, offline)
             if offline:
-                logger.warning("offline: %s not downloaded; this dataset installs only where they are present "
-                               "(build without --offline for Kaggle)", ", ".join(shipped))
+                logger.warning(
+                    "offline: %s not downloaded; this dataset installs only where they are present "
+                    "(build without --offline for Kaggle)",
+                    ", ".join(shipped),
+                )
             else:
                 for python in pythons:
                     _pip(download_command(data_dir, python, shipped), f"wheels for Python {python}")
@@ -284,10 +327,18 @@ def build(out_dir: Path, offline: bool = False, weights: str | Path | None = Non
         _replace(kernel_dir, out_dir / "kernel")
 
     size = sum(f.stat().st_size for f in (out_dir / "dataset").iterdir()) / 2**20
-    logger.info("dataset %s/%s: %d files, %.0f MiB in %s", names["user"], names["dataset"], len(files) + 1, size,
-                out_dir / "dataset")
+    logger.info(
+        "dataset %s/%s: %d files, %.0f MiB in %s",
+        names["user"],
+        names["dataset"],
+        len(files) + 1,
+        size,
+        out_dir / "dataset",
+    )
     logger.info("kernel %s/%s in %s", names["user"], names["kernel"], out_dir / "kernel")
     if names["user"] == PLACEHOLDER_USER:
-        logger.warning("user is the placeholder %r: set IMC_KAGGLE_USER to your Kaggle user name and build again "
-                       "before pushing", PLACEHOLDER_USER)
+        logger.warning(
+            "user is the placeholder %r: set IMC_KAGGLE_USER to your Kaggle user name and build again before pushing",
+            PLACEHOLDER_USER,
+        )
     return 0

@@ -98,8 +98,14 @@ def _choose(kind: str, candidates: list[Path], prefer: str | None) -> Path | Non
         return None
     chosen = next((c for c in candidates if prefer and prefer in c.parts), candidates[0])
     if len(candidates) > 1:
-        logger.warning("%d folders look like the %s: %s; using %s (set %s to choose)", len(candidates), NAMES[kind],
-                       ", ".join(map(str, candidates)), chosen, ENV[kind])
+        logger.warning(
+            "%d folders look like the %s: %s; using %s (set %s to choose)",
+            len(candidates),
+            NAMES[kind],
+            ", ".join(map(str, candidates)),
+            chosen,
+            ENV[kind],
+        )
     return chosen
 
 
@@ -118,8 +124,13 @@ class KaggleInputs:
         return [f"{NAMES[kind]}: {getattr(self, kind) or 'NOT FOUND'} ({self.origin[kind]})" for kind in KINDS]
 
 
-def find_inputs(root: str | Path | None = None, dataset: str | None = None, competition: str = COMPETITION,
-                dinov2_variation: str = "base", max_depth: int = MAX_DEPTH) -> KaggleInputs:
+def find_inputs(
+    root: str | Path | None = None,
+    dataset: str | None = None,
+    competition: str = COMPETITION,
+    dinov2_variation: str = "base",
+    max_depth: int = MAX_DEPTH,
+) -> KaggleInputs:
     """The competition, offline dataset and DINOv2 model under `root` (default $IMC_KAGGLE_INPUT,
     else /kaggle/input), in either layout; each logged with where it is.
 
@@ -146,7 +157,8 @@ def find_inputs(root: str | Path | None = None, dataset: str | None = None, comp
     if chosen["competition"] is None:
         raise FileNotFoundError(
             f"{root}: no competition data: {searched} {LOOKS_FOR['competition']}; attach the competition "
-            f"{competition} to the kernel, or set {ENV['competition']} to its folder")
+            f"{competition} to the kernel, or set {ENV['competition']} to its folder"
+        )
     inputs = KaggleInputs(root, chosen["competition"], chosen["offline"], chosen["dinov2"], origin)
     for kind, line in zip(KINDS, inputs.report()):
         (logger.info if getattr(inputs, kind) else logger.warning)("%s", line)

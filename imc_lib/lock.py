@@ -43,8 +43,7 @@ def _describe(lock_path: Path) -> str:
     info = holder(lock_path)
     if not info:
         return "another process (it has not recorded itself yet)"
-    return (f"process {info.get('pid')} on {info.get('host')} since {info.get('since')} "
-            f"(command: {info.get('command')})")
+    return f"process {info.get('pid')} on {info.get('host')} since {info.get('since')} (command: {info.get('command')})"
 
 
 def _try_lock(fd: int) -> bool:
@@ -57,8 +56,12 @@ def _try_lock(fd: int) -> bool:
 
 def _record(fd: int) -> None:
     """Write this process's identity into the lock file it now holds."""
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "command": shlex.join(sys.orig_argv),
-            "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": shlex.join(sys.orig_argv),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
 
@@ -94,7 +97,8 @@ def _acquire(fd: int, lock_path: Path, timeout: float | None) -> None:
             raise SceneLockedError(
                 f"{lock_path.parent}: in use by {_describe(lock_path)}. Wait for that run to finish, stop it "
                 f"(kill {holder(lock_path).get('pid', 'PID')}), or give this run another work folder (--work); "
-                f"the lock ({lock_path}) frees itself when its holder exits")
+                f"the lock ({lock_path}) frees itself when its holder exits"
+            )
         if not waiting:
             logger.info("%s: in use by %s; waiting", lock_path.parent, _describe(lock_path))
             waiting = True

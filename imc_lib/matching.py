@@ -69,14 +69,18 @@ def _to_lightglue(feats: dict[str, np.ndarray], device: torch.device) -> dict[st
 
 
 @torch.inference_mode()
-def match_pair(model: torch.nn.Module, feats0: dict, feats1: dict, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+def match_pair(
+    model: torch.nn.Module, feats0: dict, feats1: dict, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
     """(M, 2) index pairs and (M,) scores of the mutual matches `model` (LightGlue or a kornia
     `DescriptorMatcher`) finds between two images."""
     if len(feats0["keypoints"]) == 0 or len(feats1["keypoints"]) == 0:
         return np.zeros((0, 2), np.int32), np.zeros((0,), np.float32)
     if isinstance(model, kornia.feature.DescriptorMatcher):
-        ratios, matches = model(torch.from_numpy(feats0["descriptors"]).float().to(device),
-                                torch.from_numpy(feats1["descriptors"]).float().to(device))
+        ratios, matches = model(
+            torch.from_numpy(feats0["descriptors"]).float().to(device),
+            torch.from_numpy(feats1["descriptors"]).float().to(device),
+        )
         return matches.cpu().numpy().astype(np.int32).reshape(-1, 2), 1 - ratios.float().cpu().numpy().reshape(-1)
     out = model({"image0": _to_lightglue(feats0, device), "image1": _to_lightglue(feats1, device)})
     return out["matches"][0].cpu().numpy().astype(np.int32), out["scores"][0].float().cpu().numpy()
@@ -96,17 +100,25 @@ class _FeatureCache:
                 raise KeyError(f"{self.file.filename}: no features for {name!r}; run the features stage first")
             if len(self.cache) >= self.size:
                 self.cache.pop(next(iter(self.cache)))
-            self.cache[name] = {k: self.file[name][k][()] for k in ("keypoints", "descriptors", "scores",
-                                                                    "image_size")}
+            self.cache[name] = {k: self.file[name][k][()] for k in ("keypoints", "descriptors", "scores", "image_size")}
         return self.cache[name]
 
     def close(self):
         self.file.close()
 
 
-def main(conf: dict, pairs_path: Path, feature_path: Path, match_path: Path, features: str, device=None,
-         overwrite: bool = False, model: torch.nn.Module | None = None, weights: str | Path | None = None,
-         deadline: float | None = None) -> Path:
+def main(
+    conf: dict,
+    pairs_path: Path,
+    feature_path: Path,
+    match_path: Path,
+    features: str,
+    device=None,
+    overwrite: bool = False,
+    model: torch.nn.Module | None = None,
+    weights: str | Path | None = None,
+    deadline: float | None = None,
+) -> Path:
     """Match every pair of `pairs_path` that `match_path` does not hold yet.
 
     `features` names the LightGlue weights ('aliked' or 'disk'); it must fit the features file.
@@ -136,8 +148,13 @@ def main(conf: dict, pairs_path: Path, feature_path: Path, match_path: Path, fea
     finally:
         cache.close()
     if dropped:
-        logger.info("%s: %d of %d pairs had fewer than %d matches and were dropped",
-                    match_path, dropped, len(todo), conf["min_matches"])
+        logger.info(
+            "%s: %d of %d pairs had fewer than %d matches and were dropped",
+            match_path,
+            dropped,
+            len(todo),
+            conf["min_matches"],
+        )
     return match_path
 
 
@@ -146,8 +163,9 @@ def _strongest(feats: dict, keep: int) -> tuple[dict, np.ndarray]:
     return {**feats, "keypoints": feats["keypoints"][index], "descriptors": feats["descriptors"][index]}, index
 
 
-def match_with_retry(model: torch.nn.Module, feats0: dict, feats1: dict, device: torch.device,
-                     attempts: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def match_with_retry(
+    model: torch.nn.Module, feats0: dict, feats1: dict, device: torch.device, attempts: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
     """`match_pair`, retried with the strongest half of the keypoints each time memory runs out."""
     device = pick_device(device)
     index0, index1 = np.arange(len(feats0["keypoints"])), np.arange(len(feats1["keypoints"]))
@@ -159,8 +177,12 @@ def match_with_retry(model: torch.nn.Module, feats0: dict, feats1: dict, device:
             if attempt == attempts - 1:
                 raise
             keep = max(len(index0), len(index1)) // 2
-            logger.warning("out of memory matching %d x %d keypoints; retrying with the strongest %d",
-                           len(index0), len(index1), keep)
+            logger.warning(
+                "out of memory matching %d x %d keypoints; retrying with the strongest %d",
+                len(index0),
+                len(index1),
+                keep,
+            )
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             feats0, sub0 = _strongest(feats0, keep)

@@ -150,8 +150,11 @@ def _register(gt: np.ndarray, est: np.ndarray, thresholds: np.ndarray, max_tripl
 
 
 def mean_average_accuracy(
-    gt_centres, est_centres, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    max_triplets: int = MAX_TRIPLETS, seed: int = SEED,
+    gt_centres,
+    est_centres,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    max_triplets: int = MAX_TRIPLETS,
+    seed: int = SEED,
 ) -> float:
     """IMC 2024 mAA of one scene from (N, 3) camera centres; NaN rows of `est_centres` are unregistered."""
     gt = np.asarray(gt_centres, dtype=float)
@@ -171,8 +174,9 @@ def mean_average_accuracy(
     return float(np.maximum(counts - 3, 0).sum() / (len(thresholds) * (n - 3)))
 
 
-def camera_errors(gt_centres, est_centres, threshold: float, max_triplets: int = MAX_TRIPLETS,
-                  seed: int = SEED) -> np.ndarray:
+def camera_errors(
+    gt_centres, est_centres, threshold: float, max_triplets: int = MAX_TRIPLETS, seed: int = SEED
+) -> np.ndarray:
     """(N,) distance of each submitted camera centre from its ground truth after the registration
     the metric picks at `threshold` (what a viewer colours cameras by); inf where unregistered or
     when no registration has 3 inliers."""
@@ -239,13 +243,18 @@ def score(labels, submission, categories=None, thresholds: Mapping[str, Sequence
     placeholder = {k for k, R, t in zip(est_keys, est["R"], est["t"]) if np.array_equal(R, np.eye(3)) and not t.any()}
     skewed = [k for k, R in zip(est_keys, est["R"]) if not np.allclose(R @ R.T, np.eye(3), atol=1e-3)]
     if skewed:
-        logger.warning("%d submission rows have a rotation_matrix that is not orthonormal (e.g. %s); "
-                       "scored as given, through the camera centre -R^T t", len(skewed), "/".join(skewed[0]))
+        logger.warning(
+            "%d submission rows have a rotation_matrix that is not orthonormal (e.g. %s); "
+            "scored as given, through the camera centre -R^T t",
+            len(skewed),
+            "/".join(skewed[0]),
+        )
     extra = set(est_centres) - set(map(tuple, gt[KEY].to_numpy()))
     if extra:
         logger.warning(
             "%d submission rows are not in the labels and are ignored, e.g. %s",
-            len(extra), "/".join(sorted(extra)[0]),
+            len(extra),
+            "/".join(sorted(extra)[0]),
         )
     if thresholds:
         unknown = sorted(set(thresholds) - set(gt["scene"]))
@@ -271,9 +280,14 @@ def score(labels, submission, categories=None, thresholds: Mapping[str, Sequence
 
 def format_table(df: pd.DataFrame) -> str:
     """Plain-text score table of `score`'s result: one line per scene, then the mean of the scene mAAs."""
-    table = pd.DataFrame({"dataset": df["dataset"], "scene": df["scene"],
-                          "registered": [f"{r.registered}/{r.images}" for r in df.itertuples(index=False)],
-                          "mAA": [f"{v:.3f}" for v in df["mAA"]]})
+    table = pd.DataFrame(
+        {
+            "dataset": df["dataset"],
+            "scene": df["scene"],
+            "registered": [f"{r.registered}/{r.images}" for r in df.itertuples(index=False)],
+            "mAA": [f"{v:.3f}" for v in df["mAA"]],
+        }
+    )
     mean = pd.DataFrame([{"dataset": "mean", "scene": "", "registered": "", "mAA": f"{df['mAA'].mean():.3f}"}])
     return pd.concat([table, mean], ignore_index=True).to_string(index=False)
 

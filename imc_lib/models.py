@@ -12,8 +12,8 @@ import os
 import re
 from pathlib import Path
 
-import torch
 import kornia.feature as KF
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +73,13 @@ def _torch_load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_aliked(model_name: str = "aliked-n16", max_num_keypoints: int = 4096, detection_threshold: float = 0.01,
-                nms_radius: int = 2, directory: str | Path | None = None) -> KF.ALIKED:
+def load_aliked(
+    model_name: str = "aliked-n16",
+    max_num_keypoints: int = 4096,
+    detection_threshold: float = 0.01,
+    nms_radius: int = 2,
+    directory: str | Path | None = None,
+) -> KF.ALIKED:
     """kornia ALIKED with official weights, in eval mode."""
     local = weights_dir(directory)
     kwargs = dict(max_num_keypoints=max_num_keypoints, detection_threshold=detection_threshold, nms_radius=nms_radius)
@@ -85,8 +90,10 @@ def load_aliked(model_name: str = "aliked-n16", max_num_keypoints: int = 4096, d
     # The checkpoints lack only the derived buffer dkd.hw_grid; anything else means a broken file.
     missing = [k for k in missing if not k.endswith("hw_grid")]
     if missing or unexpected:
-        raise RuntimeError(f"{local / WEIGHT_FILES[model_name]}: not an {model_name} checkpoint "
-                           f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise RuntimeError(
+            f"{local / WEIGHT_FILES[model_name]}: not an {model_name} checkpoint "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     return model.eval()
 
 
@@ -104,21 +111,30 @@ def load_lightglue(features: str, directory: str | Path | None = None, **conf) -
     """kornia LightGlue trained for `features` ('aliked' or 'disk'), in eval mode."""
     local = weights_dir(directory)
     if local is None:
-        return _official(lambda: KF.LightGlue(features, **conf).eval(), f"LightGlue-{features}",
-                         WEIGHT_FILES[f"lightglue-{features}"])
+        return _official(
+            lambda: KF.LightGlue(features, **conf).eval(),
+            f"LightGlue-{features}",
+            WEIGHT_FILES[f"lightglue-{features}"],
+        )
     model = KF.LightGlue(None, **{**KF.LightGlue.features[features], **conf, "weights": None})
     state = _torch_load(_local_file(local, f"lightglue-{features}"))
     # Official release files name layers `self_attn.i` / `cross_attn.i`; kornia nests them.
     for i in range(model.conf.n_layers):
-        state = {k.replace(f"self_attn.{i}.", f"transformers.{i}.self_attn.")
-                  .replace(f"cross_attn.{i}.", f"transformers.{i}.cross_attn."): v for k, v in state.items()}
+        state = {
+            k.replace(f"self_attn.{i}.", f"transformers.{i}.self_attn.").replace(
+                f"cross_attn.{i}.", f"transformers.{i}.cross_attn."
+            ): v
+            for k, v in state.items()
+        }
     missing, unexpected = model.load_state_dict(state, strict=False)
     # Derived buffer; the DISK release also carries an unused constant `log_assignment.i.r`.
     missing = [k for k in missing if k != "confidence_thresholds"]
     unexpected = [k for k in unexpected if not re.fullmatch(r"log_assignment\.\d+\.r", k)]
     if missing or unexpected:
-        raise RuntimeError(f"{local / WEIGHT_FILES['lightglue-' + features]}: not a LightGlue-{features} checkpoint "
-                           f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise RuntimeError(
+            f"{local / WEIGHT_FILES['lightglue-' + features]}: not a LightGlue-{features} checkpoint "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     return model.eval()
 
 
@@ -139,7 +155,9 @@ def load_dinov2(source: str | Path | None = None):
     """
     from transformers import AutoImageProcessor, Dinov2Model
 
-    source = source or os.environ.get("IMC_DINOV2") or (DINOV2_KAGGLE_DIR if DINOV2_KAGGLE_DIR.is_dir() else DINOV2_HUB_ID)
+    source = (
+        source or os.environ.get("IMC_DINOV2") or (DINOV2_KAGGLE_DIR if DINOV2_KAGGLE_DIR.is_dir() else DINOV2_HUB_ID)
+    )
     looks_local = isinstance(source, Path) or str(source).startswith((".", "/", "~")) or Path(str(source)).exists()
     if looks_local:
         path = Path(source).expanduser()

@@ -44,8 +44,12 @@ confs = {
         "output": "orient-aliked-512",
         "features": {
             "output": "orient-features",
-            "model": {"name": "aliked", "model_name": "aliked-n16", "max_num_keypoints": 512,
-                      "detection_threshold": 0.01},
+            "model": {
+                "name": "aliked",
+                "model_name": "aliked-n16",
+                "max_num_keypoints": 512,
+                "detection_threshold": 0.01,
+            },
             "resize_to": 512,
         },
         "matching": {"model": {"filter_threshold": 0.1, "depth_confidence": 0.95, "width_confidence": 0.99}},
@@ -78,7 +82,9 @@ def relative_turn(counts: list[int]) -> tuple[int, int]:
     return best, int(counts[best])
 
 
-def solve(names: list[str], edges: dict[tuple[str, str], tuple[int, int]], min_matches: int) -> dict[str, tuple[int, int]]:
+def solve(
+    names: list[str], edges: dict[tuple[str, str], tuple[int, int]], min_matches: int
+) -> dict[str, tuple[int, int]]:
     """Absolute quarter turns from pairwise ones along a maximum spanning tree of match counts.
 
     `edges[(a, b)] = (r, n)`: turning b by r quarter turns matches a (unturned) with n matches.
@@ -149,8 +155,9 @@ class _TurnedFeatures:
             if self.stored:
                 # Shared with the features stage: keypoints on the stored grid, as the features file
                 # holds them (the mnn matcher ignores positions).
-                self.cache[(name, turns)] = features.extract_with_retry(self.extractor(), self.conf, image, self.device,
-                                                                        turns, image_size(path))
+                self.cache[(name, turns)] = features.extract_with_retry(
+                    self.extractor(), self.conf, image, self.device, turns, image_size(path)
+                )
             else:
                 # LightGlue encodes positions: keep them in the turned image's frame.
                 image = np.ascontiguousarray(np.rot90(image, turns))
@@ -177,9 +184,20 @@ def _read_stored(feature_path: Path, name: str) -> dict[str, np.ndarray]:
         return {k: f[name][k][()] for k in ("keypoints", "descriptors", "image_size")}
 
 
-def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, orientation_path: Path,
-         device=None, overwrite: bool = False, extractor=None, matcher=None, weights=None,
-         feature_path: Path | None = None, features_conf: dict | None = None) -> Path:
+def main(
+    conf: dict,
+    image_dir: Path,
+    image_names: list[str],
+    pairs_path: Path,
+    orientation_path: Path,
+    device=None,
+    overwrite: bool = False,
+    extractor=None,
+    matcher=None,
+    weights=None,
+    feature_path: Path | None = None,
+    features_conf: dict | None = None,
+) -> Path:
     """Estimate every photo's quarter turns from the pairs of `pairs_path`; reuse an existing file.
 
     `extractor` / `matcher`: loaded networks or zero-argument loaders (by default those of `conf`).
@@ -196,13 +214,19 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
     if fconf is None:
         raise ValueError(f"orientation config {conf['output']!r} uses the main features: pass features_conf")
     extractor_once = functools.cache(
-        lambda: resolve_model(extractor, lambda: features.load_model(fconf, weights, device)))
-    matcher_once = functools.cache(lambda: resolve_model(
-        matcher, lambda: matching.load_model(features.matcher_name(fconf), conf["matching"], weights, device)))
+        lambda: resolve_model(extractor, lambda: features.load_model(fconf, weights, device))
+    )
+    matcher_once = functools.cache(
+        lambda: resolve_model(
+            matcher, lambda: matching.load_model(features.matcher_name(fconf), conf["matching"], weights, device)
+        )
+    )
     shared = conf["features"] is None and feature_path is not None and Path(feature_path).exists()
     if shared and conf["matching"]["model"].get("name") != "mnn":
-        raise ValueError(f"orientation config {conf['output']!r}: shared features need the mnn matcher "
-                         "(their keypoints stay on the stored grid, which LightGlue would misread)")
+        raise ValueError(
+            f"orientation config {conf['output']!r}: shared features need the mnn matcher "
+            "(their keypoints stay on the stored grid, which LightGlue would misread)"
+        )
     feats = _TurnedFeatures(fconf, image_dir, extractor_once, device, feature_path if shared else None)
 
     counts: dict[tuple[str, str, int], int] = {}
@@ -232,8 +256,9 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
     tried: set[str] = set()
     with tqdm(desc="orientation, turned", unit="photo", disable=len({group.find(n) for n in image_names}) < 2) as bar:
         while True:
-            outside = {b: [a for a in neighbours[b] if group.find(a) != group.find(b)]
-                       for b in image_names if b not in tried}
+            outside = {
+                b: [a for a in neighbours[b] if group.find(a) != group.find(b)] for b in image_names if b not in tried
+            }
             outside = {b: v for b, v in outside.items() if v}
             if not outside:
                 break
@@ -250,13 +275,20 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
     if wants_overlap:
         # Each pair's low-resolution matches once both photos are turned: lets the pipeline drop
         # pairs that do not overlap before full matching.
-        overlap = pd.DataFrame([(a, b, count(a, b, (result[b][0] - result[a][0]) % 4)) for a, b in pairs],
-                               columns=["name0", "name1", "matches"])
+        overlap = pd.DataFrame(
+            [(a, b, count(a, b, (result[b][0] - result[a][0]) % 4)) for a, b in pairs],
+            columns=["name0", "name1", "matches"],
+        )
         _write_csv(overlap, overlap_path(orientation_path))
     table = pd.DataFrame([(n, *result[n]) for n in image_names], columns=["image_name", "quarter_turns", "support"])
     turned = table[table["quarter_turns"] != 0]
-    logger.info("%s: %d of %d photos turned (%s)", orientation_path, len(turned), len(table),
-                ", ".join(f"{n}:{90 * t}" for n, t in zip(turned["image_name"], turned["quarter_turns"])) or "none")
+    logger.info(
+        "%s: %d of %d photos turned (%s)",
+        orientation_path,
+        len(turned),
+        len(table),
+        ", ".join(f"{n}:{90 * t}" for n, t in zip(turned["image_name"], turned["quarter_turns"])) or "none",
+    )
     if shared:
         saved = feats.save_turned(feature_path, {n: t for n, (t, _) in result.items()})
         if saved:
@@ -289,4 +321,3 @@ def read_orientations(orientation_path: Path) -> dict[str, int]:
         raise FileNotFoundError(f"{orientation_path}: no orientations; run the orientation stage first")
     table = pd.read_csv(orientation_path, dtype={"image_name": str})
     return dict(zip(table["image_name"], table["quarter_turns"].astype(int)))
-

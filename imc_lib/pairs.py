@@ -84,8 +84,9 @@ def distance_matrix(desc, p: float = 2.0) -> torch.Tensor:
     return torch.cdist(desc, desc, p=_check_p(p))
 
 
-def pairs_from_descriptors(desc: torch.Tensor, similarity_threshold: float, min_pairs: int,
-                           p: float = 2.0) -> list[tuple[int, int]]:
+def pairs_from_descriptors(
+    desc: torch.Tensor, similarity_threshold: float, min_pairs: int, p: float = 2.0
+) -> list[tuple[int, int]]:
     """Index pairs (i < j, sorted, unique) whose descriptors are closer than `similarity_threshold`,
     plus each image's `min_pairs` nearest neighbours (capped at N-1)."""
     dist = distance_matrix(desc, p)
@@ -131,6 +132,7 @@ def vlad_descriptors(feature_path: Path, image_names: list[str], clusters: int, 
     """(N, K*D) VLAD of every photo's local features in `feature_path`, over a vocabulary learnt from the
     `sample` strongest descriptors of each photo (photos without features get zeros)."""
     with h5py.File(feature_path, "r") as f:
+
         def descriptors(name: str) -> np.ndarray:
             if name not in f or "descriptors" not in f[name]:
                 raise KeyError(f"{feature_path}: no features for {name!r}; run the features stage first")
@@ -161,8 +163,14 @@ def global_descriptor(image: np.ndarray, processor, model, device: torch.device)
     return F.normalize(tokens.float().max(dim=1).values, dim=-1)[0]
 
 
-def compute_descriptors(image_dir: Path, image_names: list[str], descriptors_path: Path, model_getter,
-                        device: torch.device, overwrite: bool = False) -> np.ndarray:
+def compute_descriptors(
+    image_dir: Path,
+    image_names: list[str],
+    descriptors_path: Path,
+    model_getter,
+    device: torch.device,
+    overwrite: bool = False,
+) -> np.ndarray:
     """Global descriptors of `image_names` as an (N, D) array, computing only those missing from
     `descriptors_path` (all when `overwrite`). `model_getter()` is called only if something is missing."""
     descriptors_path = Path(descriptors_path)
@@ -230,9 +238,17 @@ def _check_names(image_names: list[str]) -> None:
         raise ValueError("empty image name in the image list")
 
 
-def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path,
-         descriptors_path: Path | None = None, device=None, overwrite: bool = False, model=None,
-         feature_path: Path | None = None) -> Path:
+def main(
+    conf: dict,
+    image_dir: Path,
+    image_names: list[str],
+    pairs_path: Path,
+    descriptors_path: Path | None = None,
+    device=None,
+    overwrite: bool = False,
+    model=None,
+    feature_path: Path | None = None,
+) -> Path:
     """Write the pairs file for one scene and return its path.
 
     `model`: an already loaded (processor, Dinov2Model), or a zero-argument loader of one, to use
@@ -254,25 +270,35 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path,
         conf = {**confs["dinov2"], **conf}
         p = _check_p(conf["p"])  # fail before the expensive part
         if len(image_names) < conf["exhaustive_if_less"]:
-            logger.info("%d images < exhaustive_if_less=%d: using exhaustive pairs, not DINOv2.",
-                        len(image_names), conf["exhaustive_if_less"])
+            logger.info(
+                "%d images < exhaustive_if_less=%d: using exhaustive pairs, not DINOv2.",
+                len(image_names),
+                conf["exhaustive_if_less"],
+            )
             pairs = exhaustive_pairs(image_names)
         else:
             if descriptors_path is None:
                 descriptors_path = pairs_path.with_name(pairs_path.stem + "-global.h5")
-            desc = compute_descriptors(image_dir, image_names, descriptors_path,
-                                       lambda: resolve_model(model, lambda: load_model(conf)),
-                                       pick_device(device), overwrite=overwrite)
-            index_pairs = pairs_from_descriptors(torch.from_numpy(desc), conf["similarity_threshold"],
-                                                 conf["min_pairs"], p=p)
+            desc = compute_descriptors(
+                image_dir,
+                image_names,
+                descriptors_path,
+                lambda: resolve_model(model, lambda: load_model(conf)),
+                pick_device(device),
+                overwrite=overwrite,
+            )
+            index_pairs = pairs_from_descriptors(
+                torch.from_numpy(desc), conf["similarity_threshold"], conf["min_pairs"], p=p
+            )
             pairs = [(image_names[i], image_names[j]) for i, j in index_pairs]
     elif method == "vlad":
         conf = {**confs["vlad"], **conf}
         if feature_path is None:
             raise ValueError(f"{pairs_path}: the vlad pairs pool local features; pass feature_path (the features file)")
         desc = vlad_descriptors(Path(feature_path), image_names, conf["clusters"], conf["sample"])
-        index_pairs = pairs_from_descriptors(torch.from_numpy(desc), conf["similarity_threshold"], conf["min_pairs"],
-                                             p=_check_p(conf["p"]))
+        index_pairs = pairs_from_descriptors(
+            torch.from_numpy(desc), conf["similarity_threshold"], conf["min_pairs"], p=_check_p(conf["p"])
+        )
         pairs = [(image_names[i], image_names[j]) for i, j in index_pairs]
     else:
         raise ValueError(f"unknown pairs method {method!r}; expected 'exhaustive', 'retrieval' or 'vlad'")

@@ -1,6 +1,6 @@
 """Run the stages for every scene, in order, and write submission.csv: the only place that knows the order.
 
-    WORK/<scene>/pairs-*.txt  orient-*.csv  feats-*.h5  *matches-*.h5  sfm_*/
+WORK/<scene>/pairs-*.txt  orient-*.csv  feats-*.h5  *matches-*.h5  sfm_*/
 """
 
 from __future__ import annotations
@@ -21,13 +21,29 @@ logger = logging.getLogger(__name__)
 # "pairs": "auto" is DINOv2 where a model loads (a local folder: --dinov2, $IMC_DINOV2, the Kaggle
 # input), else VLAD over the scene's own features; decided once per run (`pairs_method`).
 confs = {
-    "aliked": {"pairs": "auto", "orientation": "upright", "features": "aliked-n16", "matching": "lightglue",
-               "reconstruction": "incremental"},
-    "disk": {"pairs": "auto", "orientation": "upright", "features": "disk", "matching": "lightglue",
-             "reconstruction": "incremental"},
+    "aliked": {
+        "pairs": "auto",
+        "orientation": "upright",
+        "features": "aliked-n16",
+        "matching": "lightglue",
+        "reconstruction": "incremental",
+    },
+    "disk": {
+        "pairs": "auto",
+        "orientation": "upright",
+        "features": "disk",
+        "matching": "lightglue",
+        "reconstruction": "incremental",
+    },
     # Both extractors, each with its LightGlue, keypoints and matches merged (imc_lib/ensemble.py).
-    "aliked+disk": {"pairs": "auto", "orientation": "upright", "features": "aliked-n16", "also": ["disk"],
-                    "matching": "lightglue", "reconstruction": "incremental"},
+    "aliked+disk": {
+        "pairs": "auto",
+        "orientation": "upright",
+        "features": "aliked-n16",
+        "also": ["disk"],
+        "matching": "lightglue",
+        "reconstruction": "incremental",
+    },
 }
 PAIR_METHODS = ("auto", *pairs.confs)
 
@@ -43,9 +59,15 @@ MIN_KEYPOINTS = 1024
 CPU_DEFAULTS = {"max_keypoints": CPU_MAX_KEYPOINTS, "resize_to": 640, "matcher": "mnn", "orientation_method": "mnn"}
 
 
-def stage_confs(name: str = "aliked", max_keypoints: int | None = None, pairs_method: str | None = None,
-                resize_to: int | None = None, orientation_method: str | None = None,
-                prefilter: int | None = None, matcher: str | None = None) -> dict:
+def stage_confs(
+    name: str = "aliked",
+    max_keypoints: int | None = None,
+    pairs_method: str | None = None,
+    resize_to: int | None = None,
+    orientation_method: str | None = None,
+    prefilter: int | None = None,
+    matcher: str | None = None,
+) -> dict:
     """The per-stage configs of a named pipeline config, with optional overrides (copied, not shared).
 
     `matcher`: a `matching.confs` name ("lightglue", or "mnn": mutual nearest neighbours, the CPU
@@ -61,12 +83,14 @@ def stage_confs(name: str = "aliked", max_keypoints: int | None = None, pairs_me
     if pairs_method:
         names["pairs"] = pairs_method
     if names["pairs"] not in pairs.confs:
-        raise ValueError(f"pairs {names['pairs']!r}: resolve 'auto' first (pipeline.choose_pairs); "
-                         f"known: {sorted(pairs.confs)}")
+        raise ValueError(
+            f"pairs {names['pairs']!r}: resolve 'auto' first (pipeline.choose_pairs); known: {sorted(pairs.confs)}"
+        )
     if matcher:
         names["matching"] = matcher
     if orientation_method:
         names["orientation"] = None if orientation_method == "none" else orientation_method
+
     def features_conf(fname: str) -> dict:
         fconf = {**features.confs[fname], "model": dict(features.confs[fname]["model"])}
         if max_keypoints:
@@ -108,9 +132,11 @@ def choose_pairs(requested: str | None, scenes: list[data.Scene], dinov2=None, n
         try:
             model = models.load_dinov2(dinov2)
         except Exception as err:
-            raise models.WeightsError(f"{dinov2 or models.local_dinov2() or models.DINOV2_HUB_ID}: DINOv2 cannot be "
-                                      f"loaded ({err}); pass a model folder with --dinov2 DIR or $IMC_DINOV2, or "
-                                      "use --pairs vlad (no weights)") from err
+            raise models.WeightsError(
+                f"{dinov2 or models.local_dinov2() or models.DINOV2_HUB_ID}: DINOv2 cannot be "
+                f"loaded ({err}); pass a model folder with --dinov2 DIR or $IMC_DINOV2, or "
+                "use --pairs vlad (no weights)"
+            ) from err
         if networks is not None:
             networks[("pairs", str(dinov2 or models.local_dinov2()))] = model
     if requested not in (None, "auto"):
@@ -119,15 +145,23 @@ def choose_pairs(requested: str | None, scenes: list[data.Scene], dinov2=None, n
         return "vlad"
     source = dinov2 or models.local_dinov2()
     if source is None:
-        logger.warning("pairs: no DINOv2 model found (--dinov2 DIR, $IMC_DINOV2, %s); scenes of %d+ photos use "
-                       "VLAD retrieval over their own features (--pairs vlad)", models.DINOV2_KAGGLE_DIR, threshold)
+        logger.warning(
+            "pairs: no DINOv2 model found (--dinov2 DIR, $IMC_DINOV2, %s); scenes of %d+ photos use "
+            "VLAD retrieval over their own features (--pairs vlad)",
+            models.DINOV2_KAGGLE_DIR,
+            threshold,
+        )
         return "vlad"
     try:
         model = models.load_dinov2(source)
     except Exception as err:  # a broken folder must not cost the scenes their pairs
-        logger.warning("pairs: DINOv2 at %s cannot be loaded (%s); scenes of %d+ photos use VLAD retrieval over "
-                       "their own features (--pairs vlad); fix the folder given by --dinov2 / $IMC_DINOV2",
-                       source, err, threshold)
+        logger.warning(
+            "pairs: DINOv2 at %s cannot be loaded (%s); scenes of %d+ photos use VLAD retrieval over "
+            "their own features (--pairs vlad); fix the folder given by --dinov2 / $IMC_DINOV2",
+            source,
+            err,
+            threshold,
+        )
         return "vlad"
     if networks is not None:
         networks[("pairs", str(source))] = model
@@ -156,8 +190,10 @@ def scene_paths(work_dir: Path, scene: data.Scene, sconfs: dict) -> dict[str, Pa
     all_pairs = root / f"{pairs_name}.txt"
     if prefilter is not None:
         pairs_name += f"-overlap{prefilter}"
-    sources = [(root / f"{f['output']}.h5", root / f"{f['output']}_{match}_{pairs_name}.h5")
-               for f in [sconfs["features"], *sconfs.get("also", [])]]
+    sources = [
+        (root / f"{f['output']}.h5", root / f"{f['output']}_{match}_{pairs_name}.h5")
+        for f in [sconfs["features"], *sconfs.get("also", [])]
+    ]
     feats = "+".join(f["output"] for f in [sconfs["features"], *sconfs.get("also", [])])
     if len(sources) > 1:
         merged = (root / f"{feats}.h5", root / f"{feats}_{match}_{pairs_name}.h5")
@@ -207,13 +243,18 @@ class Networks:
         return lambda: self.cache[key] if key in self.cache else self.cache.setdefault(key, load())
 
     def extractor(self, fconf: dict):
-        return self._once("features", repr(fconf["model"]),
-                          load=lambda: features.load_model(fconf, self.weights, self.device))
+        return self._once(
+            "features", repr(fconf["model"]), load=lambda: features.load_model(fconf, self.weights, self.device)
+        )
 
     def matcher(self, fconf: dict, mconf: dict):
         name = features.matcher_name(fconf)
-        return self._once("matching", name, repr(mconf["model"]),
-                          load=lambda: matching.load_model(name, mconf, self.weights, self.device))
+        return self._once(
+            "matching",
+            name,
+            repr(mconf["model"]),
+            load=lambda: matching.load_model(name, mconf, self.weights, self.device),
+        )
 
     def retrieval(self, pconf: dict):
         source = str(pconf.get("model") or models.local_dinov2())
@@ -222,8 +263,14 @@ class Networks:
         return lambda: self.cache.setdefault(("pairs", source), pairs.load_model(pconf))
 
 
-def run_scene(scene: data.Scene, sconfs: dict, work_dir: Path, nets: Networks, overwrite: bool = False,
-              deadline: float | None = None) -> dict:
+def run_scene(
+    scene: data.Scene,
+    sconfs: dict,
+    work_dir: Path,
+    nets: Networks,
+    overwrite: bool = False,
+    deadline: float | None = None,
+) -> dict:
     """One scene through its stages, in order; returns {"poses": {name: (R, t)}, "times", "spans", "paths"}.
 
     Stages reuse what their files hold (unless `overwrite`). VLAD pairs and the `mnn` orientation
@@ -242,32 +289,73 @@ def run_scene(scene: data.Scene, sconfs: dict, work_dir: Path, nets: Networks, o
     def extract(fconf, feature_path, turns=None):
         nonlocal fresh
         with clock("features"):
-            features.main(fconf, scene.image_dir, names, feature_path, device, fresh if fconf is fconfs[0] else overwrite,
-                          model=nets.extractor(fconf), turns=turns, deadline=deadline)
+            features.main(
+                fconf,
+                scene.image_dir,
+                names,
+                feature_path,
+                device,
+                fresh if fconf is fconfs[0] else overwrite,
+                model=nets.extractor(fconf),
+                turns=turns,
+                deadline=deadline,
+            )
         if fconf is fconfs[0]:
             fresh = False
 
     if sconfs["pairs"]["method"] == "vlad" or (oconf and oconf["features"] is None):
         extract(fconfs[0], paths["sources"][0][0], turns=_turns_if_done(paths["orientation"], oconf, overwrite))
     with clock("pairs"):
-        pairs.main(sconfs["pairs"], scene.image_dir, names, paths["pairs"], paths["global"], device, overwrite,
-                   model=nets.retrieval(sconfs["pairs"]), feature_path=paths["sources"][0][0])
+        pairs.main(
+            sconfs["pairs"],
+            scene.image_dir,
+            names,
+            paths["pairs"],
+            paths["global"],
+            device,
+            overwrite,
+            model=nets.retrieval(sconfs["pairs"]),
+            feature_path=paths["sources"][0][0],
+        )
     budget.check(deadline, f"scene {scene.key}, before orientation")
     turns = _orient(scene, sconfs, paths, nets, overwrite, clock) if oconf else None
     for fconf, (feature_path, match_path) in zip(fconfs, paths["sources"]):
         extract(fconf, feature_path, turns)
         with clock("matching"):
-            matching.main(sconfs["matching"], paths["match_pairs"], feature_path, match_path,
-                          features.matcher_name(fconf), device, overwrite, model=nets.matcher(fconf, sconfs["matching"]),
-                          deadline=deadline)
+            matching.main(
+                sconfs["matching"],
+                paths["match_pairs"],
+                feature_path,
+                match_path,
+                features.matcher_name(fconf),
+                device,
+                overwrite,
+                model=nets.matcher(fconf, sconfs["matching"]),
+                deadline=deadline,
+            )
     if len(fconfs) > 1:
         with clock("merge"):
-            ensemble.main(ensemble.confs["merge"], names, paths["match_pairs"], paths["sources"], paths["features"],
-                          paths["matches"], overwrite)
+            ensemble.main(
+                ensemble.confs["merge"],
+                names,
+                paths["match_pairs"],
+                paths["sources"],
+                paths["features"],
+                paths["matches"],
+                overwrite,
+            )
     budget.check(deadline, f"scene {scene.key}, before mapping")
     with clock("reconstruction"):
-        model = reconstruction.main(sconfs["reconstruction"], scene.image_dir, names, paths["match_pairs"],
-                                    paths["features"], paths["matches"], paths["sfm"], overwrite)
+        model = reconstruction.main(
+            sconfs["reconstruction"],
+            scene.image_dir,
+            names,
+            paths["match_pairs"],
+            paths["features"],
+            paths["matches"],
+            paths["sfm"],
+            overwrite,
+        )
     return {"poses": reconstruction.poses(model), "times": times, "spans": spans, "paths": paths}
 
 
@@ -283,44 +371,92 @@ def _orient(scene, sconfs, paths, nets, overwrite, clock) -> dict[str, int]:
     oconf, fconf = sconfs["orientation"], sconfs["features"]
     ofeatures = oconf["features"] or fconf
     with clock("orientation"):
-        orientation.main(oconf, scene.image_dir, list(scene.image_names), paths["pairs"], paths["orientation"],
-                         nets.device, overwrite, extractor=nets.extractor(ofeatures),
-                         matcher=nets.matcher(ofeatures, oconf["matching"]), weights=nets.weights,
-                         feature_path=paths["sources"][0][0], features_conf=fconf)
+        orientation.main(
+            oconf,
+            scene.image_dir,
+            list(scene.image_names),
+            paths["pairs"],
+            paths["orientation"],
+            nets.device,
+            overwrite,
+            extractor=nets.extractor(ofeatures),
+            matcher=nets.matcher(ofeatures, oconf["matching"]),
+            weights=nets.weights,
+            feature_path=paths["sources"][0][0],
+            features_conf=fconf,
+        )
         if oconf.get("prefilter_min_matches") is not None:
             kept = orientation.overlapping_pairs(paths["orientation"], oconf["prefilter_min_matches"])
             pairs.write_pairs(kept, paths["match_pairs"])
-            logger.info("scene %s: %d of %d pairs overlap at low resolution", scene.key, len(kept),
-                        len(pairs.read_pairs(paths["pairs"])))
+            logger.info(
+                "scene %s: %d of %d pairs overlap at low resolution",
+                scene.key,
+                len(kept),
+                len(pairs.read_pairs(paths["pairs"])),
+            )
     return orientation.read_orientations(paths["orientation"])
 
 
-def resolve(conf: str = "aliked", device=None, max_keypoints: int | None = None, pairs_method: str | None = None,
-            resize_to: int | None = None, orientation_method: str | None = None, prefilter: int | None = None,
-            matcher: str | None = None, dinov2=None) -> dict:
+def resolve(
+    conf: str = "aliked",
+    device=None,
+    max_keypoints: int | None = None,
+    pairs_method: str | None = None,
+    resize_to: int | None = None,
+    orientation_method: str | None = None,
+    prefilter: int | None = None,
+    matcher: str | None = None,
+    dinov2=None,
+) -> dict:
     """The stage configs of a run: the named config, the caller's overrides, and on a CPU the speed
     settings (CPU_DEFAULTS) for every override left at None. `pairs_method` must be resolved ("auto" is not)."""
-    overrides = {"max_keypoints": max_keypoints, "resize_to": resize_to, "matcher": matcher,
-                 "orientation_method": orientation_method}
+    overrides = {
+        "max_keypoints": max_keypoints,
+        "resize_to": resize_to,
+        "matcher": matcher,
+        "orientation_method": orientation_method,
+    }
     if pick_device(device).type == "cpu":
         defaults = {k: v for k, v in CPU_DEFAULTS.items() if overrides[k] is None}
         if prefilter is not None and defaults.get("orientation_method") == "mnn":
             defaults["orientation_method"] = "upright"  # the prefilter counts low-resolution LightGlue matches
         overrides.update(defaults)
         if defaults:
-            logger.info("CPU speed settings %s (each can be overridden; --max-keypoints 4096 --resize-to 1024 "
-                        "--matcher lightglue --orientation upright are the GPU's)", defaults)
-    sconfs = stage_confs(conf, overrides["max_keypoints"], pairs_method, overrides["resize_to"],
-                         overrides["orientation_method"], prefilter, overrides["matcher"])
+            logger.info(
+                "CPU speed settings %s (each can be overridden; --max-keypoints 4096 --resize-to 1024 "
+                "--matcher lightglue --orientation upright are the GPU's)",
+                defaults,
+            )
+    sconfs = stage_confs(
+        conf,
+        overrides["max_keypoints"],
+        pairs_method,
+        overrides["resize_to"],
+        overrides["orientation_method"],
+        prefilter,
+        overrides["matcher"],
+    )
     if dinov2 is not None and sconfs["pairs"]["method"] == "retrieval":
         sconfs["pairs"]["model"] = str(dinov2)
     return sconfs
 
 
-def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes: list[str] | None = None,
-        conf: str = "aliked", device=None, overwrite: bool = False, weights: str | Path | None = None,
-        dinov2: str | Path | None = None, pairs_method: str | None = None, networks: dict | None = None,
-        time_limit: float | None = None, **overrides) -> dict:
+def run(
+    data_dir: Path,
+    out: Path,
+    work_dir: Path,
+    split: str = "train",
+    scenes: list[str] | None = None,
+    conf: str = "aliked",
+    device=None,
+    overwrite: bool = False,
+    weights: str | Path | None = None,
+    dinov2: str | Path | None = None,
+    pairs_method: str | None = None,
+    networks: dict | None = None,
+    time_limit: float | None = None,
+    **overrides,
+) -> dict:
     """Reconstruct every scene of `data_dir`/`split` and write `out` (submission.csv).
 
     `overrides`: max_keypoints, resize_to, orientation_method, prefilter, matcher (see `resolve`).
@@ -349,11 +485,28 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
     for i, scene in enumerate(scene_list):
         setting = guard.setting({s.key: len(s.image_names) for s in scene_list[i:]}, scene.key) if guard else None
         if guard and setting is None:
-            result, found = {"images": len(scene.image_names), "registered": 0, "error": "skipped: time limit",
-                             "times": {}, "spans": []}, {}
+            result, found = (
+                {
+                    "images": len(scene.image_names),
+                    "registered": 0,
+                    "error": "skipped: time limit",
+                    "times": {},
+                    "spans": [],
+                },
+                {},
+            )
         else:
-            scene_confs_ = resolve(conf, device, pairs_method=setting.pairs, dinov2=dinov2,
-                                   **{**overrides, "max_keypoints": setting.max_keypoints}) if setting else sconfs
+            scene_confs_ = (
+                resolve(
+                    conf,
+                    device,
+                    pairs_method=setting.pairs,
+                    dinov2=dinov2,
+                    **{**overrides, "max_keypoints": setting.max_keypoints},
+                )
+                if setting
+                else sconfs
+            )
             result, found = _run_one(scene, scene_confs_, work_dir, nets, overwrite, guard and guard.deadline)
             if guard:
                 guard.record(result["images"], setting, result["times"])
@@ -362,21 +515,33 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
         results[scene.key] = result
         rows += _rows(scene, found)
         if guard:  # a complete file after every scene: the rest as placeholders
-            submission.write_submission(rows + [r for s in scene_list[i + 1:] for r in _rows(s, {})], out)
+            submission.write_submission(rows + [r for s in scene_list[i + 1 :] for r in _rows(s, {})], out)
     with _Clock(times)("submission"):
         submission.write_submission(rows, out)
     failed = [k for k, r in results.items() if r["error"]]
     unregistered = sum(r["images"] - r["registered"] for r in results.values())
     if failed or unregistered:
-        logger.warning("%d image(s) without a pose, %d scene(s) failed %s; their rows carry a placeholder pose",
-                       unregistered, len(failed), failed)
+        logger.warning(
+            "%d image(s) without a pose, %d scene(s) failed %s; their rows carry a placeholder pose",
+            unregistered,
+            len(failed),
+            failed,
+        )
     return {"scenes": results, "times": dict(times), "submission": Path(out), "confs": sconfs}
 
 
 def _rows(scene: data.Scene, found: dict) -> list[dict]:
     """The submission rows of a scene: its poses in `found`, placeholders for the rest."""
-    return [{"image_path": path, "dataset": scene.dataset, "scene": scene.scene, "R": found.get(name, (None,))[0],
-             "t": found.get(name, (None, None))[1]} for name, path in zip(scene.image_names, scene.image_paths)]
+    return [
+        {
+            "image_path": path,
+            "dataset": scene.dataset,
+            "scene": scene.scene,
+            "R": found.get(name, (None,))[0],
+            "t": found.get(name, (None, None))[1],
+        }
+        for name, path in zip(scene.image_names, scene.image_paths)
+    ]
 
 
 # Measured rates of one image's extraction and one pair's matching -> whole-pipeline rates: an image
@@ -390,21 +555,28 @@ def _guard(time_limit: float, sconfs: dict, method: str, scene: data.Scene, nets
     names = list(scene.image_names)[:2]
     extractor, matcher = nets.extractor(fconf)(), nets.matcher(fconf, mconf)()  # loading is not a rate
     start = time.monotonic()
-    feats = [features.extract(extractor, fconf, read_image(scene.image_dir / n, fconf["resize_to"]), nets.device)
-             for n in names]
+    feats = [
+        features.extract(extractor, fconf, read_image(scene.image_dir / n, fconf["resize_to"]), nets.device)
+        for n in names
+    ]
     extracted = time.monotonic()
     if len(feats) == 2:
         matching.match_pair(matcher, feats[0], feats[1], nets.device)
     matched = time.monotonic()
     per_image = PER_IMAGE_FACTOR * (extracted - start) / max(len(names), 1)
     per_pair = PER_PAIR_FACTOR * (matched - extracted)
-    prior = budget.Costs(per_image=per_image, per_pair=0.0, per_pair_match=per_pair,
-                         keypoints=fconf["model"]["max_num_keypoints"],
-                         exponent=budget.default_costs(nets.device).exponent)
+    prior = budget.Costs(
+        per_image=per_image,
+        per_pair=0.0,
+        per_pair_match=per_pair,
+        keypoints=fconf["model"]["max_num_keypoints"],
+        exponent=budget.default_costs(nets.device).exponent,
+    )
     retrieval = method if method != "exhaustive" else ("dinov2" if models.local_dinov2() else "vlad")
     settings = budget.ladder(prior.keypoints, method, min(MIN_KEYPOINTS, prior.keypoints), retrieval=retrieval)
-    logger.info("time guard: %.0f s; measured %s; settings from %s down to %s", time_limit, prior, settings[0],
-                settings[-1])
+    logger.info(
+        "time guard: %.0f s; measured %s; settings from %s down to %s", time_limit, prior, settings[0], settings[-1]
+    )
     return budget.Guard(time_limit, settings, prior)
 
 

@@ -1,8 +1,8 @@
 """COLMAP database from features + matches, geometric verification and mapping (pycolmap) -> `sfm/`.
 
-    sfm/database.db   cameras (from image size / EXIF), keypoints, raw matches, verified geometries
-    sfm/models/N/     every model the mapper found
-    sfm/model/        the model that registers the most images (what the submission reads)
+sfm/database.db   cameras (from image size / EXIF), keypoints, raw matches, verified geometries
+sfm/models/N/     every model the mapper found
+sfm/model/        the model that registers the most images (what the submission reads)
 """
 
 from __future__ import annotations
@@ -56,8 +56,15 @@ def camera_groups(image_dir: Path, image_names: list[str]) -> list[list[str]]:
     return list(groups.values())
 
 
-def create_database(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, feature_path: Path,
-                    match_path: Path, database_path: Path) -> tuple[int, int]:
+def create_database(
+    conf: dict,
+    image_dir: Path,
+    image_names: list[str],
+    pairs_path: Path,
+    feature_path: Path,
+    match_path: Path,
+    database_path: Path,
+) -> tuple[int, int]:
     """Fresh COLMAP database with cameras, keypoints and the matches of every kept pair; returns the
     numbers of images and of matched pairs written. Images without keypoints (unreadable, blank)
     are left out."""
@@ -103,8 +110,17 @@ def largest_model(models: dict[int, pycolmap.Reconstruction]) -> pycolmap.Recons
     return max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
 
 
-def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, feature_path: Path,
-         match_path: Path, sfm_dir: Path, overwrite: bool = False, num_threads: int = -1) -> pycolmap.Reconstruction | None:
+def main(
+    conf: dict,
+    image_dir: Path,
+    image_names: list[str],
+    pairs_path: Path,
+    feature_path: Path,
+    match_path: Path,
+    sfm_dir: Path,
+    overwrite: bool = False,
+    num_threads: int = -1,
+) -> pycolmap.Reconstruction | None:
     """Reconstruct one scene; returns the largest model (also written to `sfm_dir/model`), or None
     when no model could be built. A finished model is reused unless `overwrite`."""
     sfm_dir = Path(sfm_dir)
@@ -120,10 +136,12 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
         shutil.rmtree(sfm_dir)
     sfm_dir.mkdir(parents=True)
     database_path = sfm_dir / "database.db"
-    n_images, n_pairs = create_database(conf, Path(image_dir), image_names, pairs_path, feature_path, match_path,
-                                        database_path)
-    logger.info("%s: %d of %d images with keypoints, %d matched pairs", database_path, n_images, len(image_names),
-                n_pairs)
+    n_images, n_pairs = create_database(
+        conf, Path(image_dir), image_names, pairs_path, feature_path, match_path, database_path
+    )
+    logger.info(
+        "%s: %d of %d images with keypoints, %d matched pairs", database_path, n_images, len(image_names), n_pairs
+    )
     if n_pairs == 0:
         return _no_model(sfm_dir, "no image pair kept enough matches")
 
@@ -149,8 +167,9 @@ def main(conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path, 
     tmp.mkdir()
     best.write(tmp)
     tmp.rename(model_dir)
-    logger.info("%s: %d of %d images registered (%d models)", model_dir, best.num_reg_images(), len(image_names),
-                len(models))
+    logger.info(
+        "%s: %d of %d images registered (%d models)", model_dir, best.num_reg_images(), len(image_names), len(models)
+    )
     return best
 
 

@@ -65,9 +65,7 @@ def read_poses(path: Path, kind: str = "submission") -> pd.DataFrame:
     else:
         raise ValueError(f"kind must be 'submission' or 'labels', not {kind!r}")
     Rs, ts = [], []
-    for i, (name, r_text, t_text) in enumerate(
-        zip(names, table["rotation_matrix"], table["translation_vector"])
-    ):
+    for i, (name, r_text, t_text) in enumerate(zip(names, table["rotation_matrix"], table["translation_vector"])):
         where = f"{path} row {i + 2}"
         if not name:
             raise ValueError(f"{where}: empty image name")

@@ -43,8 +43,12 @@ def usable_device(requested: str | torch.device | None = "auto") -> torch.device
     try:
         cuda_smoke_test(device)
     except Exception as err:  # RuntimeError/AcceleratorError "no kernel image is available", AssertionError, ...
-        logger.error("!!! CUDA is present but cannot run kernels on %s (%s: %s): running on the CPU with the CPU "
-                     "settings", device, type(err).__name__, str(err).strip().splitlines()[0] if str(err) else "")
+        logger.error(
+            "!!! CUDA is present but cannot run kernels on %s (%s: %s): running on the CPU with the CPU settings",
+            device,
+            type(err).__name__,
+            str(err).strip().splitlines()[0] if str(err) else "",
+        )
         return torch.device("cpu")
     return device
 
@@ -113,8 +117,9 @@ def pending(path: Path, keys: list[str], required: tuple[str, ...], overwrite: b
                 done = {k for k in keys if k in f and all(r in f[k] for r in required)}
         except OSError as err:
             corrupt = path.with_name(path.name + ".corrupt")
-            logger.warning("%s: unreadable (%s), probably from a killed run; moved to %s and recomputing",
-                           path, err, corrupt)
+            logger.warning(
+                "%s: unreadable (%s), probably from a killed run; moved to %s and recomputing", path, err, corrupt
+            )
             os.replace(path, corrupt)
     todo = [k for k in keys if k not in done]
     if not todo:

@@ -50,8 +50,14 @@ def _figure(ax: Axes | None, width: int, height: int, inches: float = 8.0) -> tu
     return fig, fig.add_subplot()
 
 
-def show_keypoints(image: np.ndarray, keypoints: np.ndarray, ax: Axes | None = None, color="lime",
-                   size: float = 4.0, title: str | None = None) -> Figure:
+def show_keypoints(
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    ax: Axes | None = None,
+    color="lime",
+    size: float = 4.0,
+    title: str | None = None,
+) -> Figure:
     """The image with its keypoints (x, y pixel coordinates) as dots; draws on `ax` when given."""
     image = _as_rgb(image)
     kpts = _points(keypoints, "keypoints")
@@ -65,9 +71,17 @@ def show_keypoints(image: np.ndarray, keypoints: np.ndarray, ax: Axes | None = N
     return fig
 
 
-def show_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
-                 matches: np.ndarray, scores: np.ndarray | None = None, ax: Axes | None = None,
-                 cmap: str = "viridis", title: str | None = None) -> Figure:
+def show_matches(
+    image0: np.ndarray,
+    image1: np.ndarray,
+    kpts0: np.ndarray,
+    kpts1: np.ndarray,
+    matches: np.ndarray,
+    scores: np.ndarray | None = None,
+    ax: Axes | None = None,
+    cmap: str = "viridis",
+    title: str | None = None,
+) -> Figure:
     """The two images side by side, one line per match (coloured by score when given).
 
     `matches` (M, 2) indexes `kpts0` and `kpts1`; with M == 0 the title says "no matches".
@@ -80,7 +94,7 @@ def show_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts
         raise ValueError(f"match indices out of range for {len(kpts0)} and {len(kpts1)} keypoints")
     (h0, w0), (h1, w1) = image0.shape[:2], image1.shape[:2]
     canvas = np.full((max(h0, h1), w0 + GAP + w1, 3), 255, np.uint8)
-    canvas[:h0, :w0], canvas[:h1, w0 + GAP:] = image0, image1
+    canvas[:h0, :w0], canvas[:h1, w0 + GAP :] = image0, image1
     fig, ax = _figure(ax, canvas.shape[1], canvas.shape[0], inches=12.0)
     ax.imshow(canvas)
     p0, p1 = kpts0[matches[:, 0]], kpts1[matches[:, 1]] + [w0 + GAP, 0]
@@ -93,8 +107,9 @@ def show_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts
         colors = "lime"
     ax.add_collection(LineCollection(np.stack([p0, p1], axis=1), colors=colors, linewidths=0.8, alpha=0.8))
     ends = np.concatenate([p0, p1])
-    ax.scatter(ends[:, 0], ends[:, 1], s=3, c="lime" if scores is None else np.concatenate([colors, colors]),
-               linewidths=0)
+    ax.scatter(
+        ends[:, 0], ends[:, 1], s=3, c="lime" if scores is None else np.concatenate([colors, colors]), linewidths=0
+    )
     ax.set_xlim(-0.5, canvas.shape[1] - 0.5)
     ax.set_ylim(canvas.shape[0] - 0.5, -0.5)
     ax.set_axis_off()
@@ -140,22 +155,37 @@ def distance_heatmap(distances, names: Sequence[str], pairs=None, title: str | N
     if z.ndim != 2 or z.shape != (len(names), len(names)):
         raise ValueError(f"distances must be ({len(names)}, {len(names)}) for {len(names)} names, got {z.shape}")
     np.fill_diagonal(z, np.nan)  # an image is never paired with itself
-    fig = go.Figure(go.Heatmap(
-        z=z, x=names, y=names, colorscale="Viridis", colorbar=dict(title="distance"), name="distance",
-        hovertemplate="%{y} – %{x}<br>distance %{z:.3f}<extra></extra>"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=names,
+            y=names,
+            colorscale="Viridis",
+            colorbar=dict(title="distance"),
+            name="distance",
+            hovertemplate="%{y} – %{x}<br>distance %{z:.3f}<extra></extra>",
+        )
+    )
     idx = _pair_indices(names, pairs)
     if len(idx):
         both = np.concatenate([idx, idx[:, ::-1]])
-        fig.add_trace(go.Scatter(
-            x=[names[j] for j in both[:, 1]], y=[names[i] for i in both[:, 0]], mode="markers",
-            marker=dict(symbol="circle-open", size=10, color="white", line=dict(width=2)),
-            name=f"kept pairs ({len(idx)})", hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=[names[j] for j in both[:, 1]],
+                y=[names[i] for i in both[:, 0]],
+                mode="markers",
+                marker=dict(symbol="circle-open", size=10, color="white", line=dict(width=2)),
+                name=f"kept pairs ({len(idx)})",
+                hoverinfo="skip",
+            )
+        )
         fig.update_layout(legend=dict(orientation="h", y=-0.02, yanchor="top"))
     return _matrix_layout(fig, title, len(names))
 
 
-def pairs_matrix(names: Sequence[str], pairs, values=None, title: str | None = None,
-                 value_name: str = "matches") -> go.Figure:
+def pairs_matrix(
+    names: Sequence[str], pairs, values=None, title: str | None = None, value_name: str = "matches"
+) -> go.Figure:
     """Which pairs are kept, as a symmetric N x N matrix; with `values` (one per pair, e.g. match
     counts) the kept cells are coloured by value instead."""
     names = [str(n) for n in names]
@@ -165,9 +195,17 @@ def pairs_matrix(names: Sequence[str], pairs, values=None, title: str | None = N
         z = np.zeros((n, n))
         z[idx[:, 0], idx[:, 1]] = z[idx[:, 1], idx[:, 0]] = 1.0
         np.fill_diagonal(z, np.nan)
-        trace = go.Heatmap(z=z, x=names, y=names, zmin=0, zmax=1, showscale=False, name="pairs",
-                           colorscale=[[0, "#eeeeee"], [1, "#2c7fb8"]],
-                           hovertemplate="%{y} – %{x}<br>kept %{z}<extra></extra>")
+        trace = go.Heatmap(
+            z=z,
+            x=names,
+            y=names,
+            zmin=0,
+            zmax=1,
+            showscale=False,
+            name="pairs",
+            colorscale=[[0, "#eeeeee"], [1, "#2c7fb8"]],
+            hovertemplate="%{y} – %{x}<br>kept %{z}<extra></extra>",
+        )
         title = title if title is not None else f"{len(idx)} of {n * (n - 1) // 2} pairs kept"
     else:
         values = np.asarray(values, dtype=float).reshape(-1)
@@ -175,22 +213,42 @@ def pairs_matrix(names: Sequence[str], pairs, values=None, title: str | None = N
             raise ValueError(f"{len(values)} values for {len(idx)} pairs")
         z = np.full((n, n), np.nan)
         z[idx[:, 0], idx[:, 1]] = z[idx[:, 1], idx[:, 0]] = values
-        trace = go.Heatmap(z=z, x=names, y=names, colorscale="Viridis", colorbar=dict(title=value_name),
-                           name=value_name, hovertemplate=f"%{{y}} – %{{x}}<br>{value_name} %{{z}}<extra></extra>")
+        trace = go.Heatmap(
+            z=z,
+            x=names,
+            y=names,
+            colorscale="Viridis",
+            colorbar=dict(title=value_name),
+            name=value_name,
+            hovertemplate=f"%{{y}} – %{{x}}<br>{value_name} %{{z}}<extra></extra>",
+        )
     return _matrix_layout(go.Figure(trace), title, n)
 
 
-def threshold_curve(thresholds, counts, current: float | None = None, total: int | None = None,
-                    title: str | None = None) -> go.Figure:
+def threshold_curve(
+    thresholds, counts, current: float | None = None, total: int | None = None, title: str | None = None
+) -> go.Figure:
     """How many pairs a selection keeps as the distance threshold varies (current one marked)."""
-    fig = go.Figure(go.Scatter(x=list(map(float, thresholds)), y=list(map(int, counts)), mode="lines",
-                               name="pairs kept", hovertemplate="threshold %{x:.2f}: %{y} pairs<extra></extra>"))
+    fig = go.Figure(
+        go.Scatter(
+            x=list(map(float, thresholds)),
+            y=list(map(int, counts)),
+            mode="lines",
+            name="pairs kept",
+            hovertemplate="threshold %{x:.2f}: %{y} pairs<extra></extra>",
+        )
+    )
     if current is not None:
         fig.add_vline(x=float(current), line_dash="dash", annotation_text=f"threshold {current:g}")
     if total is not None:
         fig.add_hline(y=total, line_dash="dot", annotation_text=f"all {total} pairs")
-    fig.update_layout(title=title, xaxis_title="distance threshold", yaxis_title="pairs kept", height=300,
-                      margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    fig.update_layout(
+        title=title,
+        xaxis_title="distance threshold",
+        yaxis_title="pairs kept",
+        height=300,
+        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+    )
     return fig
 
 
@@ -218,9 +276,14 @@ def _xyz(points: np.ndarray) -> dict:
     return {axis: [None if math.isnan(v) else float(v) for v in points[:, k]] for k, axis in enumerate("xyz")}
 
 
-def reconstruction_figure(reconstruction, camera_errors: Mapping[str, float] | None = None,
-                          max_error: float | None = None, max_points: int = 100_000,
-                          frustum_scale: float | None = None, title: str | None = None) -> go.Figure:
+def reconstruction_figure(
+    reconstruction,
+    camera_errors: Mapping[str, float] | None = None,
+    max_error: float | None = None,
+    max_points: int = 100_000,
+    frustum_scale: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
     """Interactive 3D view of a pycolmap.Reconstruction: its points (in their colours) and one
     frustum per registered image, built from the image's cam_from_world and its camera.
 
@@ -244,9 +307,15 @@ def reconstruction_figure(reconstruction, camera_errors: Mapping[str, float] | N
         frustum_scale = 0.15 * extent if extent > 0 else 1.0
 
     fig = go.Figure()
-    fig.add_trace(go.Scatter3d(
-        **_xyz(xyz), mode="markers", name=f"{len(xyz)} points",
-        marker=dict(size=1.5, color=[f"rgb({r},{g},{b})" for r, g, b in rgb]), hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter3d(
+            **_xyz(xyz),
+            mode="markers",
+            name=f"{len(xyz)} points",
+            marker=dict(size=1.5, color=[f"rgb({r},{g},{b})" for r, g, b in rgb]),
+            hoverinfo="skip",
+        )
+    )
 
     errors = {} if camera_errors is None else {k: float(v) for k, v in camera_errors.items()}
     with_error = [im for im in images if math.isfinite(errors.get(im.name, math.inf))]
@@ -258,30 +327,68 @@ def reconstruction_figure(reconstruction, camera_errors: Mapping[str, float] | N
     if with_error:
         lines = np.concatenate([_frustum(im, frustum_scale) for im in with_error])
         line_values = np.repeat(finite, len(lines) // len(with_error))
-        fig.add_trace(go.Scatter3d(
-            **_xyz(lines), mode="lines", name="cameras", showlegend=False, hoverinfo="skip",
-            line=dict(width=3, color=line_values, colorscale=ERROR_COLORSCALE, cmin=0, cmax=cmax)))
-        fig.add_trace(go.Scatter3d(
-            **_xyz(np.array([im.projection_center() for im in with_error])), mode="markers",
-            name=f"cameras ({len(with_error)})", text=[im.name for im in with_error],
-            customdata=finite, hovertemplate="%{text}<br>error %{customdata:.3f}<extra></extra>",
-            marker=dict(size=4, color=finite, colorscale=ERROR_COLORSCALE, cmin=0, cmax=cmax,
-                        colorbar=dict(title="camera error"))))
+        fig.add_trace(
+            go.Scatter3d(
+                **_xyz(lines),
+                mode="lines",
+                name="cameras",
+                showlegend=False,
+                hoverinfo="skip",
+                line=dict(width=3, color=line_values, colorscale=ERROR_COLORSCALE, cmin=0, cmax=cmax),
+            )
+        )
+        fig.add_trace(
+            go.Scatter3d(
+                **_xyz(np.array([im.projection_center() for im in with_error])),
+                mode="markers",
+                name=f"cameras ({len(with_error)})",
+                text=[im.name for im in with_error],
+                customdata=finite,
+                hovertemplate="%{text}<br>error %{customdata:.3f}<extra></extra>",
+                marker=dict(
+                    size=4,
+                    color=finite,
+                    colorscale=ERROR_COLORSCALE,
+                    cmin=0,
+                    cmax=cmax,
+                    colorbar=dict(title="camera error"),
+                ),
+            )
+        )
     if without:
         color = "#1f77b4" if camera_errors is None else "#999999"
         label = "cameras" if camera_errors is None else "cameras without error"
         lines = np.concatenate([_frustum(im, frustum_scale) for im in without])
-        fig.add_trace(go.Scatter3d(**_xyz(lines), mode="lines", name=label, showlegend=False, hoverinfo="skip",
-                                   line=dict(width=3, color=color)))
-        fig.add_trace(go.Scatter3d(
-            **_xyz(np.array([im.projection_center() for im in without])), mode="markers",
-            name=f"{label} ({len(without)})", text=[im.name for im in without], hovertemplate="%{text}<extra></extra>",
-            marker=dict(size=4, color=color)))
+        fig.add_trace(
+            go.Scatter3d(
+                **_xyz(lines),
+                mode="lines",
+                name=label,
+                showlegend=False,
+                hoverinfo="skip",
+                line=dict(width=3, color=color),
+            )
+        )
+        fig.add_trace(
+            go.Scatter3d(
+                **_xyz(np.array([im.projection_center() for im in without])),
+                mode="markers",
+                name=f"{label} ({len(without)})",
+                text=[im.name for im in without],
+                hovertemplate="%{text}<extra></extra>",
+                marker=dict(size=4, color=color),
+            )
+        )
 
     if title is None:
-        title = (f"{len(images)} of {reconstruction.num_images()} images registered, "
-                 f"{reconstruction.num_points3D()} points")
-    fig.update_layout(title=title, height=650, margin=dict(l=0, r=0, t=40, b=0),
-                      scene=dict(aspectmode="data", xaxis_title="x", yaxis_title="y", zaxis_title="z"),
-                      legend=dict(yanchor="top", y=0.98, xanchor="left", x=0.01))
+        title = (
+            f"{len(images)} of {reconstruction.num_images()} images registered, {reconstruction.num_points3D()} points"
+        )
+    fig.update_layout(
+        title=title,
+        height=650,
+        margin=dict(l=0, r=0, t=40, b=0),
+        scene=dict(aspectmode="data", xaxis_title="x", yaxis_title="y", zaxis_title="z"),
+        legend=dict(yanchor="top", y=0.98, xanchor="left", x=0.01),
+    )
     return fig

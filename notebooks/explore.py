@@ -51,21 +51,36 @@ from IPython.display import display
 from imc_lib import data, features, matching, metric, pairs, pipeline, reconstruction, submission, viz
 from imc_lib.utils import pick_device, read_image
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                    datefmt="%H:%M:%S", force=True)
+logging.basicConfig(
+    level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True
+)
 pycolmap.logging.minloglevel = 2
 
 device = pick_device(DEVICE)
 (scene,) = data.load_scenes(DATA_DIR, SPLIT, [SCENE])
 names = list(scene.image_names)
 dinov2 = DINOV2_DIR if (DINOV2_DIR / "config.json").is_file() else None
-result = pipeline.run(DATA_DIR, WORK_DIR / "explore" / f"{scene.key}.csv", WORK_DIR, split=SPLIT, scenes=[SCENE],
-                      device=device, weights=WEIGHTS_DIR, dinov2=dinov2, max_keypoints=MAX_KEYPOINTS,
-                      pairs_method=PAIRS, orientation_method=ORIENTATION)
+result = pipeline.run(
+    DATA_DIR,
+    WORK_DIR / "explore" / f"{scene.key}.csv",
+    WORK_DIR,
+    split=SPLIT,
+    scenes=[SCENE],
+    device=device,
+    weights=WEIGHTS_DIR,
+    dinov2=dinov2,
+    max_keypoints=MAX_KEYPOINTS,
+    pairs_method=PAIRS,
+    orientation_method=ORIENTATION,
+)
 sconfs = result["confs"]  # the stage configs the run used (a CPU gets its speed settings)
 paths = pipeline.scene_paths(WORK_DIR, scene, pipeline.scene_confs(sconfs, scene))  # small scenes: all pairs
-pd.DataFrame({key: {"images": r["images"], "registered": r["registered"], "error": r["error"], **r["times"]}
-              for key, r in result["scenes"].items()}).T
+pd.DataFrame(
+    {
+        key: {"images": r["images"], "registered": r["registered"], "error": r["error"], **r["times"]}
+        for key, r in result["scenes"].items()
+    }
+).T
 
 # %% [markdown]
 # ## Pairs
@@ -88,17 +103,21 @@ def n_matches(a: str, b: str) -> int:
 match_counts = [n_matches(a, b) for a, b in pair_list]
 if paths["global"].is_file():
     # Reads the stored descriptors; loads DINOv2 only if some are missing.
-    desc = pairs.compute_descriptors(scene.image_dir, names, paths["global"],
-                                     lambda: pairs.load_model(sconfs["pairs"]), device)
+    desc = pairs.compute_descriptors(
+        scene.image_dir, names, paths["global"], lambda: pairs.load_model(sconfs["pairs"]), device
+    )
     distances = pairs.distance_matrix(desc, sconfs["pairs"]["p"]).numpy()
-    fig = viz.distance_heatmap(distances, names, pair_list,
-                               title=f"{SCENE}: DINOv2 distances, {len(pair_list)} pairs kept")
+    fig = viz.distance_heatmap(
+        distances, names, pair_list, title=f"{SCENE}: DINOv2 distances, {len(pair_list)} pairs kept"
+    )
 else:
-    why = (f"{len(names)} images < exhaustive_if_less={sconfs['pairs']['exhaustive_if_less']}"
-           if sconfs["pairs"].get("method") == "retrieval" else "exhaustive pairs asked for")
+    why = (
+        f"{len(names)} images < exhaustive_if_less={sconfs['pairs']['exhaustive_if_less']}"
+        if sconfs["pairs"].get("method") == "retrieval"
+        else "exhaustive pairs asked for"
+    )
     print(f"No global descriptors for {SCENE}: {why}, so all {len(pair_list)} pairs were matched without DINOv2.")
-    fig = viz.pairs_matrix(names, pair_list, values=match_counts,
-                           title=f"{SCENE}: matches per pair (all pairs kept)")
+    fig = viz.pairs_matrix(names, pair_list, values=match_counts, title=f"{SCENE}: matches per pair (all pairs kept)")
 fig
 
 # %% [markdown]
@@ -107,8 +126,11 @@ fig
 # %%
 image_name = IMAGE or names[0]
 feats = features.read_features(paths["features"], image_name)
-viz.show_keypoints(read_image(scene.image_dir / image_name), feats["keypoints"],
-                   title=f"{image_name}: {len(feats['keypoints'])} keypoints")
+viz.show_keypoints(
+    read_image(scene.image_dir / image_name),
+    feats["keypoints"],
+    title=f"{image_name}: {len(feats['keypoints'])} keypoints",
+)
 
 # %% [markdown]
 # ## Matches of one pair
@@ -116,10 +138,15 @@ viz.show_keypoints(read_image(scene.image_dir / image_name), feats["keypoints"],
 # %%
 name0, name1 = PAIR.split() if PAIR else pair_list[int(np.argmax(match_counts))]
 matches, match_scores = matching.read_matches(paths["matches"], name0, name1)
-viz.show_matches(read_image(scene.image_dir / name0), read_image(scene.image_dir / name1),
-                 features.read_features(paths["features"], name0)["keypoints"],
-                 features.read_features(paths["features"], name1)["keypoints"], matches, match_scores,
-                 title=f"{name0} - {name1}: {len(matches)} matches")
+viz.show_matches(
+    read_image(scene.image_dir / name0),
+    read_image(scene.image_dir / name1),
+    features.read_features(paths["features"], name0)["keypoints"],
+    features.read_features(paths["features"], name1)["keypoints"],
+    matches,
+    match_scores,
+    title=f"{name0} - {name1}: {len(matches)} matches",
+)
 
 # %% [markdown]
 # ## Score against the train labels
@@ -146,8 +173,10 @@ threshold = thresholds[len(thresholds) // 2]
 errors = metric.camera_errors(metric.camera_centres(labels), estimated, threshold)
 camera_table = pd.DataFrame({"image": names, "registered": [n in found for n in names], "error": errors})
 camera_table["within"] = [sum(e < t for t in thresholds) for e in errors]
-print(f"error: distance from the true centre after the registration at threshold {threshold:g}; "
-      f"within: how many of the thresholds {thresholds} it is under")
+print(
+    f"error: distance from the true centre after the registration at threshold {threshold:g}; "
+    f"within: how many of the thresholds {thresholds} it is under"
+)
 camera_table
 
 # %% [markdown]

@@ -96,8 +96,12 @@ def find_offline_dir(root: Path, max_depth: int = 4) -> Path | None:
     A short copy of imc_lib.kaggle_inputs' rule (shallowest first, sorted): that module is in the
     wheel this cell installs, so it cannot be imported to find it.
     """
-    found = [w.parent for depth in range(1, max_depth + 1) for w in sorted(root.glob("*/" * depth + "imc_lib*.whl"))
-             if (w.parent / "requirements.txt").is_file()]
+    found = [
+        w.parent
+        for depth in range(1, max_depth + 1)
+        for w in sorted(root.glob("*/" * depth + "imc_lib*.whl"))
+        if (w.parent / "requirements.txt").is_file()
+    ]
     return next((d for d in found if KAGGLE_DATASET in d.parts), found[0] if found else None)
 
 
@@ -110,15 +114,31 @@ else:
         raise FileNotFoundError(
             f"{OFFLINE_DIR or KAGGLE_INPUT}: no requirements.txt beside an imc_lib wheel (searched 4 levels); "
             f"attach the dataset made by `imc-lib kaggle build` (slug {KAGGLE_DATASET!r}) or set IMC_OFFLINE_DIR "
-            f"to its folder")
+            f"to its folder"
+        )
     requirements = OFFLINE_DIR / "requirements.txt"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(OFFLINE_DIR),
-                           "-r", str(requirements)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--find-links",
+            str(OFFLINE_DIR),
+            "-r",
+            str(requirements),
+        ],
+        capture_output=True,
+        text=True,
+    )
     print(proc.stdout[-3000:])
     if proc.returncode:
-        raise RuntimeError(f"pip install from {OFFLINE_DIR} failed (wheels built for another Python? "
-                           f"rebuild with IMC_KAGGLE_PYTHON={sys.version_info.major}.{sys.version_info.minor}):\n"
-                           f"{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"pip install from {OFFLINE_DIR} failed (wheels built for another Python? "
+            f"rebuild with IMC_KAGGLE_PYTHON={sys.version_info.major}.{sys.version_info.minor}):\n"
+            f"{proc.stderr[-3000:]}"
+        )
     importlib.invalidate_caches()
 INSTALL_S = time.monotonic() - START
 
@@ -139,8 +159,9 @@ import pycolmap
 from imc_lib import data, kaggle_inputs, metric, pipeline, submission
 from imc_lib.utils import usable_device
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                    datefmt="%H:%M:%S", force=True)
+logging.basicConfig(
+    level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True
+)
 pycolmap.logging.minloglevel = 2  # COLMAP's own chatter: errors only
 
 if ON_KAGGLE:
@@ -156,9 +177,12 @@ WEIGHTS_DIR = os.environ.get("IMC_WEIGHTS_DIR") or (OFFLINE_DIR if ON_KAGGLE els
 WEIGHTS_DIR = Path(WEIGHTS_DIR) if WEIGHTS_DIR else None  # None: $IMC_WEIGHTS_DIR or the official URLs
 if DINOV2_DIR is None:
     print("!" * 100)
-    print(f"!!! NO DINOv2 MODEL ({dinov2_searched}).\n!!! Scenes of {pipeline.pairs.confs['vlad']['exhaustive_if_less']}+ images get "
-          f"the pipeline's weight-free pair selection instead of DINOv2 retrieval. Fix: attach the Kaggle model "
-          f"metaresearch/dinov2 (PyTorch, base) or set IMC_DINOV2 to its folder.")
+    print(
+        f"!!! NO DINOv2 MODEL ({dinov2_searched}).\n"
+        f"!!! Scenes of {pipeline.pairs.confs['vlad']['exhaustive_if_less']}+ images get "
+        f"the pipeline's weight-free pair selection instead of DINOv2 retrieval. Fix: attach the Kaggle model "
+        f"metaresearch/dinov2 (PyTorch, base) or set IMC_DINOV2 to its folder."
+    )
     print("!" * 100)
 
 # %% [markdown]
@@ -167,8 +191,10 @@ if DINOV2_DIR is None:
 # %%
 device = usable_device(DEVICE)  # a small CUDA kernel first: CUDA that cannot run one means the CPU
 scenes = data.load_scenes(DATA_DIR, SPLIT, SCENES)
-print(f"{len(scenes)} scene(s), {sum(len(s.image_names) for s in scenes)} images from {DATA_DIR} ({SPLIT}); "
-      f"weights {WEIGHTS_DIR}; device {device}")
+print(
+    f"{len(scenes)} scene(s), {sum(len(s.image_names) for s in scenes)} images from {DATA_DIR} ({SPLIT}); "
+    f"weights {WEIGHTS_DIR}; device {device}"
+)
 pd.DataFrame({"images": {s.key: len(s.image_names) for s in scenes}})
 
 # %% [markdown]
@@ -180,9 +206,20 @@ pd.DataFrame({"images": {s.key: len(s.image_names) for s in scenes}})
 WORK_DIR.mkdir(parents=True, exist_ok=True)
 # The pair method is the pipeline's default ("auto"): DINOv2 where found (DINOV2_DIR), else the
 # selection that needs no downloaded weights (VLAD over each scene's own features).
-result = pipeline.run(DATA_DIR, OUT, WORK_DIR, split=SPLIT, scenes=SCENES, device=device, weights=WEIGHTS_DIR,
-                      dinov2=DINOV2_DIR, pairs_method=PAIRS, max_keypoints=MAX_KEYPOINTS,
-                      orientation_method=ORIENTATION, time_limit=TIME_LIMIT_S - RESERVE_S - (time.monotonic() - START))
+result = pipeline.run(
+    DATA_DIR,
+    OUT,
+    WORK_DIR,
+    split=SPLIT,
+    scenes=SCENES,
+    device=device,
+    weights=WEIGHTS_DIR,
+    dinov2=DINOV2_DIR,
+    pairs_method=PAIRS,
+    max_keypoints=MAX_KEYPOINTS,
+    orientation_method=ORIENTATION,
+    time_limit=TIME_LIMIT_S - RESERVE_S - (time.monotonic() - START),
+)
 names = list(dict.fromkeys(s.scene for s in scenes))
 table = pd.read_csv(OUT)
 print(f"wrote {OUT}: {len(table)} rows for {len(names)} scene(s)")
@@ -192,11 +229,23 @@ table.head()
 # ## Time of each stage
 
 # %%
-times = pd.DataFrame({k: {"images": r["images"], "registered": r["registered"], "error": r["error"], **r["times"],
-                          "total": sum(r["times"].values())} for k, r in result["scenes"].items()}).T
+times = pd.DataFrame(
+    {
+        k: {
+            "images": r["images"],
+            "registered": r["registered"],
+            "error": r["error"],
+            **r["times"],
+            "total": sum(r["times"].values()),
+        }
+        for k, r in result["scenes"].items()
+    }
+).T
 elapsed = time.monotonic() - START
-print(f"install {INSTALL_S:.0f} s, scenes {times['total'].sum():.0f} s, notebook {elapsed:.0f} s of the "
-      f"{TIME_LIMIT_S:.0f} s limit")
+print(
+    f"install {INSTALL_S:.0f} s, scenes {times['total'].sum():.0f} s, notebook {elapsed:.0f} s of the "
+    f"{TIME_LIMIT_S:.0f} s limit"
+)
 times
 
 # %% [markdown]
@@ -207,8 +256,9 @@ labels_path = DATA_DIR / "train" / "train_labels.csv"
 if SPLIT == "train" and labels_path.is_file():
     labels = submission.read_poses(labels_path, "labels")
     categories = labels_path.with_name("categories.csv")
-    scores = metric.score(labels[labels["scene"].isin(names)], OUT,
-                          categories=categories if categories.is_file() else {})
+    scores = metric.score(
+        labels[labels["scene"].isin(names)], OUT, categories=categories if categories.is_file() else {}
+    )
     print(metric.format_table(scores))
 else:
     print(f"split {SPLIT!r}: no labels to score against")

@@ -17,6 +17,7 @@ def imc_data_dir() -> Path:
         pytest.skip(f"{path}: no train/train_labels.csv; set IMC_DATA_DIR to the imc-mini folder")
     return path
 
+
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "shared" / "weights"
 
 
@@ -57,16 +58,26 @@ def lightglue_aliked(weights_dir):
 # Where Kaggle mounts a kernel's inputs, in its 2024 and 2026 layouts (imc_lib/kaggle_inputs.py).
 KAGGLE_LAYOUTS = {
     "2024": {"competition": "{competition}", "offline": "{dataset}", "dinov2": "dinov2/pytorch/base/1"},
-    "2026": {"competition": "competitions/{competition}", "offline": "datasets/{owner}/{dataset}",
-             "dinov2": "models/metaresearch/dinov2/pytorch/base/1"},
+    "2026": {
+        "competition": "competitions/{competition}",
+        "offline": "datasets/{owner}/{dataset}",
+        "dinov2": "models/metaresearch/dinov2/pytorch/base/1",
+    },
 }
 
 
-def kaggle_input_paths(root: Path, layout: str, dataset: str = "imc-lib-offline", owner: str = "alice",
-                       competition: str = "image-matching-challenge-2024") -> dict[str, Path]:
+def kaggle_input_paths(
+    root: Path,
+    layout: str,
+    dataset: str = "imc-lib-offline",
+    owner: str = "alice",
+    competition: str = "image-matching-challenge-2024",
+) -> dict[str, Path]:
     """{"competition", "offline", "dinov2"}: where `layout` mounts each input under `root` (not created)."""
-    return {kind: root / pattern.format(competition=competition, dataset=dataset, owner=owner)
-            for kind, pattern in KAGGLE_LAYOUTS[layout].items()}
+    return {
+        kind: root / pattern.format(competition=competition, dataset=dataset, owner=owner)
+        for kind, pattern in KAGGLE_LAYOUTS[layout].items()
+    }
 
 
 def write_dinov2_config(folder: Path) -> Path:
@@ -79,6 +90,9 @@ def write_dinov2_config(folder: Path) -> Path:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: real runs in subprocesses, notebooks, kernels or a browser (10 s to "
-                                       "minutes of CPU each); the default run leaves them out (pyproject.toml "
-                                       "addopts), `python -m pytest -m slow tests` and .ci/run run them")
+    config.addinivalue_line(
+        "markers",
+        "slow: real runs in subprocesses, notebooks, kernels or a browser (10 s to "
+        "minutes of CPU each); the default run leaves them out (pyproject.toml "
+        "addopts), `python -m pytest -m slow tests` and .ci/run run them",
+    )

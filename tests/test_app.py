@@ -25,23 +25,38 @@ SMALL = {"max_keypoints": 512, "resize_to": 512}
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-
 # --- fixtures and helpers ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_dinov2(tmp_path_factory) -> str:
     """A random-weight DINOv2 (hidden size 32) with its processor, saved as a local source folder."""
     from transformers import Dinov2Config, Dinov2Model
+
     try:  # transformers >= 5 without torchvision
         from transformers import BitImageProcessorPil as Processor
     except ImportError:
         from transformers import BitImageProcessor as Processor
     folder = tmp_path_factory.mktemp("dinov2")
-    Processor(size={"shortest_edge": 64}, crop_size={"height": 56, "width": 56}, resample=3, do_center_crop=True,
-              image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+    Processor(
+        size={"shortest_edge": 64},
+        crop_size={"height": 56, "width": 56},
+        resample=3,
+        do_center_crop=True,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(folder)
     torch.manual_seed(0)
-    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                             image_size=56, patch_size=14)).save_pretrained(folder)
+    Dinov2Model(
+        Dinov2Config(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=56,
+            patch_size=14,
+        )
+    ).save_pretrained(folder)
     return str(folder)
 
 
@@ -105,6 +120,7 @@ def array(value) -> np.ndarray:
 
 # --- session logic ------------------------------------------------------------------------------------
 
+
 def test_fingerprints_chain_and_name_the_first_missing_step(env, tmp_path):
     images = S.dataset_images(env, "train", SCENE, 4)
     assert images.names == ["0000.jpg", "0001.jpg", "0002.jpg", "0003.jpg"] and images.labels is not None
@@ -122,23 +138,28 @@ def test_fingerprints_chain_and_name_the_first_missing_step(env, tmp_path):
     assert more["pairs"] == fps["pairs"] and more["features"] != fps["features"]
     assert more["matches"] != fps["matches"] and more["reconstruction"] != fps["reconstruction"]
     assert S.missing_message("matches", done, more) == (
-        "Run step 3. Keypoints first: the images or settings changed since it ran (needed by 4. Matches).")
+        "Run step 3. Keypoints first: the images or settings changed since it ran (needed by 4. Matches)."
+    )
 
     # Another matcher redoes the matches and what follows, not the keypoints.
     mnn = S.fingerprints(images, S.Settings(**SMALL, matcher="mnn"))
     lightglue = S.fingerprints(images, S.Settings(**SMALL, matcher="lightglue"))
     assert mnn["features"] == lightglue["features"] and mnn["matches"] != lightglue["matches"]
     assert S.stage_paths(tmp_path, images, S.Settings(**SMALL, matcher="mnn"), mnn)["matches"].name.endswith(
-        "_matches-mnn.h5")
+        "_matches-mnn.h5"
+    )
 
     # The threshold matters only when retrieval really selects (4 images < exhaustive_if_less=20: all pairs).
     assert S.fingerprints(images, S.Settings(**SMALL, similarity_threshold=0.1))["pairs"] == fps["pairs"]
-    sel = [S.fingerprints(images, S.Settings(**SMALL, exhaustive_if_less=2, similarity_threshold=t))
-           for t in (0.1, 0.2)]
+    sel = [
+        S.fingerprints(images, S.Settings(**SMALL, exhaustive_if_less=2, similarity_threshold=t)) for t in (0.1, 0.2)
+    ]
     assert sel[0]["pairs"] != sel[1]["pairs"]
     assert sel[0]["features"] != sel[1]["features"]  # quarter turns are found from the kept pairs
-    upright = [S.fingerprints(images, S.Settings(**SMALL, exhaustive_if_less=2, similarity_threshold=t,
-                                                 orientation="none")) for t in (0.1, 0.2)]
+    upright = [
+        S.fingerprints(images, S.Settings(**SMALL, exhaustive_if_less=2, similarity_threshold=t, orientation="none"))
+        for t in (0.1, 0.2)
+    ]
     assert upright[0]["features"] == upright[1]["features"] != fps["features"]
 
 
@@ -184,8 +205,14 @@ def test_uploads_are_checked_named_and_written(tmp_path):
     good = _png()
     gif = io.BytesIO()
     Image.new("RGB", (8, 8)).save(gif, "GIF")
-    files = [("my photo.png", good), ("my photo.png", good), ("notes.txt", b"hello"), ("cut.png", good[:60]),
-             ("fake.jpg", b"\xff\xd8\xff\xe0 not a jpeg"), ("anim.png", gif.getvalue())]
+    files = [
+        ("my photo.png", good),
+        ("my photo.png", good),
+        ("notes.txt", b"hello"),
+        ("cut.png", good[:60]),
+        ("fake.jpg", b"\xff\xd8\xff\xe0 not a jpeg"),
+        ("anim.png", gif.getvalue()),
+    ]
     images = S.upload_images(files, tmp_path)
     assert images.names == ["my_photo.png", "my_photo-1.png"]
     assert all(p.read_bytes() == good for p in images.paths)
@@ -222,10 +249,15 @@ def streamlit_argv(monkeypatch, argv: list[str]) -> list[str]:
 def test_streamlit_options_pass_through_in_order(monkeypatch):
     # The README's command; it reached streamlit as `--server.port 8502 true --server.headless`.
     assert streamlit_argv(monkeypatch, ["app", "--port", "8502", "--server.headless", "true"]) == [
-        "--server.port", "8502", "--server.headless", "true"]
-    assert streamlit_argv(monkeypatch, ["app", "--server.headless", "true", "--port", "8600", "--theme.base",
-                                        "dark", "--server.address=127.0.0.1"]) == [
-        "--server.port", "8600", "--server.headless", "true", "--theme.base", "dark", "--server.address=127.0.0.1"]
+        "--server.port",
+        "8502",
+        "--server.headless",
+        "true",
+    ]
+    assert streamlit_argv(
+        monkeypatch,
+        ["app", "--server.headless", "true", "--port", "8600", "--theme.base", "dark", "--server.address=127.0.0.1"],
+    ) == ["--server.port", "8600", "--server.headless", "true", "--theme.base", "dark", "--server.address=127.0.0.1"]
     assert streamlit_argv(monkeypatch, ["app"]) == ["--server.port", "8501"]
 
 
@@ -241,11 +273,12 @@ def test_every_readme_app_command_reaches_streamlit_as_written(monkeypatch):
         port = "8501"
         if "--port" in rest:
             i = rest.index("--port")
-            port, rest = rest[i + 1], rest[:i] + rest[i + 2:]
+            port, rest = rest[i + 1], rest[:i] + rest[i + 2 :]
         assert streamlit_argv(monkeypatch, argv) == ["--server.port", port, *rest], line
 
 
 # --- the page -------------------------------------------------------------------------------------------
+
 
 def test_out_of_order_steps_name_the_step_to_run_first(env):
     at = start()
@@ -263,7 +296,8 @@ def test_out_of_order_steps_name_the_step_to_run_first(env):
     check(at.run())
     for step in S.STEPS[1:]:
         assert errors(goto(at, step)) == [
-            "Step 1. Images first: no images yet; choose a scene or upload photos in the sidebar."]
+            "Step 1. Images first: no images yet; choose a scene or upload photos in the sidebar."
+        ]
     assert "upload photos" in goto(at, "images").info[0].value
 
 
@@ -334,7 +368,8 @@ def test_whole_flow_on_a_scene(env, tiny_dinov2):
     assert int(metric(at, "Matches (total)").value) > 0
     options = at.selectbox(key="matches_pair").options
     at.selectbox(key="matches_pair").select_index(
-        next(k for k, o in enumerate(options) if o.startswith("0000.jpg – 0001.jpg")))
+        next(k for k, o in enumerate(options) if o.startswith("0000.jpg – 0001.jpg"))
+    )
     check(at.run())
     shown = [m.value for m in at.markdown if "matches** between 0000.jpg and 0001.jpg" in m.value]
     assert shown and int(shown[0].split("**")[1].split()[0]) >= 15
@@ -366,9 +401,13 @@ def test_upload_names_bad_files_and_unrelated_photos_have_no_matches(env):
     # templeSR0008 (a dark-background object) gets under min_matches=15 with herzjesu; unrelated facades
     # can get 20-35 chance matches at 512 keypoints, which the matching stage keeps.
     scene, temple = env / "train" / SCENE / "images", env / "train" / "temple" / "images"
-    files = [("0000.jpg", _jpeg(scene / "0000.jpg")), ("0001.jpg", _jpeg(scene / "0001.jpg")),
-             ("temple.jpg", _jpeg(temple / "templeSR0008.png")), ("readme.txt", b"not a photo"),
-             ("broken.jpg", _jpeg(scene / "0002.jpg")[:3000])]
+    files = [
+        ("0000.jpg", _jpeg(scene / "0000.jpg")),
+        ("0001.jpg", _jpeg(scene / "0001.jpg")),
+        ("temple.jpg", _jpeg(temple / "templeSR0008.png")),
+        ("readme.txt", b"not a photo"),
+        ("broken.jpg", _jpeg(scene / "0002.jpg")[:3000]),
+    ]
     at = check(AppTest.from_file(str(app.APP_SCRIPT), default_timeout=300).run())
     at.sidebar.radio(key="source").set_value("upload")
     check(at.run())

@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 if CHROMIUM is None:
-    pytest.skip("chromium not found; install it with `apt-get install -y chromium chromium-driver`",
-                allow_module_level=True)
+    pytest.skip(
+        "chromium not found; install it with `apt-get install -y chromium chromium-driver`", allow_module_level=True
+    )
 if CHROMEDRIVER is None:
     pytest.skip("chromedriver not found; install it with `apt-get install -y chromium-driver`", allow_module_level=True)
 pytest.importorskip("selenium", reason="selenium not installed; pip install selenium")
@@ -54,8 +55,19 @@ def server(tmp_path_factory):
     the shipped sample `data/` (8 photos of herzjesu-p8)."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
-    cmd = app.command(port, ["--server.headless", "true", "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"])
+    cmd = app.command(
+        port,
+        [
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("IMC_DATA_DIR", "IMC_DINOV2")}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -72,8 +84,9 @@ def server(tmp_path_factory):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer on {url} within {START_TIMEOUT} s:\n"
-                            f"{log_path.read_text()[-3000:]}")
+                pytest.fail(
+                    f"streamlit did not answer on {url} within {START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}"
+                )
             time.sleep(0.5)
         yield url
     finally:
@@ -89,9 +102,18 @@ def server(tmp_path_factory):
 def browser(tmp_path):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1000"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -130,8 +152,10 @@ def test_page_shows_the_title_and_the_first_step(server, browser, artifacts):
     thumbnails = browser.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
     assert len(thumbnails) == 8
     WebDriverWait(browser, PAGE_TIMEOUT).until(  # every thumbnail decoded by the browser
-        lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", im)
-                      for im in thumbnails))
+        lambda d: all(
+            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", im) for im in thumbnails
+        )
+    )
     shot = artifacts / "explorer-1-images.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     logger.info("screenshot: %s", shot)

@@ -34,11 +34,15 @@ def test_train_scenes_without_labels_list_the_folders(tmp_path):
 
 def test_test_split_reads_sample_submission(tmp_path):
     _touch_images(tmp_path / "test/church/images", ["00046.png", "00090.png"])
-    pd.DataFrame({
-        "image_path": ["test/church/images/00046.png", "test/church/images/00090.png"],
-        "dataset": ["church", "church"], "scene": ["church", "church"],
-        "rotation_matrix": ["1;0;0;0;1;0;0;0;1"] * 2, "translation_vector": ["0;0;0"] * 2,
-    }).to_csv(tmp_path / "sample_submission.csv", index=False)
+    pd.DataFrame(
+        {
+            "image_path": ["test/church/images/00046.png", "test/church/images/00090.png"],
+            "dataset": ["church", "church"],
+            "scene": ["church", "church"],
+            "rotation_matrix": ["1;0;0;0;1;0;0;0;1"] * 2,
+            "translation_vector": ["0;0;0"] * 2,
+        }
+    ).to_csv(tmp_path / "sample_submission.csv", index=False)
     (scene,) = data.load_scenes(tmp_path, "test")
     assert scene.dataset == "church" and scene.image_dir == tmp_path / "test/church/images"
     assert scene.image_names == ("00046.png", "00090.png")
@@ -62,9 +66,13 @@ def test_unknown_scene_is_an_error(imc_data_dir):
 
 def test_repeated_rows_and_empty_folders_are_reported(tmp_path, caplog):
     _touch_images(tmp_path / "test/church/images", ["1.png"])
-    pd.DataFrame({
-        "image_path": ["test/church/images/1.png"] * 2, "dataset": ["church"] * 2, "scene": ["church"] * 2,
-    }).to_csv(tmp_path / "sample_submission.csv", index=False)
+    pd.DataFrame(
+        {
+            "image_path": ["test/church/images/1.png"] * 2,
+            "dataset": ["church"] * 2,
+            "scene": ["church"] * 2,
+        }
+    ).to_csv(tmp_path / "sample_submission.csv", index=False)
     (scene,) = data.load_scenes(tmp_path, "test")
     assert scene.image_names == ("1.png",)
     assert "1 repeated image row(s) ignored, e.g. church/1.png" in caplog.text

@@ -10,8 +10,10 @@ import torch
 
 from imc_lib import pipeline, utils
 
-KAGGLE_P100_ERROR = ("CUDA error: no kernel image is available for execution on the device\n"
-                     "CUDA kernel errors might be asynchronously reported at some other API call")
+KAGGLE_P100_ERROR = (
+    "CUDA error: no kernel image is available for execution on the device\n"
+    "CUDA kernel errors might be asynchronously reported at some other API call"
+)
 
 
 def fail_like_a_p100(device):

@@ -55,8 +55,14 @@ def test_main_writes_files_reconstruction_can_read(tmp_path):
     src_b = _write_source(tmp_path, "b", ky, {("x.jpg", "y.jpg"): [[i, i] for i in range(15)]})
     pairs_path = tmp_path / "pairs.txt"
     pairs.write_pairs([("x.jpg", "y.jpg")], pairs_path)
-    fpath, mpath = ensemble.main(ensemble.confs["merge"], ["x.jpg", "y.jpg"], pairs_path, [src_a, src_b],
-                                 tmp_path / "merged.h5", tmp_path / "merged-m.h5")
+    fpath, mpath = ensemble.main(
+        ensemble.confs["merge"],
+        ["x.jpg", "y.jpg"],
+        pairs_path,
+        [src_a, src_b],
+        tmp_path / "merged.h5",
+        tmp_path / "merged-m.h5",
+    )
     feats = {n: features.read_features(fpath, n) for n in ("x.jpg", "y.jpg")}
     assert all(len(f["keypoints"]) == 30 for f in feats.values())  # 20 + 15 - 5 duplicates
     m, s = matching.read_matches(mpath, "x.jpg", "y.jpg")

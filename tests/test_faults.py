@@ -37,8 +37,21 @@ def scene(tmp_path_factory, imc_data_dir):
 
 
 def _command(data, work, out, weights, verbose=False):
-    return [sys.executable, "-m", "imc_lib.cli", *(["-v"] if verbose else []), "run", str(data), "--work", str(work),
-            "--out", str(out), "--weights", str(weights), *SMALL]
+    return [
+        sys.executable,
+        "-m",
+        "imc_lib.cli",
+        *(["-v"] if verbose else []),
+        "run",
+        str(data),
+        "--work",
+        str(work),
+        "--out",
+        str(out),
+        "--weights",
+        str(weights),
+        *SMALL,
+    ]
 
 
 def _run(data, work, out, weights) -> str:
@@ -64,8 +77,11 @@ def _kill_when(scene, weights, tmp_path, pattern: str, count: int = 1) -> str:
     returns the killed run's log."""
     log, ready = tmp_path / "killed.log", re.compile(pattern)
     with open(log, "w") as err:
-        proc = subprocess.Popen(_command(scene, tmp_path / "work", tmp_path / "submission.csv", weights, verbose=True),
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            _command(scene, tmp_path / "work", tmp_path / "submission.csv", weights, verbose=True),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
             if len(ready.findall(log.read_text(errors="replace"))) >= count:

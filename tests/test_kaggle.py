@@ -32,8 +32,10 @@ def built(tmp_path_factory):
     weights.mkdir()
     for name in ("aliked-n16.pth", "aliked_lightglue.pth", "disk_lightglue.pth", "notes.txt"):
         (weights / name).write_bytes(name.encode())
-    saved = {k: os.environ.pop(k, None)
-             for k in ("IMC_KAGGLE_USER", "KAGGLE_USERNAME", "IMC_KAGGLE_DATASET", "IMC_KAGGLE_KERNEL")}
+    saved = {
+        k: os.environ.pop(k, None)
+        for k in ("IMC_KAGGLE_USER", "KAGGLE_USERNAME", "IMC_KAGGLE_DATASET", "IMC_KAGGLE_KERNEL")
+    }
     os.environ.update(IMC_KAGGLE_USER="alice", IMC_KAGGLE_DATASET="alice-wheels")
     try:
         assert cli.main(["kaggle", "build", str(tmp / "out"), "--offline", "--weights", str(weights)]) == 0
@@ -71,8 +73,13 @@ def test_dataset_lists_every_file_and_holds_wheel_requirements_and_weights(built
     files = {p.name for p in (out / "dataset").iterdir()} - {"dataset-metadata.json"}
     assert {r["path"] for r in dataset["resources"]} == files
     assert all(r["description"] for r in dataset["resources"])
-    assert files == {"imc_lib-0.1.0-py3-none-any.whl", "requirements.txt", "aliked-n16.pth", "aliked_lightglue.pth",
-                     "disk_lightglue.pth"}  # known weight files only
+    assert files == {
+        "imc_lib-0.1.0-py3-none-any.whl",
+        "requirements.txt",
+        "aliked-n16.pth",
+        "aliked_lightglue.pth",
+        "disk_lightglue.pth",
+    }  # known weight files only
     for name in ("aliked-n16.pth", "aliked_lightglue.pth"):
         assert (out / "dataset" / name).read_bytes() == (weights / name).read_bytes()
     requirements = (out / "dataset/requirements.txt").read_text().split()
@@ -101,7 +108,8 @@ def test_rebuild_replaces_a_build_but_never_other_folders(built, tmp_path, monke
     assert kaggle.build(tmp_path, offline=True, weights=weights) == 0
     assert kaggle.build(tmp_path, offline=True, weights=weights) == 0  # replaces its own output
     assert json.loads((tmp_path / "kernel/kernel-metadata.json").read_text())["id"].startswith(
-        f"{kaggle.PLACEHOLDER_USER}/")
+        f"{kaggle.PLACEHOLDER_USER}/"
+    )
     other = tmp_path / "elsewhere"
     (other / "dataset").mkdir(parents=True)
     (other / "dataset" / "mine.txt").write_text("keep me")
@@ -162,9 +170,13 @@ def _tree(root: Path) -> list[str]:
 def _download(tmp: Path, path: str) -> subprocess.CompletedProcess:
     """Run data/download.sh with an empty HOME, no Kaggle variables and PATH=`path`, into tmp/dest."""
     env = {"HOME": str(tmp / "home"), "PATH": path, "LANG": "C.UTF-8"}
-    return subprocess.run(["bash", str(DOWNLOAD), "--data-dir", str(tmp / "dest/imc-2024"),
-                           "--weights-dir", str(tmp / "dest/weights")], env=env, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        ["bash", str(DOWNLOAD), "--data-dir", str(tmp / "dest/imc-2024"), "--weights-dir", str(tmp / "dest/weights")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_download_without_kaggle_cli_stops_and_changes_nothing(tmp_path):
@@ -219,19 +231,33 @@ def kaggle_python(tmp: Path) -> str:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")], check=True)
     venv_python = tmp / "venv" / "bin" / "python"
     purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
-    venv_site = Path(subprocess.run([str(venv_python), "-c", purelib], capture_output=True, text=True,
-                                    check=True).stdout.strip())
+    venv_site = Path(
+        subprocess.run([str(venv_python), "-c", purelib], capture_output=True, text=True, check=True).stdout.strip()
+    )
     (venv_site / "kaggle-image.pth").write_text(f"import site; site.addsitedir({str(image)!r})\n")
     spec = tmp / "jupyter" / "kernels" / "kaggle-python"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [str(venv_python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Kaggle-like Python", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [str(venv_python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Kaggle-like Python",
+                "language": "python",
+            }
+        )
+    )
     return str(tmp / "jupyter")
 
 
-def kaggle_input(root: Path, layout: str, built_dataset: Path, weights_dir: Path, imc_data_dir: Path,
-                 dinov2: bool, competition: bool = True) -> dict[str, Path]:
+def kaggle_input(
+    root: Path,
+    layout: str,
+    built_dataset: Path,
+    weights_dir: Path,
+    imc_data_dir: Path,
+    dinov2: bool,
+    competition: bool = True,
+) -> dict[str, Path]:
     """A /kaggle/input tree in `layout`: the test split of one imc-mini scene, the built dataset
     (its weight files linked to the real ones) and, if asked, a DINOv2 model folder."""
     meta = json.loads((built_dataset / "dataset-metadata.json").read_text())
@@ -249,8 +275,15 @@ def kaggle_input(root: Path, layout: str, built_dataset: Path, weights_dir: Path
         rows = []
         for photo in sorted((imc_data_dir / "train" / KERNEL_SCENE / "images").iterdir())[:KERNEL_IMAGES]:
             (images / photo.name).symlink_to(photo)
-            rows.append({"image_path": f"test/{KERNEL_SCENE}/images/{photo.name}", "dataset": KERNEL_SCENE,
-                         "scene": KERNEL_SCENE, "R": None, "t": None})
+            rows.append(
+                {
+                    "image_path": f"test/{KERNEL_SCENE}/images/{photo.name}",
+                    "dataset": KERNEL_SCENE,
+                    "scene": KERNEL_SCENE,
+                    "R": None,
+                    "t": None,
+                }
+            )
         submission.write_submission(rows, paths["competition"] / "sample_submission.csv")
     return paths
 
@@ -264,34 +297,50 @@ def run_kernel(kernel_dir: Path, tmp: Path, input_root: Path, monkeypatch) -> tu
     working = tmp / "working"
     working.mkdir()
     for key, value in {
-        "JUPYTER_PATH": jupyter_path, "IMC_KAGGLE_INPUT": str(input_root), "IMC_OUT": str(working / "submission.csv"),
-        "IMC_WORK": str(tmp / "work"), "IMC_MAX_KEYPOINTS": "1024", "IMC_MIN_KEYPOINTS": "1024",
+        "JUPYTER_PATH": jupyter_path,
+        "IMC_KAGGLE_INPUT": str(input_root),
+        "IMC_OUT": str(working / "submission.csv"),
+        "IMC_WORK": str(tmp / "work"),
+        "IMC_MAX_KEYPOINTS": "1024",
+        "IMC_MIN_KEYPOINTS": "1024",
         "IMC_ORIENTATION": "none",  # upright photos; the stage would double the time on 2 CPU cores
-        "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
     }.items():
         monkeypatch.setenv(key, value)
     notebook = nbformat.read(kernel_dir / kaggle.NOTEBOOK, as_version=4)
     error = None
     try:
-        NotebookClient(notebook, timeout=600, kernel_name="kaggle-python",
-                       resources={"metadata": {"path": str(working)}}).execute()
+        NotebookClient(
+            notebook, timeout=600, kernel_name="kaggle-python", resources={"metadata": {"path": str(working)}}
+        ).execute()
     except CellExecutionError as err:
         error = err
     nbformat.write(notebook, tmp / kaggle.NOTEBOOK)  # the executed copy, for reading a failure
-    text = "\n".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                     if o.output_type == "stream")
+    text = "\n".join(
+        o.get("text", "")
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.output_type == "stream"
+    )
     return text, error
 
 
-@pytest.mark.parametrize("layout, dinov2", [
-    pytest.param("2026", False, id="2026-no-dinov2"),
-    pytest.param("2026", True, id="2026-dinov2", marks=pytest.mark.slow),
-    pytest.param("2024", True, id="2024-dinov2", marks=pytest.mark.slow),
-    pytest.param("2024", False, id="2024-no-dinov2", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "layout, dinov2",
+    [
+        pytest.param("2026", False, id="2026-no-dinov2"),
+        pytest.param("2026", True, id="2026-dinov2", marks=pytest.mark.slow),
+        pytest.param("2024", True, id="2024-dinov2", marks=pytest.mark.slow),
+        pytest.param("2024", False, id="2024-no-dinov2", marks=pytest.mark.slow),
+    ],
+)
 def test_built_kernel_finds_its_inputs_installs_offline_and_writes_a_submission(
-        built, tmp_path, weights_dir, imc_data_dir, monkeypatch, layout, dinov2):
+    built, tmp_path, weights_dir, imc_data_dir, monkeypatch, layout, dinov2
+):
     out, _ = built
     paths = kaggle_input(tmp_path / "input", layout, out / "dataset", weights_dir, imc_data_dir, dinov2)
     text, error = run_kernel(out / "kernel", tmp_path, tmp_path / "input", monkeypatch)
@@ -315,11 +364,11 @@ def test_built_kernel_finds_its_inputs_installs_offline_and_writes_a_submission(
     assert registered >= 3, "most photos get a real pose, not a placeholder"
 
 
-def test_built_kernel_without_the_competition_names_what_it_searched(built, tmp_path, weights_dir, imc_data_dir,
-                                                                    monkeypatch):
+def test_built_kernel_without_the_competition_names_what_it_searched(
+    built, tmp_path, weights_dir, imc_data_dir, monkeypatch
+):
     out, _ = built
-    kaggle_input(tmp_path / "input", "2026", out / "dataset", weights_dir, imc_data_dir, dinov2=True,
-                 competition=False)
+    kaggle_input(tmp_path / "input", "2026", out / "dataset", weights_dir, imc_data_dir, dinov2=True, competition=False)
     text, error = run_kernel(out / "kernel", tmp_path, tmp_path / "input", monkeypatch)
     assert "Successfully installed imc_lib-0.1.0" in text  # the install cell ran first, from the dataset
     message = str(error)

@@ -121,8 +121,10 @@ def test_several_candidates_the_named_one_then_the_shallowest_and_said(tmp_path,
     assert kaggle_inputs.find_inputs(tmp_path, dataset=DATASET).offline == named
     with caplog.at_level(logging.WARNING, logger="imc_lib"):
         assert kaggle_inputs.find_inputs(tmp_path, dataset="unknown").offline == old  # shallowest
-    assert any("2 folders look like the offline dataset" in r.getMessage() and "IMC_OFFLINE_DIR" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "2 folders look like the offline dataset" in r.getMessage() and "IMC_OFFLINE_DIR" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_recognisers():

@@ -70,8 +70,15 @@ def test_missing_inputs_name_the_stage_to_run(tmp_path, feats):
     pairs_path = tmp_path / "pairs.txt"
     pairs.write_pairs([("a.jpg", "zzz.jpg")], pairs_path)
     with pytest.raises(KeyError, match="run the features stage"):
-        matching.main(matching.confs["lightglue"], pairs_path, feats, tmp_path / "m.h5", "aliked", "cpu",
-                      model=lambda: lambda data: None)
+        matching.main(
+            matching.confs["lightglue"],
+            pairs_path,
+            feats,
+            tmp_path / "m.h5",
+            "aliked",
+            "cpu",
+            model=lambda: lambda data: None,
+        )
 
 
 def test_out_of_memory_retries_with_the_strongest_keypoints(tmp_path, feats, lightglue_aliked, monkeypatch, caplog):

@@ -113,7 +113,9 @@ def test_far_cameras_are_never_inliers(gt):
     expected = 6 * (8 - 3) / (6 * (10 - 3))
     assert mean_average_accuracy(CENTRES, est) == pytest.approx(expected)
     sub = poses(est, gt["R"])
-    assert score(gt, transform_world(sub, *random_similarity(np.random.default_rng(3))))["mAA"][0] == pytest.approx(expected)
+    assert score(gt, transform_world(sub, *random_similarity(np.random.default_rng(3))))["mAA"][0] == pytest.approx(
+        expected
+    )
 
 
 def test_missing_rows_are_unregistered(gt):
@@ -236,7 +238,6 @@ def test_real_labels_score_one(imc_data_dir):
     moved = transform_world(truth, *random_similarity(np.random.default_rng(6)))
     assert score(labels, moved)["mAA"].tolist() == [1.0] * 4
     assert format_table(table).splitlines()[-1].split() == ["mean", "1.000"]
-
 
 
 def _reference_counts(gt, est, thresholds):

@@ -35,7 +35,8 @@ def test_ipynb_in_sync_with_py(source):
     paired = source.with_suffix(".ipynb")
     assert paired.is_file(), f"{paired}: missing; run `jupytext --sync {source}`"
     assert cells(jupytext.read(paired)) == cells(jupytext.read(source)), (
-        f"{paired} is out of sync with {source}; run `jupytext --sync {source}`")
+        f"{paired} is out of sync with {source}; run `jupytext --sync {source}`"
+    )
 
 
 def outputs(notebook, kind: str) -> list:
@@ -45,8 +46,9 @@ def outputs(notebook, kind: str) -> list:
 def execute(name: str, out_dir: Path):
     """Run notebooks/`name` in a fresh kernel (cwd notebooks/); the executed copy lands in out_dir."""
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()
     nbformat.write(notebook, out_dir / name)
     return notebook
 
@@ -54,10 +56,18 @@ def execute(name: str, out_dir: Path):
 def notebook_env(tmp: Path, data_dir: Path, weights_dir: Path) -> dict[str, str]:
     """Settings for herzjesu-p8 at 1024 keypoints on CPU, work and outputs under `tmp`."""
     return {
-        "IMC_DATA_DIR": str(data_dir), "IMC_SPLIT": "train", "IMC_SCENES": SCENE, "IMC_SCENE": SCENE,
-        "IMC_WEIGHTS_DIR": str(weights_dir), "IMC_WORK": str(tmp / "work"), "IMC_OUT": str(tmp / "submission.csv"),
-        "IMC_DINOV2": str(tmp / "no-dinov2"), "IMC_DEVICE": "cpu", "IMC_MAX_KEYPOINTS": "1024",
-        "IMC_MIN_KEYPOINTS": "1024", "IMC_SKIP_INSTALL": "1",
+        "IMC_DATA_DIR": str(data_dir),
+        "IMC_SPLIT": "train",
+        "IMC_SCENES": SCENE,
+        "IMC_SCENE": SCENE,
+        "IMC_WEIGHTS_DIR": str(weights_dir),
+        "IMC_WORK": str(tmp / "work"),
+        "IMC_OUT": str(tmp / "submission.csv"),
+        "IMC_DINOV2": str(tmp / "no-dinov2"),
+        "IMC_DEVICE": "cpu",
+        "IMC_MAX_KEYPOINTS": "1024",
+        "IMC_MIN_KEYPOINTS": "1024",
+        "IMC_SKIP_INSTALL": "1",
         # The photos are upright; the orientation stage would double the run time on 2 CPU cores.
         "IMC_ORIENTATION": "none",
         "PLOTLY_RENDERER": "plotly_mimetype",  # plotly figures as JSON, not 4 MB of inline plotly.js
@@ -82,8 +92,9 @@ def test_submission_notebook_writes_a_scored_submission(executed, imc_data_dir):
     assert sorted(table["image_path"]) == sorted(scene.image_paths)
     assert list(table.columns) == submission.SUBMISSION_COLUMNS
     labels = submission.read_poses(imc_data_dir / "train/train_labels.csv", "labels")
-    scores = metric.score(labels[labels["scene"] == SCENE], tmp / "submission.csv",
-                          categories=imc_data_dir / "train/categories.csv")
+    scores = metric.score(
+        labels[labels["scene"] == SCENE], tmp / "submission.csv", categories=imc_data_dir / "train/categories.csv"
+    )
     assert scores["mAA"].iloc[0] >= 1.0  # the SIFT floor for herzjesu-p8
 
 
@@ -99,8 +110,7 @@ def test_submission_notebook_reports_stage_times_and_score(executed):
 
 
 @pytest.mark.slow  # executes a notebook on a real scene
-def test_time_guard_skips_what_cannot_fit_and_still_writes_every_row(tmp_path, imc_data_dir, weights_dir,
-                                                                    monkeypatch):
+def test_time_guard_skips_what_cannot_fit_and_still_writes_every_row(tmp_path, imc_data_dir, weights_dir, monkeypatch):
     for key, value in notebook_env(tmp_path, imc_data_dir, weights_dir).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("IMC_TIME_LIMIT_S", "60")  # less than the reserve: no time for any scene

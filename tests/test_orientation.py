@@ -25,8 +25,7 @@ def test_rotate_keypoints_back_inverts_rot90():
 
 def test_solve_chains_turns_and_keeps_the_majority_as_stored():
     # b is a turned by 1, c is b turned by 2 (a turned by 3); d unconnected; e upright like a.
-    edges = {("a", "b"): (3, 200), ("b", "c"): (2, 150), ("a", "c"): (1, 40), ("a", "e"): (0, 300),
-             ("c", "d"): (1, 5)}
+    edges = {("a", "b"): (3, 200), ("b", "c"): (2, 150), ("a", "c"): (1, 40), ("a", "e"): (0, 300), ("c", "d"): (1, 5)}
     result = orientation.solve(["a", "b", "c", "d", "e"], edges, min_matches=25)
     assert {n: t for n, (t, _) in result.items()} == {"a": 0, "b": 3, "c": 1, "d": 0, "e": 0}
     assert result["b"][1] == 200 and result["d"][1] == 0
@@ -62,8 +61,9 @@ def test_turned_photos_are_turned_back(tmp_path, imc_data_dir, weights_dir, turn
     assert orientation.overlapping_pairs(out, 10**6) == []
 
 
-def test_mnn_orientation_reads_stored_features_and_extracts_only_turned_tries(tmp_path, imc_data_dir, aliked,
-                                                                             monkeypatch):
+def test_mnn_orientation_reads_stored_features_and_extracts_only_turned_tries(
+    tmp_path, imc_data_dir, aliked, monkeypatch
+):
     names = _turned_photos(tmp_path, imc_data_dir, TURNED)
     pairs_path = tmp_path / "pairs.txt"
     pairs.write_pairs(pairs.exhaustive_pairs(names), pairs_path)
@@ -72,8 +72,17 @@ def test_mnn_orientation_reads_stored_features_and_extracts_only_turned_tries(tm
     calls = []
     extract = features.extract
     monkeypatch.setattr(features, "extract", lambda *a, **k: calls.append(a[2].shape) or extract(*a, **k))
-    out = orientation.main(orientation.confs["mnn"], tmp_path, names, pairs_path, tmp_path / "orient.csv", "cpu",
-                           extractor=aliked, feature_path=feature_path, features_conf=fconf)
+    out = orientation.main(
+        orientation.confs["mnn"],
+        tmp_path,
+        names,
+        pairs_path,
+        tmp_path / "orient.csv",
+        "cpu",
+        extractor=aliked,
+        feature_path=feature_path,
+        features_conf=fconf,
+    )
     assert orientation.read_orientations(out) == {n: (-TURNED.get(n, 0)) % 4 for n in names}
     # As-stored features come from the file; only photos outside the largest group (0000 + 0004)
     # are extracted again, at the turns tried: three photos, three turns each at most.
@@ -94,8 +103,11 @@ def test_mnn_orientation_reads_stored_features_and_extracts_only_turned_tries(tm
     # ... and exactly what the features stage would have extracted at that turn.
     fresh = tmp_path / "fresh.h5"
     features.main(fconf, tmp_path, ["0002.jpg"], fresh, "cpu", model=aliked, turns=turns)
-    np.testing.assert_allclose(features.read_features(fresh, "0002.jpg")["keypoints"],
-                               features.read_features(feature_path, "0002.jpg")["keypoints"], atol=1e-3)
+    np.testing.assert_allclose(
+        features.read_features(fresh, "0002.jpg")["keypoints"],
+        features.read_features(feature_path, "0002.jpg")["keypoints"],
+        atol=1e-3,
+    )
     # Without the main features' config the stage cannot know what to extract.
     with pytest.raises(ValueError, match="features_conf"):
         orientation.main(orientation.confs["mnn"], tmp_path, names, pairs_path, tmp_path / "o2.csv", "cpu")

@@ -21,6 +21,7 @@ SCENE_IMAGES = DATA_DIR / "train" / "herzjesu-p8" / "images"
 
 # --- selection rules ------------------------------------------------------------------------------
 
+
 def _circle(degrees):
     """Unit vectors in the xy-plane at the given angles; chord distance grows with the angle between them."""
     a = torch.tensor(degrees, dtype=torch.float64) * math.pi / 180
@@ -49,12 +50,15 @@ def test_min_pairs_is_capped_at_all_other_images():
     assert result == [(i, j) for i in range(6) for j in range(i + 1, 6)]
 
 
-@pytest.mark.parametrize("p, expected", [
-    (1, [(0, 1)]),
-    (2.0, [(0, 1), (2, 3)]),
-    (math.inf, [(0, 1), (2, 3), (4, 5)]),
-    ("inf", [(0, 1), (2, 3), (4, 5)]),
-])
+@pytest.mark.parametrize(
+    "p, expected",
+    [
+        (1, [(0, 1)]),
+        (2.0, [(0, 1), (2, 3)]),
+        (math.inf, [(0, 1), (2, 3), (4, 5)]),
+        ("inf", [(0, 1), (2, 3), (4, 5)]),
+    ],
+)
 def test_distance_norm(p, expected):
     # Far-apart pairs whose offsets are (1.1, 0), (0.8, 0.8), (1, 1):
     # L1 = 1.1, 1.6, 2; L2 = 1.1, 1.13, 1.41; Linf = 1.1, 0.8, 1; threshold 1.2.
@@ -104,19 +108,28 @@ def test_read_pairs_rejects_malformed_lines(tmp_path):
 
 # --- plumbing with a tiny random DINOv2 -------------------------------------------------------------
 
+
 def _tiny_dinov2():
     """A random-weight (processor, Dinov2Model) shaped like facebook/dinov2-base's, but tiny."""
     from transformers import Dinov2Config, Dinov2Model
+
     try:  # transformers >= 5 without torchvision: the PIL backend AutoImageProcessor falls back to
         from transformers import BitImageProcessorPil as Processor
     except ImportError:
         from transformers import BitImageProcessor as Processor
     # dinov2-base: resize shortest edge 256 (bicubic), centre crop 224, ImageNet mean/std.
-    processor = Processor(size={"shortest_edge": 64}, crop_size={"height": 56, "width": 56}, resample=3,
-                          do_center_crop=True, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    processor = Processor(
+        size={"shortest_edge": 64},
+        crop_size={"height": 56, "width": 56},
+        resample=3,
+        do_center_crop=True,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
     torch.manual_seed(0)
-    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                          image_size=56, patch_size=14)
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=56, patch_size=14
+    )
     return processor, Dinov2Model(config).eval()
 
 
@@ -200,8 +213,7 @@ def test_small_scene_is_exhaustive_without_dinov2(scene, tmp_path, monkeypatch, 
     conf = _retrieval_conf(exhaustive_if_less=len(names) + 1)
     with caplog.at_level(logging.INFO, logger="imc_lib.pairs"):
         pairs.main(conf, image_dir, names, tmp_path / "a.txt", tmp_path / "a.h5")
-        pairs.main(conf, image_dir, names, tmp_path / "b.txt", tmp_path / "b.h5",
-                   model=(None, Unusable()))
+        pairs.main(conf, image_dir, names, tmp_path / "b.txt", tmp_path / "b.h5", model=(None, Unusable()))
     assert "exhaustive" in caplog.text
     for name in ("a", "b"):
         assert pairs.read_pairs(tmp_path / f"{name}.txt") == pairs.exhaustive_pairs(names)
@@ -272,8 +284,14 @@ def test_missing_dinov2_directory_names_the_path(scene, tmp_path):
     image_dir, names = scene
     missing = tmp_path / "no-dinov2-here"
     with pytest.raises(FileNotFoundError) as err:
-        pairs.main(_retrieval_conf(model=str(missing)), image_dir, names, tmp_path / "pairs.txt",
-                   tmp_path / "global.h5", device="cpu")
+        pairs.main(
+            _retrieval_conf(model=str(missing)),
+            image_dir,
+            names,
+            tmp_path / "pairs.txt",
+            tmp_path / "global.h5",
+            device="cpu",
+        )
     assert str(missing) in str(err.value)
     assert not (tmp_path / "pairs.txt").exists()
 
@@ -289,6 +307,7 @@ def test_bad_conf_fails_early(scene, tmp_path):
 
 
 # --- weight-free retrieval: VLAD over the scene's own features ---------------------------------------
+
 
 def test_vlad_is_unit_length_and_zero_for_no_descriptors():
     rng = np.random.default_rng(0)
@@ -313,7 +332,6 @@ def _covisible(data_dir, scene, names, degrees=30.0):
 @pytest.mark.parametrize("scene_name", ["temple", "fountain"])
 def test_vlad_pairs_recall_the_covisible_pairs_of_a_real_scene(scene_name, imc_data_dir, weights_dir, aliked, tmp_path):
     from conftest import small_conf
-
     from imc_lib import features
 
     image_dir = imc_data_dir / "train" / scene_name / "images"

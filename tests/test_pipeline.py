@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,22 @@ SCENE = "herzjesu-p8"
 def run_dir(tmp_path_factory, imc_data_dir, weights_dir):
     """One real run of herzjesu-p8 (8 photos, all 28 pairs) at 1024 keypoints."""
     work = tmp_path_factory.mktemp("run")
-    argv = ["run", str(imc_data_dir), "--scenes", SCENE, "--max-keypoints", "1024", "--work", str(work / "work"),
-            "--out", str(work / "submission.csv"), "--weights", str(weights_dir), "--device", "cpu"]
+    argv = [
+        "run",
+        str(imc_data_dir),
+        "--scenes",
+        SCENE,
+        "--max-keypoints",
+        "1024",
+        "--work",
+        str(work / "work"),
+        "--out",
+        str(work / "submission.csv"),
+        "--weights",
+        str(weights_dir),
+        "--device",
+        "cpu",
+    ]
     assert cli.main(argv) == 0
     return work, argv
 
@@ -78,8 +93,19 @@ def test_rerun_recomputes_nothing(run_dir, monkeypatch):
 
 def test_score_command_prints_the_table(run_dir, imc_data_dir):
     work, _ = run_dir
-    out = subprocess.run([sys.executable, "-m", "imc_lib.cli", "score", str(imc_data_dir / "train/train_labels.csv"),
-                          str(work / "submission.csv")], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imc_lib.cli",
+            "score",
+            str(imc_data_dir / "train/train_labels.csv"),
+            str(work / "submission.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     lines = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
     assert lines[SCENE][-2:] == ["8/8", "1.000"]
     # Scenes absent from the submission count as unregistered: 0 for the other three.
@@ -94,8 +120,20 @@ def test_scene_of_unreadable_images_still_gets_rows(tmp_path, weights_dir, caplo
         (images / name).write_bytes(b"\xff\xd8 not a jpeg")
     out = tmp_path / "submission.csv"
     with caplog.at_level(logging.WARNING):
-        code = cli.main(["run", str(tmp_path), "--work", str(tmp_path / "work"), "--out", str(out),
-                         "--weights", str(weights_dir), "--device", "cpu"])
+        code = cli.main(
+            [
+                "run",
+                str(tmp_path),
+                "--work",
+                str(tmp_path / "work"),
+                "--out",
+                str(out),
+                "--weights",
+                str(weights_dir),
+                "--device",
+                "cpu",
+            ]
+        )
     assert code == 0
     rows = submission.read_poses(out)
     assert sorted(rows["image_name"]) == ["a.jpg", "b.jpg", "c.jpg"]
@@ -116,12 +154,14 @@ def test_a_scene_that_fails_makes_run_exit_1_after_writing_every_row(tmp_path, w
     work, out = tmp_path / "work", tmp_path / "submission.csv"
     work.mkdir()
     (work / "blocked").write_text("a file where the scene's work folder belongs")
-    code = cli.main(["run", str(tmp_path), "--work", str(work), "--out", str(out), "--weights", str(weights_dir),
-                     "--device", "cpu"])
+    code = cli.main(
+        ["run", str(tmp_path), "--work", str(work), "--out", str(out), "--weights", str(weights_dir), "--device", "cpu"]
+    )
     assert code == 1
     rows = submission.read_poses(out)
-    assert sorted(zip(rows["scene"], rows["image_name"])) == [(s, n) for s in ("blocked", "broken")
-                                                              for n in ("a.jpg", "b.jpg", "c.jpg")]
+    assert sorted(zip(rows["scene"], rows["image_name"])) == [
+        (s, n) for s in ("blocked", "broken") for n in ("a.jpg", "b.jpg", "c.jpg")
+    ]
     captured = capsys.readouterr()
     assert "imc-lib: error: 1 scene(s) failed: blocked;" in captured.err and str(out) in captured.err
     assert "broken" in captured.out and "blocked" in captured.out  # the scene table lists both
@@ -137,16 +177,29 @@ def test_shipped_sample_matches_its_labels():
     (scene,) = data.load_scenes(ROOT / "data", "train")
     assert scene.scene == SCENE and len(scene.image_names) == 8
     assert all((scene.image_dir / n).is_file() for n in scene.image_names)
-    table = metric.score(ROOT / "data/train/train_labels.csv", submission.read_poses(
-        ROOT / "data/train/train_labels.csv", "labels"))
+    table = metric.score(
+        ROOT / "data/train/train_labels.csv", submission.read_poses(ROOT / "data/train/train_labels.csv", "labels")
+    )
     assert table["mAA"].tolist() == [1.0]
 
 
 def test_missing_weights_stop_the_run_with_the_fix(tmp_path, imc_data_dir, capsys, monkeypatch):
     empty = tmp_path / "weights"
     empty.mkdir()
-    argv = ["run", str(imc_data_dir), "--scenes", SCENE, "--work", str(tmp_path / "work"),
-            "--out", str(tmp_path / "s.csv"), "--device", "cpu", "--orientation", "none"]
+    argv = [
+        "run",
+        str(imc_data_dir),
+        "--scenes",
+        SCENE,
+        "--work",
+        str(tmp_path / "work"),
+        "--out",
+        str(tmp_path / "s.csv"),
+        "--device",
+        "cpu",
+        "--orientation",
+        "none",
+    ]
     assert cli.main([*argv, "--weights", str(empty)]) == 2
     assert f"{empty}/aliked-n16.pth: weights file missing" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
@@ -166,8 +219,15 @@ def test_missing_weights_stop_the_run_with_the_fix(tmp_path, imc_data_dir, capsy
 def test_networks_loaded_by_one_run_serve_the_next(tmp_path, imc_data_dir, weights_dir, monkeypatch):
     """The notebook runs scene by scene: a second run given the same dict loads nothing again."""
     networks = {}
-    kwargs = {"split": "train", "scenes": [SCENE], "device": "cpu", "weights": weights_dir, "max_keypoints": 256,
-              "resize_to": 320, "networks": networks}
+    kwargs = {
+        "split": "train",
+        "scenes": [SCENE],
+        "device": "cpu",
+        "weights": weights_dir,
+        "max_keypoints": 256,
+        "resize_to": 320,
+        "networks": networks,
+    }
     first = pipeline.run(imc_data_dir, tmp_path / "a.csv", tmp_path / "work", **kwargs)
     assert first["scenes"][next(iter(first["scenes"]))]["registered"] >= 6 and networks
 
@@ -182,8 +242,16 @@ def test_networks_loaded_by_one_run_serve_the_next(tmp_path, imc_data_dir, weigh
 
 
 def _scenes(*sizes):
-    return [data.Scene(dataset=f"s{n}", scene=f"s{n}", image_dir=Path("."), image_names=[f"{i}.jpg" for i in range(n)],
-                       image_paths=[f"{i}.jpg" for i in range(n)]) for n in sizes]
+    return [
+        data.Scene(
+            dataset=f"s{n}",
+            scene=f"s{n}",
+            image_dir=Path("."),
+            image_names=[f"{i}.jpg" for i in range(n)],
+            image_paths=[f"{i}.jpg" for i in range(n)],
+        )
+        for n in sizes
+    ]
 
 
 def test_auto_pairs_without_a_local_dinov2_use_vlad_in_one_line(monkeypatch, caplog):
@@ -221,15 +289,33 @@ def test_explicit_dinov2_that_cannot_load_stops_the_run_once(tmp_path, monkeypat
 def test_pairs_file_is_named_by_the_method_that_made_it(tmp_path):
     sconfs = pipeline.resolve(device="cpu", pairs_method="vlad")
     small, large = _scenes(8, 25)
-    assert pipeline.scene_paths(tmp_path, small, pipeline.scene_confs(sconfs, small))["pairs"].name == "pairs-exhaustive.txt"
+    assert (
+        pipeline.scene_paths(tmp_path, small, pipeline.scene_confs(sconfs, small))["pairs"].name
+        == "pairs-exhaustive.txt"
+    )
     assert pipeline.scene_paths(tmp_path, large, pipeline.scene_confs(sconfs, large))["pairs"].name == "pairs-vlad.txt"
 
 
 def test_time_limit_too_short_still_writes_every_row_in_time(tmp_path, imc_data_dir, weights_dir):
     limit = 20.0
     start = time.monotonic()
-    argv = ["run", str(imc_data_dir), "--scenes", "temple", SCENE, "--work", str(tmp_path / "work"),
-            "--out", str(tmp_path / "s.csv"), "--weights", str(weights_dir), "--device", "cpu", "--time-limit", "20s"]
+    argv = [
+        "run",
+        str(imc_data_dir),
+        "--scenes",
+        "temple",
+        SCENE,
+        "--work",
+        str(tmp_path / "work"),
+        "--out",
+        str(tmp_path / "s.csv"),
+        "--weights",
+        str(weights_dir),
+        "--device",
+        "cpu",
+        "--time-limit",
+        "20s",
+    ]
     cli.main(argv)
     elapsed = time.monotonic() - start
     poses = submission.read_poses(tmp_path / "s.csv")
@@ -249,8 +335,17 @@ def test_time_limit_rewrites_a_complete_submission_after_every_scene(tmp_path, i
 
     monkeypatch.setattr(pipeline, "run_scene", killed_in_second)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run(imc_data_dir, tmp_path / "s.csv", tmp_path / "work", scenes=[SCENE, "temple"], device="cpu",
-                     weights=weights_dir, max_keypoints=512, resize_to=320, time_limit=3600)
+        pipeline.run(
+            imc_data_dir,
+            tmp_path / "s.csv",
+            tmp_path / "work",
+            scenes=[SCENE, "temple"],
+            device="cpu",
+            weights=weights_dir,
+            max_keypoints=512,
+            resize_to=320,
+            time_limit=3600,
+        )
     poses = submission.read_poses(tmp_path / "s.csv")
     assert len(poses) == 8 + 16
     first = poses[poses["scene"] == ran[0]]
@@ -264,12 +359,20 @@ def test_stages_stop_at_the_deadline(tmp_path, imc_data_dir, weights_dir):
     names = sorted(p.name for p in image_dir.iterdir())
     conf = pipeline.resolve(device="cpu", pairs_method="exhaustive")["features"]
     with pytest.raises(budget.OutOfTime, match="feature extraction"):
-        features.main(conf, image_dir, names, tmp_path / "f.h5", "cpu", weights=weights_dir,
-                      deadline=time.monotonic() - 1)
+        features.main(
+            conf, image_dir, names, tmp_path / "f.h5", "cpu", weights=weights_dir, deadline=time.monotonic() - 1
+        )
     assert not (tmp_path / "f.h5").exists()
     features.main(conf, image_dir, names[:2], tmp_path / "f.h5", "cpu", weights=weights_dir)
     pairs_path = tmp_path / "pairs.txt"
     pairs_path.write_text(f"{names[0]} {names[1]}\n")
     with pytest.raises(budget.OutOfTime, match="matching"):
-        matching.main(matching.confs["mnn"], pairs_path, tmp_path / "f.h5", tmp_path / "m.h5", "aliked", "cpu",
-                      deadline=time.monotonic() - 1)
+        matching.main(
+            matching.confs["mnn"],
+            pairs_path,
+            tmp_path / "f.h5",
+            tmp_path / "m.h5",
+            "aliked",
+            "cpu",
+            deadline=time.monotonic() - 1,
+        )

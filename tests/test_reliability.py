@@ -62,16 +62,37 @@ def _build(root, shared):
     Image.new("RGB", (300, 200), (30, 30, 30)).save(strangers / "c.png")
 
     listed = {
-        "zoo": ["gray.png", "rgba.png", "palette.png", "deep16.png", "cmyk.jpg", "exif.jpg", "duplicate.jpg",
-                "façade 7.jpg", "huge.jpg", "tiny.png", "empty.jpg", "truncated.jpg", "notes.txt"],
+        "zoo": [
+            "gray.png",
+            "rgba.png",
+            "palette.png",
+            "deep16.png",
+            "cmyk.jpg",
+            "exif.jpg",
+            "duplicate.jpg",
+            "façade 7.jpg",
+            "huge.jpg",
+            "tiny.png",
+            "empty.jpg",
+            "truncated.jpg",
+            "notes.txt",
+        ],
         "single": ["0000.jpg"],
         "pair": ["0001.jpg", "0004.jpg", "gone.jpg"],
         "strangers": ["a.jpg", "b.png", "c.png"],
         "ghost": ["x.jpg", "y.jpg"],
     }
-    rows = [{"image_path": f"test/{s}/images/{n}", "dataset": s, "scene": s,
-             "rotation_matrix": "1;0;0;0;1;0;0;0;1", "translation_vector": "0;0;0"}
-            for s, names in listed.items() for n in names]
+    rows = [
+        {
+            "image_path": f"test/{s}/images/{n}",
+            "dataset": s,
+            "scene": s,
+            "rotation_matrix": "1;0;0;0;1;0;0;0;1",
+            "translation_vector": "0;0;0",
+        }
+        for s, names in listed.items()
+        for n in names
+    ]
     pd.DataFrame(rows).to_csv(root / "sample_submission.csv", index=False)
     return rows
 
@@ -89,12 +110,32 @@ def zoo_run(tmp_path_factory, imc_data_dir, weights_dir):
     handler = _Capture()
     logging.getLogger().addHandler(handler)
     try:
-        code = cli.main(["run", str(data_dir), "--split", "test", "--work", str(root / "work"),
-                         "--out", str(root / "submission.csv"), "--weights", str(weights_dir), *SMALL])
+        code = cli.main(
+            [
+                "run",
+                str(data_dir),
+                "--split",
+                "test",
+                "--work",
+                str(root / "work"),
+                "--out",
+                str(root / "submission.csv"),
+                "--weights",
+                str(weights_dir),
+                *SMALL,
+            ]
+        )
     finally:
         logging.getLogger().removeHandler(handler)
-    return {"root": root, "data": data_dir, "rows": rows, "code": code, "log": "\n".join(handler.lines),
-            "before": before, "after": _snapshot(data_dir)}
+    return {
+        "root": root,
+        "data": data_dir,
+        "rows": rows,
+        "code": code,
+        "log": "\n".join(handler.lines),
+        "before": before,
+        "after": _snapshot(data_dir),
+    }
 
 
 class _Capture(logging.Handler):
@@ -115,11 +156,14 @@ def test_every_listed_image_gets_exactly_one_row(zoo_run):
     assert len(poses) == len(zoo_run["rows"])
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("empty.jpg", "cannot read image"),
-    ("truncated.jpg", "cannot read image"),
-    ("notes.txt", "cannot read image"),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("empty.jpg", "cannot read image"),
+        ("truncated.jpg", "cannot read image"),
+        ("notes.txt", "cannot read image"),
+    ],
+)
 def test_unreadable_files_are_named_with_the_fix(zoo_run, name, reason):
     assert f"zoo/images/{name}: {reason}" in zoo_run["log"]
     assert "remove or replace the file" in zoo_run["log"]
@@ -133,8 +177,17 @@ def test_missing_image_and_missing_scene_folder_are_named(zoo_run):
 def test_odd_formats_decode_and_register(zoo_run):
     work = zoo_run["root"] / "work" / "zoo"
     (feature_file,) = [p for p in work.glob("feats-*.h5") if "_matches" not in p.name]
-    decoded = ["gray.png", "rgba.png", "palette.png", "deep16.png", "cmyk.jpg", "exif.jpg", "duplicate.jpg",
-               "façade 7.jpg", "huge.jpg"]
+    decoded = [
+        "gray.png",
+        "rgba.png",
+        "palette.png",
+        "deep16.png",
+        "cmyk.jpg",
+        "exif.jpg",
+        "duplicate.jpg",
+        "façade 7.jpg",
+        "huge.jpg",
+    ]
     for name in decoded:
         feats = features.read_features(feature_file, name)
         assert len(feats["keypoints"]) > 100, name

@@ -44,7 +44,9 @@ def test_format_pose_row_major_semicolons():
     assert t_text == "1.5;-2;1e-12"
 
 
-@pytest.mark.parametrize("R, t", [(np.eye(2), np.zeros(3)), (np.eye(3), np.zeros(2)), (np.full((3, 3), np.nan), np.zeros(3))])
+@pytest.mark.parametrize(
+    "R, t", [(np.eye(2), np.zeros(3)), (np.eye(3), np.zeros(2)), (np.full((3, 3), np.nan), np.zeros(3))]
+)
 def test_format_pose_rejects_bad_shapes_and_nan(R, t):
     with pytest.raises(ValueError):
         format_pose(R, t)

@@ -27,6 +27,7 @@ def _lines(fig: Figure) -> np.ndarray:
 
 # --- matplotlib ---------------------------------------------------------------------------------------
 
+
 def test_show_keypoints_draws_every_keypoint_on_the_image():
     kpts = np.array([[1.0, 2.0], [10.5, 20.0], [79.0, 59.0]])
     fig = viz.show_keypoints(_image(), kpts)
@@ -128,6 +129,7 @@ def test_threshold_curve():
 
 
 # --- 3D reconstruction ----------------------------------------------------------------------------
+
 
 def _reconstruction():
     """Three registered cameras looking down +z at x = 0, 1, 2; one unregistered image; 5 points."""

@@ -23,7 +23,6 @@ from PIL import Image
 from .. import data, matching, metric, orientation, pairs, pipeline, reconstruction, submission
 from ..utils import pick_device
 
-
 STEPS = ("images", "pairs", "features", "matches", "reconstruction", "submission")
 TITLES = {
     "images": "1. Images",
@@ -76,12 +75,17 @@ class Settings:
     def stage_confs(self) -> dict:
         """Per-stage configs (pipeline.stage_confs with these overrides)."""
         method = "exhaustive" if self.pairs_method == "exhaustive" else "dinov2"
-        sconfs = pipeline.stage_confs(self.features, int(self.max_keypoints), method, int(self.resize_to),
-                                      self.orientation, matcher=self.matcher)
+        sconfs = pipeline.stage_confs(
+            self.features, int(self.max_keypoints), method, int(self.resize_to), self.orientation, matcher=self.matcher
+        )
         if method == "dinov2":
-            sconfs["pairs"].update(similarity_threshold=float(self.similarity_threshold), min_pairs=int(self.min_pairs),
-                                   exhaustive_if_less=int(self.exhaustive_if_less), p=float(self.p),
-                                   model=self.dinov2 or None)
+            sconfs["pairs"].update(
+                similarity_threshold=float(self.similarity_threshold),
+                min_pairs=int(self.min_pairs),
+                exhaustive_if_less=int(self.exhaustive_if_less),
+                p=float(self.p),
+                model=self.dinov2 or None,
+            )
         return sconfs
 
     def all_pairs(self, n_images: int) -> bool:
@@ -130,8 +134,9 @@ def dataset_images(data_dir: Path, split: str, scene_key: str, limit: int | None
         scene = data.Scene(scene.dataset, scene.scene, scene.image_dir, scene.image_names[:n], scene.image_paths[:n])
     missing = [n for n in scene.image_names if not (scene.image_dir / n).is_file()]
     if missing:
-        raise FileNotFoundError(f"{scene.image_dir}: image(s) {missing[:5]} listed but not found; "
-                                "check the data folder")
+        raise FileNotFoundError(
+            f"{scene.image_dir}: image(s) {missing[:5]} listed but not found; check the data folder"
+        )
     stats = [(p.stat().st_size, p.stat().st_mtime_ns) for p in (scene.image_dir / n for n in scene.image_names)]
     labels = data_dir / "train" / "train_labels.csv"
     return ImageSet(
@@ -195,8 +200,9 @@ def upload_images(files: list[tuple[str, bytes]], root: Path) -> ImageSet:
         tmp.rename(image_dir)
     names = tuple(n for n, _ in unique)
     scene = data.Scene("upload", "upload", image_dir, names, tuple(f"test/upload/images/{n}" for n in names))
-    return ImageSet(scene=scene, fingerprint=fingerprint, rejected=tuple(rejected),
-                    sizes=_sizes(image_dir / n for n in names))
+    return ImageSet(
+        scene=scene, fingerprint=fingerprint, rejected=tuple(rejected), sizes=_sizes(image_dir / n for n in names)
+    )
 
 
 def fingerprints(images: ImageSet, settings: Settings) -> dict[str, str]:
@@ -206,8 +212,9 @@ def fingerprints(images: ImageSet, settings: Settings) -> dict[str, str]:
     if settings.all_pairs(len(images.names)):
         fp["pairs"] = digest(fp["images"], "all pairs")
     else:
-        fp["pairs"] = digest(fp["images"], "retrieval", fp["descriptors"], settings.similarity_threshold,
-                             settings.min_pairs, settings.p)
+        fp["pairs"] = digest(
+            fp["images"], "retrieval", fp["descriptors"], settings.similarity_threshold, settings.min_pairs, settings.p
+        )
     # Quarter turns come from matching the kept pairs, so with orientation on they follow the pairs.
     fp["orientation"] = digest(fp["pairs"], sconfs["orientation"]) if sconfs["orientation"] else "none"
     fp["features"] = digest(fp["images"], sconfs["features"], fp["orientation"], settings.weights)
@@ -286,8 +293,11 @@ def score(images: ImageSet, submission_path: Path, model) -> dict | None:
         return None
     labels = submission.read_poses(images.labels, "labels")
     scene = images.scene
-    labels = labels[(labels["dataset"] == scene.dataset) & (labels["scene"] == scene.scene)
-                    & labels["image_name"].isin(scene.image_names)].reset_index(drop=True)
+    labels = labels[
+        (labels["dataset"] == scene.dataset)
+        & (labels["scene"] == scene.scene)
+        & labels["image_name"].isin(scene.image_names)
+    ].reset_index(drop=True)
     if labels.empty:
         return None
     categories = data.load_categories(images.categories)
@@ -309,9 +319,14 @@ def score(images: ImageSet, submission_path: Path, model) -> dict | None:
 def error_table(result: dict) -> pd.DataFrame:
     """One row per labelled image: its error and how many of the metric's thresholds it is within."""
     thresholds = result["thresholds"]
-    rows = [{"image": name, "error": err if math.isfinite(err) else None,
-             "within thresholds": f"{sum(err < t for t in thresholds)}/{len(thresholds)}"}
-            for name, err in result["errors"].items()]
+    rows = [
+        {
+            "image": name,
+            "error": err if math.isfinite(err) else None,
+            "within thresholds": f"{sum(err < t for t in thresholds)}/{len(thresholds)}",
+        }
+        for name, err in result["errors"].items()
+    ]
     return pd.DataFrame(rows, columns=["image", "error", "within thresholds"])
 
 

@@ -39,6 +39,7 @@ DEVICE = pick_device(None)
 
 # --- networks, loaded once per server process ---------------------------------------------------
 
+
 @st.cache_resource(show_spinner="Loading the feature extractor…", max_entries=4)
 def load_extractor(features_conf: str, max_keypoints: int, weights: str) -> torch.nn.Module:
     conf = S.Settings(features=features_conf, max_keypoints=max_keypoints).stage_confs()["features"]
@@ -54,8 +55,10 @@ def load_matcher(feature_name: str, matcher: str, weights: str) -> torch.nn.Modu
 @st.cache_resource(show_spinner="Loading the orientation networks…", max_entries=2)
 def load_orientation_nets(weights: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     conf = S.Settings().stage_confs()["orientation"]
-    return (features.load_model(conf["features"], weights or None, DEVICE),
-            matching.load_model("aliked", conf["matching"], weights or None, DEVICE))
+    return (
+        features.load_model(conf["features"], weights or None, DEVICE),
+        matching.load_model("aliked", conf["matching"], weights or None, DEVICE),
+    )
 
 
 @st.cache_resource(show_spinner="Loading DINOv2…", max_entries=2)
@@ -82,6 +85,7 @@ def thumbnail(path: str, mtime_ns: int, side: int = 256) -> np.ndarray:
 
 
 # --- session --------------------------------------------------------------------------------------
+
 
 @dataclass
 class Ctx:
@@ -167,13 +171,23 @@ def next_button(step: str) -> None:
 
 # --- sidebar ----------------------------------------------------------------------------------------
 
+
 def choose_images(ss) -> S.ImageSet | None:
     st.sidebar.header("Images")
-    source = st.sidebar.radio("Source", ["dataset", "upload"], horizontal=True, key="source",
-                              format_func={"dataset": "dataset folder", "upload": "upload photos"}.get)
+    source = st.sidebar.radio(
+        "Source",
+        ["dataset", "upload"],
+        horizontal=True,
+        key="source",
+        format_func={"dataset": "dataset folder", "upload": "upload photos"}.get,
+    )
     if source == "upload":
-        files = st.sidebar.file_uploader("Photos (JPG or PNG)", accept_multiple_files=True, key="uploads",
-                                         help="Files that are not readable JPG/PNG images are named and skipped.")
+        files = st.sidebar.file_uploader(
+            "Photos (JPG or PNG)",
+            accept_multiple_files=True,
+            key="uploads",
+            help="Files that are not readable JPG/PNG images are named and skipped.",
+        )
         if not files:
             return None
         key = tuple(f.file_id for f in files)
@@ -182,10 +196,14 @@ def choose_images(ss) -> S.ImageSet | None:
             ss.upload_key = key
         return ss.upload_set
 
-    data_dir = st.sidebar.text_input("Dataset folder", value=os.environ.get("IMC_DATA_DIR", "data"), key="data_dir",
-                                     help="IMC 2024 layout: train/<scene>/images/, train/train_labels.csv "
-                                          "(poses: the reconstruction step then shows the mAA), "
-                                          "test/ + sample_submission.csv")
+    data_dir = st.sidebar.text_input(
+        "Dataset folder",
+        value=os.environ.get("IMC_DATA_DIR", "data"),
+        key="data_dir",
+        help="IMC 2024 layout: train/<scene>/images/, train/train_labels.csv "
+        "(poses: the reconstruction step then shows the mAA), "
+        "test/ + sample_submission.csv",
+    )
     split = st.sidebar.selectbox("Split", ["train", "test"], key="split")
     try:
         scenes = dict(list_scenes(data_dir, split))
@@ -196,8 +214,9 @@ def choose_images(ss) -> S.ImageSet | None:
         st.sidebar.error(f"{data_dir}: no scenes in {split}")
         return None
     scene = st.sidebar.selectbox("Scene", list(scenes), key="scene", format_func=lambda k: f"{k} ({scenes[k]} images)")
-    n = st.sidebar.number_input("Use the first N images", 1, scenes[scene], min(scenes[scene], DEFAULT_IMAGES),
-                                key=f"n_images:{scene}")
+    n = st.sidebar.number_input(
+        "Use the first N images", 1, scenes[scene], min(scenes[scene], DEFAULT_IMAGES), key=f"n_images:{scene}"
+    )
     try:
         return S.dataset_images(Path(data_dir), split, scene, int(n))
     except (OSError, ValueError) as err:
@@ -210,67 +229,122 @@ def choose_settings() -> S.Settings:
     sb = st.sidebar
     sb.header("Settings")
     feats = sb.radio("Features", ["aliked", "disk"], horizontal=True, key="features")
-    max_keypoints = sb.number_input("Max keypoints per image", 64, 16384, d.max_keypoints, step=256,
-                                    key="max_keypoints")
+    max_keypoints = sb.number_input(
+        "Max keypoints per image", 64, 16384, d.max_keypoints, step=256, key="max_keypoints"
+    )
     resize_to = sb.number_input("Resize to (longest side, px)", 128, 4096, d.resize_to, step=64, key="resize_to")
-    turns = sb.radio("Orientation", ["upright", "none"], horizontal=True, key="orientation",
-                     format_func={"upright": "detect quarter turns", "none": "photos are upright"}.get,
-                     help="Detect photos taken sideways or upside down (matching each kept pair at 4 quarter "
-                          "turns) and extract their features turned upright.")
-    matcher = sb.radio("Matcher", ["lightglue", "mnn"], index=["lightglue", "mnn"].index(d.matcher),
-                       horizontal=True, key="matcher",
-                       format_func={"lightglue": "LightGlue", "mnn": "mutual nearest neighbours"}.get,
-                       help="LightGlue: the accurate one (0.2-0.6 s a pair on a CPU). Mutual nearest neighbours "
-                            "with a ratio test: milliseconds a pair; COLMAP's verification drops its outliers.")
+    turns = sb.radio(
+        "Orientation",
+        ["upright", "none"],
+        horizontal=True,
+        key="orientation",
+        format_func={"upright": "detect quarter turns", "none": "photos are upright"}.get,
+        help="Detect photos taken sideways or upside down (matching each kept pair at 4 quarter "
+        "turns) and extract their features turned upright.",
+    )
+    matcher = sb.radio(
+        "Matcher",
+        ["lightglue", "mnn"],
+        index=["lightglue", "mnn"].index(d.matcher),
+        horizontal=True,
+        key="matcher",
+        format_func={"lightglue": "LightGlue", "mnn": "mutual nearest neighbours"}.get,
+        help="LightGlue: the accurate one (0.2-0.6 s a pair on a CPU). Mutual nearest neighbours "
+        "with a ratio test: milliseconds a pair; COLMAP's verification drops its outliers.",
+    )
     sb.subheader("Pairs")
-    method = sb.radio("Pairs from", ["retrieval", "exhaustive"], key="pairs_method",
-                      format_func={"retrieval": "DINOv2 retrieval", "exhaustive": "all pairs (exhaustive)"}.get)
+    method = sb.radio(
+        "Pairs from",
+        ["retrieval", "exhaustive"],
+        key="pairs_method",
+        format_func={"retrieval": "DINOv2 retrieval", "exhaustive": "all pairs (exhaustive)"}.get,
+    )
     off = method != "retrieval"
-    threshold = sb.number_input("Distance threshold (keep pairs closer than)", 0.0, None, d.similarity_threshold,
-                                step=0.05, format="%.3f", key="threshold", disabled=off)
-    min_pairs = sb.number_input("Min pairs per image (nearest neighbours)", 0, 10000, d.min_pairs, key="min_pairs",
-                                disabled=off)
-    exhaustive_if_less = sb.number_input("All pairs when fewer images than", 0, 100000, d.exhaustive_if_less,
-                                         key="exhaustive_if_less", disabled=off)
-    p = sb.selectbox("Distance p (Minkowski)", [1.0, 2.0, math.inf], index=1, key="p", disabled=off,
-                     format_func=lambda v: "inf" if math.isinf(v) else f"{v:g}")
+    threshold = sb.number_input(
+        "Distance threshold (keep pairs closer than)",
+        0.0,
+        None,
+        d.similarity_threshold,
+        step=0.05,
+        format="%.3f",
+        key="threshold",
+        disabled=off,
+    )
+    min_pairs = sb.number_input(
+        "Min pairs per image (nearest neighbours)", 0, 10000, d.min_pairs, key="min_pairs", disabled=off
+    )
+    exhaustive_if_less = sb.number_input(
+        "All pairs when fewer images than", 0, 100000, d.exhaustive_if_less, key="exhaustive_if_less", disabled=off
+    )
+    p = sb.selectbox(
+        "Distance p (Minkowski)",
+        [1.0, 2.0, math.inf],
+        index=1,
+        key="p",
+        disabled=off,
+        format_func=lambda v: "inf" if math.isinf(v) else f"{v:g}",
+    )
     kaggle = models.DINOV2_KAGGLE_DIR
     default_dinov2 = os.environ.get("IMC_DINOV2") or (str(kaggle) if kaggle.is_dir() else "")
-    dinov2 = sb.text_input("DINOv2 source", value=default_dinov2, key="dinov2", disabled=off,
-                           placeholder="folder, hub id or Kaggle path",
-                           help=f"A folder with config.json + weights, the Kaggle model path "
-                                f"({models.DINOV2_KAGGLE_DIR}) or a hub id ({models.DINOV2_HUB_ID}, needs internet). "
-                                "Empty: no DINOv2; the pairs step then offers all pairs.")
+    dinov2 = sb.text_input(
+        "DINOv2 source",
+        value=default_dinov2,
+        key="dinov2",
+        disabled=off,
+        placeholder="folder, hub id or Kaggle path",
+        help=f"A folder with config.json + weights, the Kaggle model path "
+        f"({models.DINOV2_KAGGLE_DIR}) or a hub id ({models.DINOV2_HUB_ID}, needs internet). "
+        "Empty: no DINOv2; the pairs step then offers all pairs.",
+    )
     with sb.expander("Weights"):
-        weights = st.text_input("ALIKED / DISK / LightGlue folder", value=os.environ.get("IMC_WEIGHTS_DIR", ""),
-                                key="weights", help="Empty: download the official weights (needs internet).")
-    return S.Settings(features=feats, max_keypoints=int(max_keypoints), resize_to=int(resize_to), orientation=turns,
-                      matcher=matcher,
-                      pairs_method=method,
-                      similarity_threshold=float(threshold), min_pairs=int(min_pairs),
-                      exhaustive_if_less=int(exhaustive_if_less), p=float(p), dinov2=dinov2.strip(),
-                      weights=weights.strip())
+        weights = st.text_input(
+            "ALIKED / DISK / LightGlue folder",
+            value=os.environ.get("IMC_WEIGHTS_DIR", ""),
+            key="weights",
+            help="Empty: download the official weights (needs internet).",
+        )
+    return S.Settings(
+        features=feats,
+        max_keypoints=int(max_keypoints),
+        resize_to=int(resize_to),
+        orientation=turns,
+        matcher=matcher,
+        pairs_method=method,
+        similarity_threshold=float(threshold),
+        min_pairs=int(min_pairs),
+        exhaustive_if_less=int(exhaustive_if_less),
+        p=float(p),
+        dinov2=dinov2.strip(),
+        weights=weights.strip(),
+    )
 
 
 # --- 1. images ----------------------------------------------------------------------------------------
+
 
 def step_images(c: Ctx) -> None:
     if c.images is None:
         st.info("Choose a dataset folder and a scene, or upload photos, in the sidebar.")
         return
     if c.images.rejected:
-        st.warning("Skipped files that are not usable images: "
-                   + "; ".join(f"**{name}**: {why}" for name, why in c.images.rejected))
+        st.warning(
+            "Skipped files that are not usable images: "
+            + "; ".join(f"**{name}**: {why}" for name, why in c.images.rejected)
+        )
     if not c.names:
         st.error("No usable images: upload JPG or PNG photos.")
         return
-    sizes = pd.DataFrame([(n, w, h) for n, (w, h) in zip(c.names, c.images.sizes)],
-                         columns=["image", "width", "height"])
+    sizes = pd.DataFrame(
+        [(n, w, h) for n, (w, h) in zip(c.names, c.images.sizes)], columns=["image", "width", "height"]
+    )
     col1, col2, col3 = st.columns(3)
     col1.metric("Images", len(c.names))
     col2.metric("Sizes", ", ".join(f"{w}×{h}" for w, h in sorted(set(c.images.sizes))))
-    col3.metric("Ground truth", "yes" if c.images.labels else "no",
-                help="train_labels.csv poses: the reconstruction step shows the mAA and each camera's error")
+    col3.metric(
+        "Ground truth",
+        "yes" if c.images.labels else "no",
+        help="train_labels.csv poses: the reconstruction step shows the mAA and each camera's error",
+    )
     st.caption(f"{c.images.scene.dataset}/{c.images.scene.scene} in `{c.image_dir}`")
     if len(c.names) < 2:
         st.warning("Pairs need at least 2 images.")
@@ -285,6 +359,7 @@ def step_images(c: Ctx) -> None:
 
 # --- 2. pairs -------------------------------------------------------------------------------------------
 
+
 def _write_pairs(c: Ctx, model) -> None:
     pairs.main(c.sconfs["pairs"], c.image_dir, c.names, c.paths["pairs"], c.paths["global"], DEVICE, model=model)
     ss = c.state
@@ -292,8 +367,14 @@ def _write_pairs(c: Ctx, model) -> None:
     ss.pairs_for_images = c.fps["images"]
     kept = len(pairs.read_pairs(c.paths["pairs"]))
     if not ss.pair_history or ss.pair_history[-1]["fp"] != c.fps["pairs"]:
-        ss.pair_history.append({"fp": c.fps["pairs"], "images": c.fps["images"], "pairs": kept,
-                                "threshold": c.settings.similarity_threshold})
+        ss.pair_history.append(
+            {
+                "fp": c.fps["pairs"],
+                "images": c.fps["images"],
+                "pairs": kept,
+                "threshold": c.settings.similarity_threshold,
+            }
+        )
 
 
 def refresh_pairs(c: Ctx) -> None:
@@ -338,17 +419,23 @@ def step_pairs(c: Ctx) -> None:
         st.markdown(f"All {n * (n - 1) // 2} pairs of the {n} images are matched.")
     elif not s.dinov2:
         if not all_pairs:
-            st.error("No DINOv2 model: retrieval needs one. Name a local folder, a Kaggle path "
-                     f"({models.DINOV2_KAGGLE_DIR}) or a hub id ({models.DINOV2_HUB_ID}) under 'DINOv2 source' "
-                     "in the sidebar, or match all pairs.")
+            st.error(
+                "No DINOv2 model: retrieval needs one. Name a local folder, a Kaggle path "
+                f"({models.DINOV2_KAGGLE_DIR}) or a hub id ({models.DINOV2_HUB_ID}) under 'DINOv2 source' "
+                "in the sidebar, or match all pairs."
+            )
             st.button("Use all pairs (exhaustive)", on_click=use_all_pairs, key="use_all_pairs", type="primary")
             return
-        st.info(f"No DINOv2 source given, so no descriptor heatmap: with {n} images (fewer than "
-                f"{s.exhaustive_if_less}) all pairs are matched anyway.")
+        st.info(
+            f"No DINOv2 source given, so no descriptor heatmap: with {n} images (fewer than "
+            f"{s.exhaustive_if_less}) all pairs are matched anyway."
+        )
     else:
-        st.markdown("DINOv2 global descriptors (max-pooled patch tokens) are compared pairwise; a pair is kept "
-                    f"when its distance is below **{s.similarity_threshold:g}**, and each image keeps its "
-                    f"**{s.min_pairs}** nearest neighbours.")
+        st.markdown(
+            "DINOv2 global descriptors (max-pooled patch tokens) are compared pairwise; a pair is kept "
+            f"when its distance is below **{s.similarity_threshold:g}**, and each image keeps its "
+            f"**{s.min_pairs}** nearest neighbours."
+        )
     if st.button("Run pairs", type="primary", key="run_pairs"):
         run_pairs(c)
     if c.is_done("pairs"):
@@ -361,15 +448,21 @@ def show_pairs(c: Ctx) -> None:
     history = [h for h in c.state.pair_history if h["images"] == c.fps["images"]]
     previous = history[-2] if len(history) > 1 and history[-1]["fp"] == c.fps["pairs"] else None
     col1, col2, col3 = st.columns(3)
-    col1.metric("Pairs kept", len(kept), delta=None if previous is None else len(kept) - previous["pairs"],
-                help="change since the previous selection for these images")
+    col1.metric(
+        "Pairs kept",
+        len(kept),
+        delta=None if previous is None else len(kept) - previous["pairs"],
+        help="change since the previous selection for these images",
+    )
     col2.metric("Of all pairs", n * (n - 1) // 2)
     col3.metric("Method", "all pairs" if s.all_pairs(n) else "DINOv2 retrieval")
     if previous is not None:
         st.caption(f"Previous selection: {previous['pairs']} pairs (threshold {previous['threshold']:g}).")
     if s.pairs_method == "retrieval" and s.all_pairs(n):
-        st.info(f"{n} images, fewer than 'all pairs when fewer images than' ({s.exhaustive_if_less}): every pair "
-                "is kept, as the pipeline does. Lower that setting to see the retrieval selection.")
+        st.info(
+            f"{n} images, fewer than 'all pairs when fewer images than' ({s.exhaustive_if_less}): every pair "
+            "is kept, as the pipeline does. Lower that setting to see the retrieval selection."
+        )
 
     desc = None
     if s.pairs_method == "retrieval" and s.dinov2:
@@ -380,15 +473,24 @@ def show_pairs(c: Ctx) -> None:
     distances = None
     if desc is not None:
         distances = pairs.distance_matrix(desc, s.p).numpy()
-        st.plotly_chart(viz.distance_heatmap(distances, names, kept, title="descriptor distances, kept pairs circled"),
-                        key="pairs_heatmap")
+        st.plotly_chart(
+            viz.distance_heatmap(distances, names, kept, title="descriptor distances, kept pairs circled"),
+            key="pairs_heatmap",
+        )
         finite = distances[np.isfinite(distances) & ~np.eye(n, dtype=bool)]
         top = max(float(finite.max()) * 1.05 if finite.size else 1.0, s.similarity_threshold)
         grid = np.linspace(0.0, top, CURVE_POINTS)
         counts = [len(pairs.pairs_from_descriptors(torch.from_numpy(desc), t, s.min_pairs, s.p)) for t in grid]
-        st.plotly_chart(viz.threshold_curve(grid, counts, current=s.similarity_threshold, total=n * (n - 1) // 2,
-                                            title=f"retrieval selection vs threshold (min pairs {s.min_pairs})"),
-                        key="pairs_curve")
+        st.plotly_chart(
+            viz.threshold_curve(
+                grid,
+                counts,
+                current=s.similarity_threshold,
+                total=n * (n - 1) // 2,
+                title=f"retrieval selection vs threshold (min pairs {s.min_pairs})",
+            ),
+            key="pairs_curve",
+        )
     else:
         st.plotly_chart(viz.pairs_matrix(names, kept), key="pairs_matrix")
     table = pd.DataFrame(kept, columns=["image 0", "image 1"])
@@ -402,6 +504,7 @@ def show_pairs(c: Ctx) -> None:
 
 # --- 3. keypoints -------------------------------------------------------------------------------------
 
+
 def run_features(c: Ctx) -> None:
     s, sconfs = c.settings, c.sconfs
     conf = sconfs["features"]
@@ -409,11 +512,19 @@ def run_features(c: Ctx) -> None:
     try:
         turns = None
         if sconfs["orientation"]:
-            bar = st.progress(0.0, text="Orientation: matching low-resolution features of every kept pair at "
-                                        "4 quarter turns…")
-            orientation.main(sconfs["orientation"], c.image_dir, c.names, c.paths["pairs"], c.paths["orientation"],
-                             DEVICE, extractor=lambda: load_orientation_nets(s.weights)[0],
-                             matcher=lambda: load_orientation_nets(s.weights)[1])
+            bar = st.progress(
+                0.0, text="Orientation: matching low-resolution features of every kept pair at 4 quarter turns…"
+            )
+            orientation.main(
+                sconfs["orientation"],
+                c.image_dir,
+                c.names,
+                c.paths["pairs"],
+                c.paths["orientation"],
+                DEVICE,
+                extractor=lambda: load_orientation_nets(s.weights)[0],
+                matcher=lambda: load_orientation_nets(s.weights)[1],
+            )
             bar.progress(1.0, text="Orientation: done")
             turns = orientation.read_orientations(c.paths["orientation"])
             c.paths = S.stage_paths(Path(c.state.workspace.name), c.images, s, c.fps)  # named by the turns
@@ -432,29 +543,38 @@ def step_features(c: Ctx) -> None:
     if blocked(c, "features"):
         return
     s = c.settings
-    st.markdown(f"**{s.features.upper()}** keypoints, at most {s.max_keypoints} per image, on images resized to "
-                f"{s.resize_to} px (longest side); coordinates are mapped back to the original pixels."
-                + ("" if s.orientation == "none" else " First, each photo's quarter turn is found from the kept pairs."))
+    st.markdown(
+        f"**{s.features.upper()}** keypoints, at most {s.max_keypoints} per image, on images resized to "
+        f"{s.resize_to} px (longest side); coordinates are mapped back to the original pixels."
+        + ("" if s.orientation == "none" else " First, each photo's quarter turn is found from the kept pairs.")
+    )
     if st.button("Extract keypoints", type="primary", key="run_features"):
         run_features(c)
     if not c.is_done("features"):
         return
     result = c.state.results.get("features", {})
-    counts = result["counts"] if result.get("fp") == c.fps["features"] else [
-        len(features.read_features(c.paths["features"], n)["keypoints"]) for n in c.names]
+    counts = (
+        result["counts"]
+        if result.get("fp") == c.fps["features"]
+        else [len(features.read_features(c.paths["features"], n)["keypoints"]) for n in c.names]
+    )
     col1, col2, col3, col4 = st.columns(4)
     col1.metric("Images with keypoints", f"{sum(k > 0 for k in counts)}/{len(counts)}")
     col2.metric("Keypoints (mean)", f"{np.mean(counts):.0f}")
     col3.metric("Keypoints (min)", min(counts))
     turns = orientation.read_orientations(c.paths["orientation"]) if c.sconfs["orientation"] else {}
     turned = {n: t for n, t in turns.items() if t % 4}
-    col4.metric("Photos turned", f"{len(turned)}/{len(c.names)}" if c.sconfs["orientation"] else "—",
-                help="quarter turns found by the orientation stage; features were extracted on the turned photo "
-                     "and their keypoints mapped back to the stored pixels")
+    col4.metric(
+        "Photos turned",
+        f"{len(turned)}/{len(c.names)}" if c.sconfs["orientation"] else "—",
+        help="quarter turns found by the orientation stage; features were extracted on the turned photo "
+        "and their keypoints mapped back to the stored pixels",
+    )
     if turned:
         st.caption("Turned before extraction: " + ", ".join(f"{n} by {90 * t}°" for n, t in turned.items()))
-    name = st.selectbox("Image", c.names, key="keypoints_image",
-                        format_func=lambda n: f"{n} ({counts[c.names.index(n)]} keypoints)")
+    name = st.selectbox(
+        "Image", c.names, key="keypoints_image", format_func=lambda n: f"{n} ({counts[c.names.index(n)]} keypoints)"
+    )
     kpts = features.read_features(c.paths["features"], name)["keypoints"]
     st.pyplot(viz.show_keypoints(read_image(c.image_dir / name), kpts, title=f"{name}: {len(kpts)} keypoints"))
     with st.expander("Keypoints per image"):
@@ -463,6 +583,7 @@ def step_features(c: Ctx) -> None:
 
 
 # --- 4. matches -----------------------------------------------------------------------------------------
+
 
 def run_matches(c: Ctx) -> None:
     s, sconfs = c.settings, c.sconfs
@@ -475,7 +596,7 @@ def run_matches(c: Ctx) -> None:
         size = max(1, math.ceil(len(pair_list) / 50))  # about 50 progress updates
         # The matching stage works over a pairs file: feed it a slice at a time for the progress bar.
         for start in progress(range(0, len(pair_list), size), f"matching {len(pair_list)} pairs, batches"):
-            pairs.write_pairs(pair_list[start:start + size], chunk_path)
+            pairs.write_pairs(pair_list[start : start + size], chunk_path)
             matching.main(sconfs["matching"], chunk_path, *args, model=getter)
         matching.main(sconfs["matching"], c.paths["pairs"], *args, model=getter)
         c.state.results["matches"] = {"fp": c.fps["matches"], "counts": S.match_counts(c.paths["matches"], pair_list)}
@@ -491,8 +612,10 @@ def step_matches(c: Ctx) -> None:
         return
     min_matches = c.sconfs["matching"]["min_matches"]
     matcher = "LightGlue" if c.settings.matcher == "lightglue" else "Mutual nearest neighbours"
-    st.markdown(f"{matcher} matches the keypoints of every kept pair; pairs with fewer than {min_matches} matches "
-                "are stored empty and left out of the reconstruction.")
+    st.markdown(
+        f"{matcher} matches the keypoints of every kept pair; pairs with fewer than {min_matches} matches "
+        "are stored empty and left out of the reconstruction."
+    )
     if st.button("Match pairs", type="primary", key="run_matches"):
         run_matches(c)
     if not c.is_done("matches"):
@@ -506,40 +629,59 @@ def step_matches(c: Ctx) -> None:
     col3.metric("Matches per pair (max)", max(counts) if counts else 0)
     st.plotly_chart(viz.pairs_matrix(c.names, pair_list, values=counts, title="matches per pair"), key="matches_matrix")
     order = sorted(range(len(pair_list)), key=lambda k: -counts[k])
-    k = st.selectbox("Pair", order, key="matches_pair",
-                     format_func=lambda k: f"{pair_list[k][0]} – {pair_list[k][1]}: {counts[k]} matches")
+    k = st.selectbox(
+        "Pair",
+        order,
+        key="matches_pair",
+        format_func=lambda k: f"{pair_list[k][0]} – {pair_list[k][1]}: {counts[k]} matches",
+    )
     if k is None:
         return
     a, b = pair_list[k]
     m, scores = matching.read_matches(c.paths["matches"], a, b)
     if len(m) == 0:
-        st.info(f"No matches between {a} and {b}: {matcher} found fewer than {min_matches}, so the matching stage "
-                "stored the pair empty and the reconstruction ignores it.")
+        st.info(
+            f"No matches between {a} and {b}: {matcher} found fewer than {min_matches}, so the matching stage "
+            "stored the pair empty and the reconstruction ignores it."
+        )
     else:
-        st.markdown(f"**{len(m)} matches** between {a} and {b} (colour: {'LightGlue confidence' if matcher == 'LightGlue' else '1 - distance ratio'}).")
-    fig = viz.show_matches(read_image(c.image_dir / a), read_image(c.image_dir / b),
-                           features.read_features(c.paths["features"], a)["keypoints"],
-                           features.read_features(c.paths["features"], b)["keypoints"], m, scores,
-                           title=f"{a} – {b}: " + (f"{len(m)} matches" if len(m) else "no matches"))
+        st.markdown(
+            f"**{len(m)} matches** between {a} and {b} "
+            f"(colour: {'LightGlue confidence' if matcher == 'LightGlue' else '1 - distance ratio'})."
+        )
+    fig = viz.show_matches(
+        read_image(c.image_dir / a),
+        read_image(c.image_dir / b),
+        features.read_features(c.paths["features"], a)["keypoints"],
+        features.read_features(c.paths["features"], b)["keypoints"],
+        m,
+        scores,
+        title=f"{a} – {b}: " + (f"{len(m)} matches" if len(m) else "no matches"),
+    )
     st.pyplot(fig)
     next_button("matches")
 
 
 # --- 5. reconstruction -----------------------------------------------------------------------------------
 
+
 def run_reconstruction(c: Ctx) -> None:
     p = c.paths
     bar = st.progress(0.0, text="Reconstruction: COLMAP database, geometric verification, incremental mapping…")
     try:
-        model = reconstruction.main(c.sconfs["reconstruction"], c.image_dir, c.names, p["pairs"], p["features"],
-                                    p["matches"], p["sfm"])
+        model = reconstruction.main(
+            c.sconfs["reconstruction"], c.image_dir, c.names, p["pairs"], p["features"], p["matches"], p["sfm"]
+        )
         bar.progress(0.8, text="Writing submission.csv and scoring it…")
         submission.write_submission(S.submission_rows(c.images, model), p["submission"])
         scored = S.score(c.images, p["submission"], model)
         bar.progress(1.0, text="Reconstruction: done")
         found = reconstruction.poses(model)
         c.state.results["reconstruction"] = {
-            "fp": c.fps["reconstruction"], "registered": sum(n in found for n in c.names), "score": scored}
+            "fp": c.fps["reconstruction"],
+            "registered": sum(n in found for n in c.names),
+            "score": scored,
+        }
         c.mark_done("reconstruction")
     except Exception as err:
         failed("Reconstruction", err)
@@ -548,42 +690,55 @@ def run_reconstruction(c: Ctx) -> None:
 def step_reconstruction(c: Ctx) -> None:
     if blocked(c, "reconstruction"):
         return
-    st.markdown("pycolmap verifies each matched pair's geometry and maps the scene incrementally; the model that "
-                "registers the most images gives the poses.")
+    st.markdown(
+        "pycolmap verifies each matched pair's geometry and maps the scene incrementally; the model that "
+        "registers the most images gives the poses."
+    )
     if st.button("Reconstruct", type="primary", key="run_reconstruction"):
         run_reconstruction(c)
     if not c.is_done("reconstruction"):
         return
     result = c.state.results["reconstruction"]
     p = c.paths
-    model = reconstruction.main(c.sconfs["reconstruction"], c.image_dir, c.names, p["pairs"], p["features"],
-                                p["matches"], p["sfm"])  # reuses the model written above
+    model = reconstruction.main(
+        c.sconfs["reconstruction"], c.image_dir, c.names, p["pairs"], p["features"], p["matches"], p["sfm"]
+    )  # reuses the model written above
     scored = result["score"]
     col1, col2, col3 = st.columns(3)
     col1.metric("Registered images", f"{result['registered']}/{len(c.names)}")
     col2.metric("3D points", model.num_points3D() if model is not None else 0)
     if scored is not None:
-        col3.metric("mAA", f"{scored['mAA']:.3f}", help="IMC 2024 mean average accuracy of the camera centres, "
-                    f"thresholds {', '.join(f'{t:g}' for t in scored['thresholds'])}")
+        col3.metric(
+            "mAA",
+            f"{scored['mAA']:.3f}",
+            help="IMC 2024 mean average accuracy of the camera centres, "
+            f"thresholds {', '.join(f'{t:g}' for t in scored['thresholds'])}",
+        )
     else:
         col3.metric("mAA", "—", help="no ground-truth poses for these images")
     if model is None:
-        st.error("No model could be built: too few pairs passed geometric verification. Try more keypoints, "
-                 "more images or all pairs.")
+        st.error(
+            "No model could be built: too few pairs passed geometric verification. Try more keypoints, "
+            "more images or all pairs."
+        )
         next_button("reconstruction")
         return
     errors = scored["errors"] if scored else None
-    st.plotly_chart(viz.reconstruction_figure(model, camera_errors=errors,
-                                              max_error=max(scored["thresholds"]) if scored else None),
-                    key="reconstruction_3d")
+    st.plotly_chart(
+        viz.reconstruction_figure(model, camera_errors=errors, max_error=max(scored["thresholds"]) if scored else None),
+        key="reconstruction_3d",
+    )
     if scored:
-        st.caption("Camera colour: distance from the ground-truth centre after the metric's similarity alignment "
-                   f"(scene units; red at {max(scored['thresholds']):g} and beyond).")
+        st.caption(
+            "Camera colour: distance from the ground-truth centre after the metric's similarity alignment "
+            f"(scene units; red at {max(scored['thresholds']):g} and beyond)."
+        )
         st.dataframe(S.error_table(scored), hide_index=True)
     next_button("reconstruction")
 
 
 # --- 6. submission -------------------------------------------------------------------------------------
+
 
 def step_submission(c: Ctx) -> None:
     if blocked(c, "submission"):
@@ -591,15 +746,29 @@ def step_submission(c: Ctx) -> None:
     path = c.paths["submission"]
     table = pd.read_csv(path)
     registered = c.state.results["reconstruction"]["registered"]
-    st.markdown(f"One row per image ({len(table)}); the {len(table) - registered} image(s) without a pose carry the "
-                "identity rotation and a zero translation, as the competition requires a pose on every row.")
-    st.download_button("Download submission.csv", path.read_bytes(), file_name="submission.csv", mime="text/csv",
-                       key="download_submission", type="primary")
+    st.markdown(
+        f"One row per image ({len(table)}); the {len(table) - registered} image(s) without a pose carry the "
+        "identity rotation and a zero translation, as the competition requires a pose on every row."
+    )
+    st.download_button(
+        "Download submission.csv",
+        path.read_bytes(),
+        file_name="submission.csv",
+        mime="text/csv",
+        key="download_submission",
+        type="primary",
+    )
     st.dataframe(table, hide_index=True)
 
 
-STEP_VIEWS = {"images": step_images, "pairs": step_pairs, "features": step_features, "matches": step_matches,
-              "reconstruction": step_reconstruction, "submission": step_submission}
+STEP_VIEWS = {
+    "images": step_images,
+    "pairs": step_pairs,
+    "features": step_features,
+    "matches": step_matches,
+    "reconstruction": step_reconstruction,
+    "submission": step_submission,
+}
 
 
 def main() -> None:
@@ -618,13 +787,16 @@ def main() -> None:
     c = Ctx(images, settings, fps, paths)
 
     st.title(TITLE)
-    st.caption("Photos → pairs → keypoints → matches → 3D reconstruction → submission.csv, one step at a time. "
-               "Each step runs the imc_lib stage on this session's own copy of the files.")
+    st.caption(
+        "Photos → pairs → keypoints → matches → 3D reconstruction → submission.csv, one step at a time. "
+        "Each step runs the imc_lib stage on this session's own copy of the files."
+    )
     refresh_pairs(c)
 
     # Labels stay fixed (a label that changes would lose the selection); progress shows beside.
-    step = st.radio("Step", S.STEPS, format_func=S.TITLES.__getitem__, horizontal=True, key="step",
-                    label_visibility="collapsed")
+    step = st.radio(
+        "Step", S.STEPS, format_func=S.TITLES.__getitem__, horizontal=True, key="step", label_visibility="collapsed"
+    )
     done = [S.TITLES[s] for s in S.STEPS[:-1] if c.is_done(s)]
     st.caption("Up to date for these images and settings: " + (", ".join(done) if done else "nothing yet"))
     st.header(S.TITLES[step])
