@@ -30,6 +30,7 @@ class Scene:
     image_dir: Path
     image_names: tuple[str, ...]  # file names relative to image_dir
     image_paths: tuple[str, ...]  # submission `image_path` values, same order
+    categories: tuple[str, ...] = ()  # from <split>/categories.csv when present (e.g. transparent)
 
     @property
     def key(self) -> str:
@@ -53,6 +54,7 @@ def load_scenes(data_dir: Path, split: str = "train", scenes: list[str] | None =
 
     train: images from `train/train_labels.csv` when present, else every image in each
     `train/<dataset>/images`; test: from `sample_submission.csv`, as the Kaggle kernel sees it.
+    Each scene carries its categories from `<split>/categories.csv` when that file exists.
     """
     data_dir = Path(data_dir)
     if split not in ("train", "test"):
@@ -103,6 +105,7 @@ def load_scenes(data_dir: Path, split: str = "train", scenes: list[str] | None =
         if unknown:
             raise ValueError(f"scene(s) {unknown} not in {data_dir} ({split}); known: {sorted(set(table['scene']))}")
         table = table[table["scene"].isin(scenes)]
+    categories = load_categories(data_dir / split / "categories.csv")
     out = []
     for (dataset, scene), group in table.groupby(["dataset", "scene"], sort=False):
         dirs = group["image_dir"].unique()
@@ -115,6 +118,7 @@ def load_scenes(data_dir: Path, split: str = "train", scenes: list[str] | None =
                 image_dir=Path(dirs[0]),
                 image_names=tuple(group["image_name"]),
                 image_paths=tuple(group["image_path"]),
+                categories=tuple(categories.get(scene, ())),
             )
         )
     return out

@@ -376,3 +376,19 @@ def test_stages_stop_at_the_deadline(tmp_path, imc_data_dir, weights_dir):
             "cpu",
             deadline=time.monotonic() - 1,
         )
+
+
+def test_categories_csv_reaches_the_scene_and_sets_its_pairs(tmp_path):
+    train = tmp_path / "train"
+    for scene in ("glass", "church"):
+        (train / scene / "images").mkdir(parents=True)
+    rows = [f"{s},{s},{i}.jpg,1;0;0;0;1;0;0;0;1,0;0;0" for s in ("glass", "church") for i in range(25)]
+    (train / "train_labels.csv").write_text(
+        "dataset,scene,image_name,rotation_matrix,translation_vector\n" + "\n".join(rows) + "\n"
+    )
+    (train / "categories.csv").write_text("scene,categories\nglass,transparent;object\nchurch,historical\n")
+    glass, church = sorted(data.load_scenes(tmp_path, "train"), key=lambda s: s.scene, reverse=True)
+    assert glass.categories == ("transparent", "object") and church.categories == ("historical",)
+    sconfs = pipeline.resolve(device="cpu", pairs_method="vlad")
+    assert pipeline.scene_confs(sconfs, glass)["pairs"]["output"] == "pairs-exhaustive"
+    assert pipeline.scene_confs(sconfs, church)["pairs"]["output"] == "pairs-vlad"
