@@ -213,6 +213,11 @@ def scene_paths(work_dir: Path, scene: data.Scene, sconfs: dict) -> dict[str, Pa
         merged = sources[0]
     return {
         "pairs": all_pairs,
+        # The pairs the orientation stage tries: VLAD over the photos as stored (the final VLAD pairs
+        # come from the turned photos); other methods do not see turns, so the same file.
+        "candidates": all_pairs.with_name(all_pairs.stem + "-as-stored.txt")
+        if sconfs["pairs"]["method"] == "vlad" and sconfs["orientation"]
+        else all_pairs,
         "global": root / f"{sconfs['pairs']['output']}-global.h5",
         "orientation": orientation_file,
         "match_pairs": root / f"{pairs_name}.txt",  # the pairs to match: all, or those that overlap
@@ -301,50 +306,31 @@ def run_scene(
     def extract(fconf, feature_path, turns=None):
         nonlocal fresh
         with clock("features"):
-            features.main(
-                fconf,
-                scene.image_dir,
-                names,
-                feature_path,
-                device,
-                fresh if fconf is fconfs[0] else overwrite,
-                model=nets.extractor(fconf),
-                turns=turns,
-                deadline=deadline,
-            )
+            features.main(fconf, scene.image_dir, names, feature_path, device,
+                          fresh if fconf is fconfs[0] else overwrite, model=nets.extractor(fconf), turns=turns,
+                          deadline=deadline)  # fmt: skip
         if fconf is fconfs[0]:
             fresh = False
 
+    def select_pairs(path):
+        with clock("pairs"):
+            pairs.main(sconfs["pairs"], scene.image_dir, names, path, paths["global"], device, overwrite,
+                       model=nets.retrieval(sconfs["pairs"]), feature_path=paths["sources"][0][0])  # fmt: skip
+
     if sconfs["pairs"]["method"] == "vlad" or (oconf and oconf["features"] is None):
         extract(fconfs[0], paths["sources"][0][0], turns=_turns_if_done(paths["orientation"], oconf, overwrite))
-    with clock("pairs"):
-        pairs.main(
-            sconfs["pairs"],
-            scene.image_dir,
-            names,
-            paths["pairs"],
-            paths["global"],
-            device,
-            overwrite,
-            model=nets.retrieval(sconfs["pairs"]),
-            feature_path=paths["sources"][0][0],
-        )
+    select_pairs(paths["candidates"])
     budget.check(deadline, f"scene {scene.key}, before orientation")
     turns = _orient(scene, sconfs, paths, nets, overwrite, clock) if oconf else None
-    for fconf, (feature_path, match_path) in zip(fconfs, paths["sources"]):
+    for fconf, (feature_path, _) in zip(fconfs, paths["sources"]):
         extract(fconf, feature_path, turns)
+    if paths["pairs"] != paths["candidates"]:
+        select_pairs(paths["pairs"])  # VLAD again, on the photos as turned
+    for fconf, (feature_path, match_path) in zip(fconfs, paths["sources"]):
         with clock("matching"):
-            matching.main(
-                sconfs["matching"],
-                paths["match_pairs"],
-                feature_path,
-                match_path,
-                features.matcher_name(fconf),
-                device,
-                overwrite,
-                model=nets.matcher(fconf, sconfs["matching"]),
-                deadline=deadline,
-            )
+            matching.main(sconfs["matching"], paths["match_pairs"], feature_path, match_path,
+                          features.matcher_name(fconf), device, overwrite,
+                          model=nets.matcher(fconf, sconfs["matching"]), deadline=deadline)  # fmt: skip
     if len(fconfs) > 1:
         with clock("merge"):
             ensemble.main(
@@ -387,7 +373,7 @@ def _orient(scene, sconfs, paths, nets, overwrite, clock) -> dict[str, int]:
             oconf,
             scene.image_dir,
             list(scene.image_names),
-            paths["pairs"],
+            paths["candidates"],
             paths["orientation"],
             nets.device,
             overwrite,
@@ -404,7 +390,7 @@ def _orient(scene, sconfs, paths, nets, overwrite, clock) -> dict[str, int]:
                 "scene %s: %d of %d pairs overlap at low resolution",
                 scene.key,
                 len(kept),
-                len(pairs.read_pairs(paths["pairs"])),
+                len(pairs.read_pairs(paths["candidates"])),
             )
     return orientation.read_orientations(paths["orientation"])
 

@@ -329,7 +329,10 @@ def _covisible(data_dir, scene, names, degrees=30.0):
     return {(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names)) if close[i, j]}
 
 
-@pytest.mark.parametrize("scene_name", ["temple", "fountain"])
+# Upright scenes: VLAD of photos stored upside down relative to each other misses some of their pairs
+# (temple: 13 of 16), which the pipeline selects again once the orientation stage turned them
+# (tests/test_pipeline.py::test_vlad_pairs_after_turning_recover_the_pairs_across_turned_photos).
+@pytest.mark.parametrize("scene_name", ["fountain", "entry"])
 def test_vlad_pairs_recall_the_covisible_pairs_of_a_real_scene(scene_name, imc_data_dir, weights_dir, aliked, tmp_path):
     from conftest import small_conf
     from imc_lib import features

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imc_lib import cli, data, features, lock, matching, metric, orientation, pipeline, submission
+from imc_lib import cli, data, features, lock, matching, metric, orientation, pairs, pipeline, submission
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = "herzjesu-p8"
@@ -392,3 +392,24 @@ def test_categories_csv_reaches_the_scene_and_sets_its_pairs(tmp_path):
     sconfs = pipeline.resolve(device="cpu", pairs_method="vlad")
     assert pipeline.scene_confs(sconfs, glass)["pairs"]["output"] == "pairs-exhaustive"
     assert pipeline.scene_confs(sconfs, church)["pairs"]["output"] == "pairs-vlad"
+
+
+@pytest.mark.slow
+def test_vlad_pairs_after_turning_recover_the_pairs_across_turned_photos(tmp_path, imc_data_dir, weights_dir):
+    """temple: 5 of 16 photos are rolled 180 degrees; VLAD over the photos as stored misses pairs
+    across the roll, VLAD over the turned photos finds them, and the scene registers."""
+    from test_pairs import _covisible
+
+    (scene,) = data.load_scenes(imc_data_dir, "train", ["temple"])
+    sconfs = pipeline.resolve(device="cpu", pairs_method="vlad")
+    sconfs["pairs"].update(exhaustive_if_less=2, min_pairs=5)  # retrieval even in a 16-photo scene
+    nets = pipeline.Networks(sconfs, weights_dir, pipeline.pick_device("cpu"))
+    out = pipeline.run_scene(scene, sconfs, tmp_path, nets)
+    wanted = _covisible(imc_data_dir, "temple", list(scene.image_names))
+
+    def recall(path):
+        return len({tuple(p) for p in pairs.read_pairs(path)} & wanted) / len(wanted)
+
+    assert out["paths"]["candidates"].name == "pairs-vlad-as-stored.txt"
+    assert recall(out["paths"]["pairs"]) == 1.0 > recall(out["paths"]["candidates"])
+    assert len(out["poses"]) >= 15
