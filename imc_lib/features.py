@@ -168,6 +168,7 @@ def main(
     weights: str | Path | None = None,
     turns: dict[str, int] | None = None,
     deadline: float | None = None,
+    reuse: Path | None = None,
 ) -> Path:
     """Extract features for `image_names` into `feature_path`, skipping images already there.
 
@@ -178,6 +179,8 @@ def main(
     extracting; by default the network of `conf` is loaded.
     `deadline` (time.monotonic seconds): past it, budget.OutOfTime is raised before the next image;
     what was extracted stays for a rerun.
+    `reuse`: a file of features another stage already extracted with this conf at some photos' turns
+    (the `mnn` orientation's); those photos are copied from it instead of extracted again.
     """
     device = pick_device(device)
     feature_path = Path(feature_path)
@@ -187,6 +190,7 @@ def main(
     if stale:
         logger.info("%s: %d images were extracted at other quarter turns, extracting again", feature_path, len(stale))
         todo = [n for n in image_names if n in set(todo) | set(stale)]
+    todo = _copy_reusable(reuse, feature_path, todo, conf, turns)
     if not todo:
         return feature_path
     model = resolve_model(model, lambda: load_model(conf, weights, device))
@@ -204,6 +208,20 @@ def main(
         feats = extract_with_retry(model, conf, image, device, turns.get(name, 0), size)
         write_group(feature_path, name, feats, {"turns": turns.get(name, 0)})
     return feature_path
+
+
+def _copy_reusable(reuse: Path | None, feature_path: Path, todo: list[str], conf: dict, turns: dict) -> list[str]:
+    """Copy from `reuse` the features of `todo` extracted with `conf` at the asked turns; the rest of `todo`."""
+    if reuse is None or not Path(reuse).exists():
+        return todo
+    with h5py.File(reuse, "r") as f:
+        found = [n for n in todo if n in f and f[n].attrs.get("conf") == conf["output"]
+                 and int(f[n].attrs.get("turns", 0)) == turns.get(n, 0)]  # fmt: skip
+        for name in found:
+            write_group(feature_path, name, {k: f[name][k][()] for k in FEATURE_KEYS}, {"turns": turns.get(name, 0)})
+    if found:
+        logger.info("%s: %d turned photos reused from %s", feature_path, len(found), reuse)
+    return [n for n in todo if n not in set(found)]
 
 
 def _stale_turns(feature_path: Path, names: list[str], turns: dict[str, int]) -> list[str]:

@@ -164,12 +164,13 @@ class _TurnedFeatures:
                 self.cache[(name, turns)] = features.extract(self.extractor(), self.conf, image, self.device)
         return self.cache[(name, turns)]
 
-    def save_turned(self, feature_path: Path, turns: dict[str, int]) -> int:
-        """Write the features already extracted at each photo's final turns into the features file,
-        so the features stage need not extract them again; returns how many."""
+    def save_turned(self, path: Path, turns: dict[str, int]) -> int:
+        """Write the features already extracted at each photo's final turns into this stage's own file
+        `path`, which the features stage may reuse instead of extracting again; returns how many."""
+        path.unlink(missing_ok=True)
         done = [(n, t) for n, t in turns.items() if t and (n, t) in self.cache and "descriptors" in self.cache[(n, t)]]
         for name, t in done:
-            write_group(feature_path, name, self.cache[(name, t)], {"turns": t})
+            write_group(path, name, self.cache[(name, t)], {"turns": t, "conf": self.conf["output"]})
         return len(done)
 
 
@@ -290,9 +291,11 @@ def main(
         ", ".join(f"{n}:{90 * t}" for n, t in zip(turned["image_name"], turned["quarter_turns"])) or "none",
     )
     if shared:
-        saved = feats.save_turned(feature_path, {n: t for n, (t, _) in result.items()})
+        saved = feats.save_turned(turned_path(orientation_path), {n: t for n, (t, _) in result.items()})
         if saved:
-            logger.info("%s: features of %d turned photos saved for the features stage", feature_path, saved)
+            logger.info(
+                "%s: features of %d turned photos, for the features stage", turned_path(orientation_path), saved
+            )
     _write_csv(table, orientation_path)  # last: its existence marks the stage done
     return orientation_path
 
@@ -300,6 +303,11 @@ def main(
 def _write_csv(table: pd.DataFrame, path: Path) -> None:
     with atomic_file(path, newline="") as handle:
         table.to_csv(handle, index=False)
+
+
+def turned_path(orientation_path: Path) -> Path:
+    """The features the `mnn` config extracted at each turned photo's final turn, beside the orientations."""
+    return Path(orientation_path).with_suffix(".h5")
 
 
 def overlap_path(orientation_path: Path) -> Path:

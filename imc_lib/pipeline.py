@@ -292,7 +292,8 @@ def run_scene(
 
     Stages reuse what their files hold (unless `overwrite`). VLAD pairs and the `mnn` orientation
     read the main features as stored, so those are extracted first; photos the orientation turns are
-    then extracted again at their turn by the features stage. `deadline` (time.monotonic seconds) is
+    then extracted at their turn by the features stage, or copied from what the orientation stage
+    extracted while trying turns. `deadline` (time.monotonic seconds) is
     checked between stages and inside extraction and matching: past it, budget.OutOfTime.
     """
     sconfs = scene_confs(sconfs, scene)
@@ -308,7 +309,7 @@ def run_scene(
         with clock("features"):
             features.main(fconf, scene.image_dir, names, feature_path, device,
                           fresh if fconf is fconfs[0] else overwrite, model=nets.extractor(fconf), turns=turns,
-                          deadline=deadline)  # fmt: skip
+                          deadline=deadline, reuse=orientation.turned_path(paths["orientation"]))  # fmt: skip
         if fconf is fconfs[0]:
             fresh = False
 

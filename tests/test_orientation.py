@@ -87,11 +87,14 @@ def test_mnn_orientation_reads_stored_features_and_extracts_only_turned_tries(
     # As-stored features come from the file; only photos outside the largest group (0000 + 0004)
     # are extracted again, at the turns tried: three photos, three turns each at most.
     assert 0 < len(calls) <= 9
-    # The features stage extracts only turned photos whose final turn the orientation did not try
-    # (it saved the others).
+    # The features stage extracts only turned photos whose final turn the orientation did not try:
+    # it reuses the others from the orientation's own file, and the orientation wrote nothing else.
     turns = orientation.read_orientations(out)
     tried = len(calls)
-    features.main(fconf, tmp_path, names, feature_path, "cpu", model=aliked, turns=turns)
+    with h5py.File(feature_path, "r") as f:
+        assert all(int(f[n].attrs.get("turns", 0)) == 0 for n in names)
+    features.main(fconf, tmp_path, names, feature_path, "cpu", model=aliked, turns=turns,
+                  reuse=orientation.turned_path(out))  # fmt: skip
     assert len(calls) - tried < sum(t != 0 for t in turns.values())
     with h5py.File(feature_path, "r") as f:
         assert {n: int(f[n].attrs["turns"]) for n in names} == turns
