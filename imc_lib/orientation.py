@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import torch
+from scipy.cluster.hierarchy import DisjointSet
 from tqdm import tqdm
 
 from . import features, matching
@@ -115,20 +116,6 @@ def solve(
         shift = int(np.argmax(np.bincount([(-t) % 4 for t, _ in component.values()], minlength=4)))
         turns.update({n: ((t + shift) % 4, s) for n, (t, s) in component.items()})
     return turns
-
-
-class _UnionFind:
-    def __init__(self, items):
-        self.parent = {i: i for i in items}
-
-    def find(self, item):
-        while self.parent[item] != item:
-            self.parent[item] = self.parent[self.parent[item]]
-            item = self.parent[item]
-        return item
-
-    def union(self, a, b):
-        self.parent[self.find(a)] = self.find(b)
 
 
 class _TurnedFeatures:
@@ -246,31 +233,29 @@ def main(
     pairs = read_pairs(pairs_path)
     stored = {(a, b): count(a, b, 0) for a, b in tqdm(pairs, desc="orientation", unit="pair")}
     accept = conf["accept_upright_matches"]
-    group = _UnionFind(image_names)
+    group = DisjointSet(image_names)
     for (a, b), n in stored.items():
         if n >= accept:
-            group.union(a, b)
+            group.merge(a, b)
     edges = {p: (0, n) for p, n in stored.items() if n >= accept}
     neighbours: dict[str, dict[str, int]] = {n: {} for n in image_names}
     for (a, b), n in stored.items():
         neighbours[a][b] = neighbours[b][a] = n
     tried: set[str] = set()
-    with tqdm(desc="orientation, turned", unit="photo", disable=len({group.find(n) for n in image_names}) < 2) as bar:
+    with tqdm(desc="orientation, turned", unit="photo", disable=len({group[n] for n in image_names}) < 2) as bar:
         while True:
-            outside = {
-                b: [a for a in neighbours[b] if group.find(a) != group.find(b)] for b in image_names if b not in tried
-            }
+            outside = {b: [a for a in neighbours[b] if group[a] != group[b]] for b in image_names if b not in tried}
             outside = {b: v for b, v in outside.items() if v}
             if not outside:
                 break
-            sizes = collections.Counter(group.find(n) for n in image_names)
+            sizes = collections.Counter(group[n] for n in image_names)
             # Smallest group first; within it, the photo most linked as stored to the others.
-            b = min(outside, key=lambda n: (sizes[group.find(n)], -max(neighbours[n][a] for a in outside[n])))
+            b = min(outside, key=lambda n: (sizes[group[n]], -max(neighbours[n][a] for a in outside[n])))
             tried.add(b)
             for a in outside[b]:
                 edges[(a, b)] = relative_turn([neighbours[b][a], *(count(a, b, k) for k in (1, 2, 3))])
                 if edges[(a, b)][1] >= accept:
-                    group.union(a, b)
+                    group.merge(a, b)
             bar.update()
     result = solve(list(image_names), edges, conf["min_matches"])
     if wants_overlap:
