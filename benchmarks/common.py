@@ -57,6 +57,13 @@ def run_sift(
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def markdown(table) -> str:
+    """A DataFrame as a Markdown table (pandas' to_markdown needs tabulate, which imc_lib does not)."""
+    rows = [list(map(str, table.columns))] + [[str(v) for v in row] for row in table.itertuples(index=False)]
+    lines = ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join([lines[0], "|" + "---|" * len(table.columns), *lines[1:]])
+
+
 def data_dir(text: str) -> Path:
     """A data folder, or the name of one in ../shared/data (imc-mini, imc-mini-rot, imc-hard)."""
     path = Path(text)

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_data_arguments  # noqa: E402
+from common import add_data_arguments, markdown  # noqa: E402
 
 from imc_lib import data, features, pairs, pipeline, submission  # noqa: E402
 
@@ -90,7 +90,7 @@ def main():
                 }
             )
         rows.append(row)
-    print(pd.DataFrame(rows).to_markdown(index=False))
+    print(markdown(pd.DataFrame(rows)))
 
 
 if __name__ == "__main__":
