@@ -146,11 +146,14 @@ def main():
             peak = max(sampler.peak(s, e) for st, s, e in spans if st == stage)
             print(f"| {stage} | {total:.1f} | {total / n_images:.2f} | {total / max(n_pairs, 1):.3f} | {peak:.0f} |")
         print(f"| **total** | **{wall:.1f}** | {wall / n_images:.2f} | {wall / max(n_pairs, 1):.3f} | |\n")
-        print("| scene | mAA | SIFT mAA |")
-        print("|---|---|---|")
+        print("| scene | photos | registered | mAA | s | SIFT mAA |")
+        print("|---|---|---|---|---|---|")
         for scene, value in scores.items():
             if scene in result["scenes"]:
-                print(f"| {scene} | {value:.3f} | {sift_scores.get(scene, float('nan')):.3f} |")
+                r = result["scenes"][scene]
+                sift_cell = f"{sift_scores[scene]:.3f}" if scene in sift_scores else "not run"
+                print(f"| {scene} | {r['images']} | {r['registered']} | {value:.3f} | {sum(r['times'].values()):.0f} "
+                      f"| {sift_cell} |")  # fmt: skip
         print()
     sampler.running = False
 
