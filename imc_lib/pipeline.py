@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from . import budget, data, ensemble, features, lock, matching, models, orientation, pairs, reconstruction, submission
-from .utils import pick_device, read_image, usable_device
+from .utils import ImageError, pick_device, read_image, usable_device
 
 logger = logging.getLogger(__name__)
 
@@ -549,34 +549,34 @@ PER_IMAGE_FACTOR, PER_PAIR_FACTOR = 2.0, 2.0
 
 
 def _guard(time_limit: float, sconfs: dict, method: str, scene: data.Scene, nets: Networks) -> budget.Guard:
-    """The run's time guard; its first rates come from extracting two photos and matching them on this device."""
+    """The run's time guard, its first rates measured on this device (`_measure_costs`)."""
+    prior = _measure_costs(sconfs, scene, nets)
+    retrieval = method if method != "exhaustive" else ("dinov2" if models.local_dinov2() else "vlad")
+    settings = budget.ladder(prior.keypoints, method, min(MIN_KEYPOINTS, prior.keypoints), retrieval=retrieval)
+    logger.info("time guard: %.0f s; rates %s; settings from %s down to %s", time_limit, prior, settings[0],
+                settings[-1])  # fmt: skip
+    return budget.Guard(time_limit, settings, prior)
+
+
+def _measure_costs(sconfs: dict, scene: data.Scene, nets: Networks) -> budget.Costs:
+    """Rates from extracting the first two photos of `scene` and matching them; the device's default
+    rates when they cannot be read (the features stage will name them)."""
     fconf, mconf = sconfs["features"], sconfs["matching"]
-    names = list(scene.image_names)[:2]
     extractor, matcher = nets.extractor(fconf)(), nets.matcher(fconf, mconf)()  # loading is not a rate
+    default = budget.default_costs(nets.device)
+    try:
+        images = [read_image(scene.image_dir / n, fconf["resize_to"]) for n in list(scene.image_names)[:2]]
+    except (ImageError, FileNotFoundError):
+        return default
     start = time.monotonic()
-    feats = [
-        features.extract(extractor, fconf, read_image(scene.image_dir / n, fconf["resize_to"]), nets.device)
-        for n in names
-    ]
+    feats = [features.extract(extractor, fconf, image, nets.device) for image in images]
     extracted = time.monotonic()
     if len(feats) == 2:
         matching.match_pair(matcher, feats[0], feats[1], nets.device)
     matched = time.monotonic()
-    per_image = PER_IMAGE_FACTOR * (extracted - start) / max(len(names), 1)
-    per_pair = PER_PAIR_FACTOR * (matched - extracted)
-    prior = budget.Costs(
-        per_image=per_image,
-        per_pair=0.0,
-        per_pair_match=per_pair,
-        keypoints=fconf["model"]["max_num_keypoints"],
-        exponent=budget.default_costs(nets.device).exponent,
-    )
-    retrieval = method if method != "exhaustive" else ("dinov2" if models.local_dinov2() else "vlad")
-    settings = budget.ladder(prior.keypoints, method, min(MIN_KEYPOINTS, prior.keypoints), retrieval=retrieval)
-    logger.info(
-        "time guard: %.0f s; measured %s; settings from %s down to %s", time_limit, prior, settings[0], settings[-1]
-    )
-    return budget.Guard(time_limit, settings, prior)
+    return budget.Costs(per_image=PER_IMAGE_FACTOR * (extracted - start) / max(len(feats), 1), per_pair=0.0,
+                        per_pair_match=PER_PAIR_FACTOR * (matched - extracted),
+                        keypoints=fconf["model"]["max_num_keypoints"], exponent=default.exponent)  # fmt: skip
 
 
 def _run_one(scene, sconfs, work_dir, nets, overwrite, deadline=None) -> tuple[dict, dict]:
