@@ -77,9 +77,8 @@ def main():
             "pairs that matter": int(np.triu(close, 1).sum()),
         }
         for k in args.min_pairs:
-            desc = pairs.vlad_descriptors(
-                feature_path, names, pairs.confs["vlad"]["clusters"], pairs.confs["vlad"]["sample"]
-            )
+            vconf = pairs.confs["vlad"]
+            desc = pairs.vlad_descriptors(feature_path, names, vconf["clusters"], vconf["sample"], vconf["iterations"])
             chosen = [(names[i], names[j]) for i, j in pairs.pairs_from_descriptors(torch.from_numpy(desc), 0.0, k)]
             r = recall(chosen, names, close, flipped)
             row.update(

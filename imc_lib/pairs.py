@@ -49,7 +49,10 @@ confs = {
         "output": "pairs-vlad",
         "method": "vlad",
         "clusters": 64,  # vocabulary size
-        "sample": 200,  # strongest descriptors per photo used to learn the vocabulary
+        # The strongest descriptors per photo used to learn the vocabulary, and k-means iterations:
+        # 200 and 20 took 9 s on gold-cape (119 photos) for the same recall as 100 and 10 (3 s).
+        "sample": 100,
+        "iterations": 10,
         "min_pairs": 20,  # each image keeps this many nearest neighbours
         "similarity_threshold": 0.0,  # also keep pairs closer than this distance (0: nearest neighbours only)
         "exhaustive_if_less": 20,
@@ -106,11 +109,11 @@ def pairs_from_descriptors(
     return list(zip(i[selected].tolist(), j[selected].tolist()))
 
 
-def vlad_vocabulary(descriptors: np.ndarray, clusters: int, seed: int = 0) -> np.ndarray:
+def vlad_vocabulary(descriptors: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0) -> np.ndarray:
     """(K, D) k-means centres of a scene's local descriptors: the vocabulary VLAD assigns them to."""
     descriptors = np.asarray(descriptors, np.float32)
     k = max(1, min(clusters, len(descriptors)))
-    centres, _ = kmeans2(descriptors, k, iter=20, minit="++", seed=seed)
+    centres, _ = kmeans2(descriptors, k, iter=iterations, minit="++", seed=seed)
     return centres.astype(np.float32)
 
 
@@ -128,7 +131,9 @@ def vlad(descriptors: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return (out / max(np.linalg.norm(out), 1e-12)).ravel()
 
 
-def vlad_descriptors(feature_path: Path, image_names: list[str], clusters: int, sample: int) -> np.ndarray:
+def vlad_descriptors(
+    feature_path: Path, image_names: list[str], clusters: int, sample: int, iterations: int = 10
+) -> np.ndarray:
     """(N, K*D) VLAD of every photo's local features in `feature_path`, over a vocabulary learnt from the
     `sample` strongest descriptors of each photo (photos without features get zeros)."""
     with h5py.File(feature_path, "r") as f:
@@ -142,7 +147,7 @@ def vlad_descriptors(feature_path: Path, image_names: list[str], clusters: int, 
         strongest = [d for d in strongest if len(d)]
         if not strongest:
             return np.zeros((len(image_names), 1), np.float32)
-        centres = vlad_vocabulary(np.concatenate(strongest), clusters)
+        centres = vlad_vocabulary(np.concatenate(strongest), clusters, iterations)
         return np.stack([vlad(descriptors(n), centres) for n in image_names])
 
 
@@ -295,7 +300,7 @@ def main(
         conf = {**confs["vlad"], **conf}
         if feature_path is None:
             raise ValueError(f"{pairs_path}: the vlad pairs pool local features; pass feature_path (the features file)")
-        desc = vlad_descriptors(Path(feature_path), image_names, conf["clusters"], conf["sample"])
+        desc = vlad_descriptors(Path(feature_path), image_names, conf["clusters"], conf["sample"], conf["iterations"])
         index_pairs = pairs_from_descriptors(
             torch.from_numpy(desc), conf["similarity_threshold"], conf["min_pairs"], p=_check_p(conf["p"])
         )
