@@ -482,33 +482,10 @@ def run(
     times: dict[str, float] = defaultdict(float)
     results, rows = {}, []
     for i, scene in enumerate(scene_list):
-        setting = guard.setting({s.key: len(s.image_names) for s in scene_list[i:]}, scene.key) if guard else None
-        if guard and setting is None:
-            result, found = (
-                {
-                    "images": len(scene.image_names),
-                    "registered": 0,
-                    "error": "skipped: time limit",
-                    "times": {},
-                    "spans": [],
-                },
-                {},
-            )
-        else:
-            scene_confs_ = (
-                resolve(
-                    conf,
-                    device,
-                    pairs_method=setting.pairs,
-                    dinov2=dinov2,
-                    **{**overrides, "max_keypoints": setting.max_keypoints},
-                )
-                if setting
-                else sconfs
-            )
-            result, found = _run_one(scene, scene_confs_, work_dir, nets, overwrite, guard and guard.deadline)
-            if guard:
-                guard.record(result["images"], setting, result["times"])
+        planned, setting = _plan(guard, scene_list[i:], sconfs, conf, device, dinov2, overrides)
+        result, found = _run_one(scene, planned, work_dir, nets, overwrite, guard and guard.deadline)
+        if guard and planned:
+            guard.record(result["images"], setting, result["times"])
         for stage, seconds in result["times"].items():
             times[stage] += seconds
         results[scene.key] = result
@@ -527,6 +504,19 @@ def run(
             failed,
         )
     return {"scenes": results, "times": dict(times), "submission": Path(out), "confs": sconfs}
+
+
+def _plan(guard, scenes_left, sconfs, conf, device, dinov2, overrides) -> tuple[dict | None, budget.Setting | None]:
+    """The stage configs for `scenes_left[0]` and the guard's setting for it: `sconfs` without a
+    guard; None when the guard skips the scene."""
+    if guard is None:
+        return sconfs, None
+    scene = scenes_left[0]
+    setting = guard.setting({s.key: len(s.image_names) for s in scenes_left}, scene.key)
+    if setting is None:
+        return None, None
+    overrides = {**overrides, "max_keypoints": setting.max_keypoints}
+    return resolve(conf, device, pairs_method=setting.pairs, dinov2=dinov2, **overrides), setting
 
 
 def _rows(scene: data.Scene, found: dict) -> list[dict]:
@@ -580,11 +570,15 @@ def _measure_costs(sconfs: dict, scene: data.Scene, nets: Networks) -> budget.Co
 
 
 def _run_one(scene, sconfs, work_dir, nets, overwrite, deadline=None) -> tuple[dict, dict]:
-    """`run_scene`, with a failure logged and recorded instead of raised (set-up problems excepted)."""
+    """`run_scene`, with a failure logged and recorded instead of raised (set-up problems excepted);
+    `sconfs` None: a scene the time guard skipped."""
     names = list(scene.image_names)
     logger.info("scene %s: %d images", scene.key, len(names))
     result = {"images": len(names), "registered": 0, "error": None, "times": {}, "spans": []}
     found = {}
+    if sconfs is None:
+        result["error"] = "skipped: time limit"
+        return result, found
     try:
         with lock.scene_lock(Path(work_dir) / scene.key):  # another run on this scene stops this one
             out = run_scene(scene, sconfs, work_dir, nets, overwrite, deadline)
