@@ -477,7 +477,7 @@ def run(
     method = choose_pairs(pairs_method, scene_list, dinov2, networks)
     sconfs = resolve(conf, device, pairs_method=method, dinov2=dinov2, **overrides)
     nets = Networks(sconfs, weights, device, networks)
-    guard = _guard(time_limit, sconfs, method, scene_list[0], nets) if time_limit and scene_list else None
+    guard = _guard(time_limit, sconfs, method, scene_list[0], nets) if time_limit is not None and scene_list else None
     logger.info("%d scene(s) from %s (%s), device %s", len(scene_list), data_dir, split, device)
     times: dict[str, float] = defaultdict(float)
     results, rows = {}, []
