@@ -251,8 +251,8 @@ class Networks:
     """Each network of a run, loaded at most once and only when some stage still needs it; `cache`
     is a dict the caller may keep between runs so the next run reuses what this one loaded."""
 
-    def __init__(self, sconfs: dict, weights, device: torch.device, cache: dict | None = None):
-        self.sconfs, self.weights, self.device = sconfs, weights, device
+    def __init__(self, weights, device: torch.device, cache: dict | None = None):
+        self.weights, self.device = weights, device
         self.cache = {} if cache is None else cache
 
     def _once(self, *key, load):
@@ -476,7 +476,7 @@ def run(
     networks = {} if networks is None else networks
     method = choose_pairs(pairs_method, scene_list, dinov2, networks)
     sconfs = resolve(conf, device, pairs_method=method, dinov2=dinov2, **overrides)
-    nets = Networks(sconfs, weights, device, networks)
+    nets = Networks(weights, device, networks)
     guard = _guard(time_limit, sconfs, method, scene_list[0], nets) if time_limit is not None and scene_list else None
     logger.info("%d scene(s) from %s (%s), device %s", len(scene_list), data_dir, split, device)
     times: dict[str, float] = defaultdict(float)

@@ -403,7 +403,7 @@ def test_vlad_pairs_after_turning_recover_the_pairs_across_turned_photos(tmp_pat
     (scene,) = data.load_scenes(imc_data_dir, "train", ["temple"])
     sconfs = pipeline.resolve(device="cpu", pairs_method="vlad")
     sconfs["pairs"].update(exhaustive_if_less=2, min_pairs=5)  # retrieval even in a 16-photo scene
-    nets = pipeline.Networks(sconfs, weights_dir, pipeline.pick_device("cpu"))
+    nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
     out = pipeline.run_scene(scene, sconfs, tmp_path, nets)
     wanted = _covisible(imc_data_dir, "temple", list(scene.image_names))
 
@@ -422,7 +422,7 @@ def test_large_scenes_are_mapped_from_a_sparse_seed(tmp_path, imc_data_dir, weig
     (scene,) = data.load_scenes(imc_data_dir, "train", [SCENE])
     sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
     sconfs["reconstruction"].update(seed_above=5, seed_images=4)
-    nets = pipeline.Networks(sconfs, weights_dir, pipeline.pick_device("cpu"))
+    nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
     out = pipeline.run_scene(scene, sconfs, tmp_path, nets)
     seed = pycolmap.Reconstruction(out["paths"]["sfm"] / "seed-model")
     assert set(seed.images[i].name for i in seed.reg_image_ids()) <= set(scene.image_names[::2])
