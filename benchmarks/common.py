@@ -47,9 +47,7 @@ def run_sift(
             "registered": sum(n in found for n in names),
             "seconds": time.perf_counter() - start,
         }
-        for name, path in zip(names, scene.image_paths):
-            R, t = found.get(name, (None, None))
-            rows.append({"image_path": path, "dataset": scene.dataset, "scene": scene.scene, "R": R, "t": t})
+        rows += submission.scene_rows(scene, found)
     out = submission.write_submission(rows, work_dir / "submission.csv")
     return {"scenes": results, "submission": out}
 

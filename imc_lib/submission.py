@@ -83,6 +83,16 @@ def read_poses(path: Path, kind: str = "submission") -> pd.DataFrame:
     )
 
 
+def scene_rows(scene, poses: dict) -> list[dict]:
+    """The rows of one scene (a `data.Scene`) for `write_submission`: its poses {name: (R, t)},
+    placeholders (R, t None) for the images without one."""
+    return [
+        {"image_path": path, "dataset": scene.dataset, "scene": scene.scene, "R": poses.get(name, (None, None))[0],
+         "t": poses.get(name, (None, None))[1]}
+        for name, path in zip(scene.image_names, scene.image_paths)
+    ]  # fmt: skip
+
+
 def write_submission(rows: Iterable[dict], path: Path) -> Path:
     """Write submission.csv atomically from dicts {image_path, dataset, scene, R, t}.
 

@@ -276,13 +276,7 @@ def stage_paths(work_dir: Path, images: ImageSet, settings: Settings, fps: dict[
 
 def submission_rows(images: ImageSet, model) -> list[dict]:
     """Rows for submission.write_submission: every image, with its pose when registered."""
-    found = reconstruction.poses(model)
-    scene = images.scene
-    rows = []
-    for name, path in zip(scene.image_names, scene.image_paths):
-        R, t = found.get(name, (None, None))
-        rows.append({"image_path": path, "dataset": scene.dataset, "scene": scene.scene, "R": R, "t": t})
-    return rows
+    return submission.scene_rows(images.scene, reconstruction.poses(model))
 
 
 def score(images: ImageSet, submission_path: Path, model) -> dict | None:
