@@ -326,7 +326,10 @@ def run_scene(
     for fconf, (feature_path, _) in zip(fconfs, paths["sources"]):
         extract(fconf, feature_path, turns)
     if paths["pairs"] != paths["candidates"]:
-        select_pairs(paths["pairs"])  # VLAD again, on the photos as turned
+        if any((turns or {}).values()):
+            select_pairs(paths["pairs"])  # VLAD again, on the photos as turned
+        elif overwrite or not paths["pairs"].exists():  # nothing turned: VLAD would pick the same pairs
+            pairs.write_pairs(pairs.read_pairs(paths["candidates"]), paths["pairs"])
     for fconf, (feature_path, match_path) in zip(fconfs, paths["sources"]):
         with clock("matching"):
             matching.main(sconfs["matching"], paths["match_pairs"], feature_path, match_path,
@@ -489,9 +492,11 @@ def run(
         for stage, seconds in result["times"].items():
             times[stage] += seconds
         results[scene.key] = result
-        rows += _rows(scene, found)
+        rows += submission.scene_rows(scene, found)
         if guard:  # a complete file after every scene: the rest as placeholders
-            submission.write_submission(rows + [r for s in scene_list[i + 1 :] for r in _rows(s, {})], out)
+            submission.write_submission(
+                rows + [r for s in scene_list[i + 1 :] for r in submission.scene_rows(s, {})], out
+            )
     with _Clock(times)("submission"):
         submission.write_submission(rows, out)
     failed = [k for k, r in results.items() if r["error"]]
@@ -517,20 +522,6 @@ def _plan(guard, scenes_left, sconfs, conf, device, dinov2, overrides) -> tuple[
         return None, None
     overrides = {**overrides, "max_keypoints": setting.max_keypoints}
     return resolve(conf, device, pairs_method=setting.pairs, dinov2=dinov2, **overrides), setting
-
-
-def _rows(scene: data.Scene, found: dict) -> list[dict]:
-    """The submission rows of a scene: its poses in `found`, placeholders for the rest."""
-    return [
-        {
-            "image_path": path,
-            "dataset": scene.dataset,
-            "scene": scene.scene,
-            "R": found.get(name, (None,))[0],
-            "t": found.get(name, (None, None))[1],
-        }
-        for name, path in zip(scene.image_names, scene.image_paths)
-    ]
 
 
 # Measured rates of one image's extraction and one pair's matching -> whole-pipeline rates: an image

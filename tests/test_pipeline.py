@@ -434,5 +434,17 @@ def test_large_scenes_are_mapped_from_a_sparse_seed(tmp_path, imc_data_dir, weig
 
 def _submission(tmp_path, scene, poses):
     path = tmp_path / "s.csv"
-    submission.write_submission(pipeline._rows(scene, poses), path)
+    submission.write_submission(submission.scene_rows(scene, poses), path)
     return path
+
+
+def test_vlad_pairs_of_upright_photos_are_the_as_stored_ones(tmp_path, imc_data_dir, weights_dir):
+    """Nothing turned: the pairs to match are the orientation's candidates, not selected twice."""
+    (scene,) = data.load_scenes(imc_data_dir, "train", [SCENE])
+    sconfs = pipeline.resolve(device="cpu", pairs_method="vlad", max_keypoints=1024)
+    sconfs["pairs"].update(exhaustive_if_less=2, min_pairs=3)
+    out = pipeline.run_scene(scene, sconfs, tmp_path, pipeline.Networks(weights_dir, pipeline.pick_device("cpu")))
+    assert orientation.read_orientations(out["paths"]["orientation"]) == {n: 0 for n in scene.image_names}
+    chosen = pairs.read_pairs(out["paths"]["pairs"])
+    assert chosen == pairs.read_pairs(out["paths"]["candidates"])
+    assert len(chosen) < 28 and len(out["poses"]) == 8
