@@ -7,6 +7,8 @@ matches of all sources are re-indexed into the merged keypoints; a match survive
 best-scored one of both its keypoints, so repeats collapse, conflicts drop out, and matches stay
 one-to-one. The merged features file holds keypoints, scores and image_size (no descriptors:
 the sources' descriptors are not comparable).
+
+A partial conf is merged over the default (utils.full_conf).
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from tqdm import tqdm
 from .features import read_features
 from .matching import read_matches
 from .pairs import read_pairs
-from .utils import pair_key
+from .utils import full_conf, pair_key
 
 logger = logging.getLogger(__name__)
 
 confs = {"merge": {"radius": 1.0}}
+
+# A partial conf given to `main` is merged over the one entry of `confs`.
+DEFAULT_BY = ()
 
 
 def merge_keypoints(keypoint_sets: list[np.ndarray], radius: float) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -84,6 +89,7 @@ def main(
     overwrite: bool = False,
 ) -> tuple[Path, Path]:
     """Merge `sources` [(features.h5, matches.h5), ...] into `feature_path` and `match_path`."""
+    conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     feature_path, match_path = Path(feature_path), Path(match_path)
     if feature_path.exists() and match_path.exists() and not overwrite:
         logger.info("%s, %s: merged files exist, reusing", feature_path, match_path)

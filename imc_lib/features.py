@@ -5,6 +5,8 @@ HDF5 layout, one group per image name:
     descriptors  (N, D) float32
     scores       (N,)   float32
     image_size   (2,)   int, original (width, height)
+
+A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
 
 from __future__ import annotations
@@ -19,7 +21,17 @@ import torch
 from tqdm import tqdm
 
 from . import budget, models
-from .utils import ImageError, autocast_dtype, image_size, pending, pick_device, read_image, resolve_model, write_group
+from .utils import (
+    ImageError,
+    autocast_dtype,
+    full_conf,
+    image_size,
+    pending,
+    pick_device,
+    read_image,
+    resolve_model,
+    write_group,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +57,10 @@ confs = {
         "resize_to": 1024,
     },
 }
+
+# A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
+# output name, or the model: `{"model": {"name": "disk"}}` is DISK's), else over aliked-n16.
+DEFAULT_BY = ("output", "model.name", "model.model_name")
 
 
 def load_model(conf: dict, weights: str | Path | None = None, device=None) -> torch.nn.Module:
@@ -182,6 +198,7 @@ def main(
     `reuse`: a file of features another stage already extracted with this conf at some photos' turns
     (the `mnn` orientation's); those photos are copied from it instead of extracted again.
     """
+    conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     device = pick_device(device)
     feature_path = Path(feature_path)
     todo = pending(feature_path, list(image_names), FEATURE_KEYS, overwrite, "images")

@@ -9,6 +9,8 @@ HDF5 layout, one group per pair `name0/name1` (as in the pairs file):
     scores   (M,)   float32, match confidence (LightGlue's; 1 - distance ratio for mnn)
 A pair with fewer than `min_matches` matches is kept as an empty group (so a rerun does not
 match it again) and is never handed to reconstruction.
+
+A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from tqdm import tqdm
 
 from . import budget, models
 from .pairs import read_pairs
-from .utils import pair_key, pending, pick_device, resolve_model, write_group
+from .utils import full_conf, pair_key, pending, pick_device, resolve_model, write_group
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,10 @@ confs = {
         "min_matches": 15,
     },
 }
+
+# A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
+# output name or model name), else over lightglue.
+DEFAULT_BY = ("output", "model.name")
 
 
 def load_model(features: str, conf: dict, weights: str | Path | None = None, device=None) -> torch.nn.Module:
@@ -125,6 +131,7 @@ def main(
     `model`: a loaded matcher or a zero-argument loader, called only if some pair needs matching.
     `deadline` (time.monotonic seconds): past it, budget.OutOfTime is raised before the next pair.
     """
+    conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     device = pick_device(device)
     match_path = Path(match_path)
     pairs = read_pairs(pairs_path)

@@ -18,6 +18,8 @@ Output: a CSV `image_name,quarter_turns,support` (turns counter-clockwise, as `n
 support = matches on the tree edge that fixed it, 0 for the root or an unconnected photo), and,
 when `prefilter_min_matches` is set, beside it `*-overlap.csv`: each pair's low-resolution matches
 at those turns, which the pipeline uses to drop non-overlapping pairs before full matching.
+
+A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from tqdm import tqdm
 
 from . import features, matching
 from .pairs import read_pairs
-from .utils import ImageError, atomic_file, image_size, pick_device, read_image, resolve_model, write_group
+from .utils import ImageError, atomic_file, full_conf, image_size, pick_device, read_image, resolve_model, write_group
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,10 @@ confs = {
         "prefilter_min_matches": None,
     },
 }
+
+# A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
+# output name, or the mnn matcher), else over upright; nested dicts (features, matching) key by key.
+DEFAULT_BY = ("output", "matching.model.name")
 
 
 def relative_turn(counts: list[int]) -> tuple[int, int]:
@@ -192,6 +198,8 @@ def main(
     A config without features of its own (`mnn`) needs `features_conf`, the main features' config
     (`extractor` is then that extractor), and reads as-stored features from `feature_path`.
     """
+    conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
+    features_conf = None if features_conf is None else full_conf(features.confs, features_conf, features.DEFAULT_BY)
     orientation_path = Path(orientation_path)
     wants_overlap = conf.get("prefilter_min_matches") is not None
     if orientation_path.exists() and not overwrite and (not wants_overlap or overlap_path(orientation_path).exists()):

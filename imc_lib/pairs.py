@@ -8,6 +8,8 @@ weights: reads the features stage's file, so it runs after it, on the photos as 
 
 The output is an hloc-style text file, one `name0 name1` per line, each unordered pair once,
 `name0` before `name1` in the order of `image_names` ('%' and whitespace in names percent-encoded).
+
+A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from scipy.spatial.distance import cdist
 from tqdm import tqdm
 
 from . import models
-from .utils import ImageError, atomic_file, autocast_dtype, pick_device, read_image, resolve_model
+from .utils import ImageError, atomic_file, autocast_dtype, full_conf, pick_device, read_image, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,10 @@ confs = {
         "p": 2.0,
     },
 }
+
+# A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
+# output name or method: retrieval is dinov2's), else over exhaustive.
+DEFAULT_BY = ("output", "method")
 
 DESCRIPTOR_KEY = "global_descriptor"
 VALID_P = (1.0, 2.0, math.inf)
@@ -261,6 +267,7 @@ def main(
     `descriptors_path` (retrieval only) defaults to `<pairs_path stem>-global.h5` beside the pairs.
     `feature_path` (vlad only): the features stage's file, whose local descriptors VLAD pools.
     """
+    conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     pairs_path = Path(pairs_path)
     if pairs_path.exists() and not overwrite:
         logger.info("Reusing pairs file %s.", pairs_path)
@@ -272,7 +279,6 @@ def main(
     if method == "exhaustive":
         pairs = exhaustive_pairs(image_names)
     elif method == "retrieval":
-        conf = {**confs["dinov2"], **conf}
         p = _check_p(conf["p"])  # fail before the expensive part
         if len(image_names) < conf["exhaustive_if_less"]:
             logger.info(
@@ -297,7 +303,6 @@ def main(
             )
             pairs = [(image_names[i], image_names[j]) for i, j in index_pairs]
     elif method == "vlad":
-        conf = {**confs["vlad"], **conf}
         if feature_path is None:
             raise ValueError(f"{pairs_path}: the vlad pairs pool local features; pass feature_path (the features file)")
         desc = vlad_descriptors(Path(feature_path), image_names, conf["clusters"], conf["sample"], conf["iterations"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from . import budget, data, ensemble, features, lock, matching, models, orientation, pairs, reconstruction, submission
-from .utils import ImageError, pick_device, read_image, usable_device
+from .utils import ImageError, merge_conf, pick_device, read_image, usable_device
 
 logger = logging.getLogger(__name__)
 
@@ -92,30 +92,28 @@ def stage_confs(
         names["orientation"] = None if orientation_method == "none" else orientation_method
 
     def features_conf(fname: str) -> dict:
-        fconf = {**features.confs[fname], "model": dict(features.confs[fname]["model"])}
+        over, tags = {}, ""  # the overrides, and what they add to the output name
         if max_keypoints:
-            fconf["model"]["max_num_keypoints"] = max_keypoints
-            fconf["output"] += f"-{max_keypoints}"
+            over["model"], tags = {"max_num_keypoints": max_keypoints}, f"-{max_keypoints}"
         if resize_to:
-            fconf["resize_to"] = resize_to
-            fconf["output"] += f"-r{resize_to}"
+            over["resize_to"], tags = resize_to, tags + f"-r{resize_to}"
         if names.get("orientation"):
-            fconf["output"] += "-upright"
-        return fconf
+            tags += "-upright"
+        return merge_conf(features.confs[fname], {**over, "output": features.confs[fname]["output"] + tags})
 
-    oconf = dict(orientation.confs[names["orientation"]]) if names.get("orientation") else None
+    oconf = merge_conf(orientation.confs[names["orientation"]], {}) if names.get("orientation") else None
     if prefilter is not None:
         if oconf is None:
             raise ValueError("the pair prefilter needs the orientation stage's matches; drop --orientation none")
         oconf["prefilter_min_matches"] = prefilter
     return {
-        "pairs": dict(pairs.confs[names["pairs"]]),
+        "pairs": merge_conf(pairs.confs[names["pairs"]], {}),
         "orientation": oconf,
         "features": features_conf(names["features"]),
         # further extractors whose keypoints and matches are merged with the first's (ensemble)
         "also": [features_conf(n) for n in names.get("also", [])],
-        "matching": dict(matching.confs[names["matching"]]),
-        "reconstruction": dict(reconstruction.confs[names["reconstruction"]]),
+        "matching": merge_conf(matching.confs[names["matching"]], {}),
+        "reconstruction": merge_conf(reconstruction.confs[names["reconstruction"]], {}),
     }
 
 
@@ -183,9 +181,9 @@ def scene_confs(sconfs: dict, scene: data.Scene) -> dict:
     by_category = [CATEGORY_PAIRS[c] for c in scene.categories if c in CATEGORY_PAIRS]
     if by_category and by_category[0] != sconfs["pairs"]["method"]:
         logger.info("scene %s (%s): %s pairs", scene.key, ";".join(scene.categories), by_category[0])
-        return {**sconfs, "pairs": dict(pairs.confs[by_category[0]])}
+        return {**sconfs, "pairs": merge_conf(pairs.confs[by_category[0]], {})}
     if threshold and len(scene.image_names) < threshold:
-        return {**sconfs, "pairs": dict(pairs.confs["exhaustive"])}
+        return {**sconfs, "pairs": merge_conf(pairs.confs["exhaustive"], {})}
     return sconfs
 
 

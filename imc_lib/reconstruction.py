@@ -3,6 +3,8 @@
 sfm/database.db   cameras (from image size / EXIF), keypoints, raw matches, verified geometries
 sfm/models/N/     every model the mapper found
 sfm/model/        the model that registers the most images (what the submission reads)
+
+A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from PIL import ExifTags, Image
 from .features import read_features
 from .matching import read_matches
 from .pairs import read_pairs
+from .utils import full_conf
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,10 @@ confs = {
 }
 # pycolmap's global mapper (GLOMAP): rotation averaging + global positioning, then bundle adjustment.
 confs["global"] = {**confs["incremental"], "output": "sfm-global", "mapper": "global", "options": {"min_model_size": 3}}
+
+# A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
+# output name or mapper), else over incremental; nested dicts (verification, options) key by key.
+DEFAULT_BY = ("output", "mapper")
 
 
 def camera_groups(image_dir: Path, image_names: list[str]) -> list[list[str]]:
@@ -131,6 +138,7 @@ def main(
 ) -> pycolmap.Reconstruction | None:
     """Reconstruct one scene; returns the largest model (also written to `sfm_dir/model`), or None
     when no model could be built. A finished model is reused unless `overwrite`."""
+    conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     sfm_dir = Path(sfm_dir)
     model_dir = sfm_dir / "model"
     if model_dir.exists() and not overwrite:

@@ -296,6 +296,25 @@ def test_pairs_file_is_named_by_the_method_that_made_it(tmp_path):
     assert pipeline.scene_paths(tmp_path, large, pipeline.scene_confs(sconfs, large))["pairs"].name == "pairs-vlad.txt"
 
 
+def test_stage_confs_are_the_named_ones_with_the_overrides_and_share_nothing_with_them():
+    sconfs = pipeline.stage_confs("aliked", max_keypoints=512, pairs_method="vlad", resize_to=320, prefilter=40)
+    default = features.confs["aliked-n16"]
+    assert sconfs["features"] == {
+        **default,
+        "output": "feats-aliked-n16-512-r320-upright",
+        "model": {**default["model"], "max_num_keypoints": 512},
+        "resize_to": 320,
+    }
+    assert sconfs["orientation"] == {**orientation.confs["upright"], "prefilter_min_matches": 40}
+    # Deep copies: changing a nested value of a run's conf leaves the module's named conf as it was.
+    sconfs["features"]["model"]["max_num_keypoints"] = 1
+    sconfs["orientation"]["features"]["resize_to"] = 1
+    sconfs["reconstruction"]["verification"]["ransac"]["max_num_trials"] = 1
+    assert default["model"]["max_num_keypoints"] == 4096
+    assert orientation.confs["upright"]["features"]["resize_to"] == 512
+    assert pipeline.reconstruction.confs["incremental"]["verification"]["ransac"]["max_num_trials"] == 20000
+
+
 def test_time_limit_too_short_still_writes_every_row_in_time(tmp_path, imc_data_dir, weights_dir):
     limit = 20.0
     start = time.monotonic()
