@@ -35,16 +35,19 @@ confs = {
         # 30 verified inliers, not 15: chance matches on plain backgrounds otherwise pass as
         # geometry and derail mapping (temple: 0.08-0.58 mAA over seeds -> 0.58-0.60).
         "verification": {"min_num_inliers": 30, "ransac": {"max_num_trials": 20000, "min_inlier_ratio": 0.1}},
-        "options": {"min_model_size": 3, "ba_refine_principal_point": False},
+        # Radial distortion is held at zero while mapping and freed only in one final bundle
+        # adjustment (`final_ba`). Refined as each photo joins, it runs away on narrow-angle photos
+        # (dino-full, focal ~5x the image width: k = 2.1), and the model breaks into dozens of
+        # small ones: 13 of 363 photos registered, 350 with it held (mAA 0.026 -> 0.836). The final
+        # adjustment gives back what distortion is worth on phone video (fox: 0.926 -> 0.936).
+        "options": {
+            "min_model_size": 3,
+            "ba_refine_principal_point": False,
+            "ba_refine_extra_params": False,
+            "mapper": {"abs_pose_refine_extra_params": False},
+        },
+        "final_ba": {"refine_extra_params": True, "refine_principal_point": False},  # None: no final adjustment
         "seed": 0,
-        # Scenes of this many photos or more are seeded: mapped first from every k-th photo (about
-        # `seed_images` of them), then that model grows over all photos. In a dense scene the pairs
-        # with the most matches have the shortest baselines, and a fresh start from them breaks
-        # into dozens of small models (dino-full: 9 of 363 photos registered). Seeded: 28 in the
-        # default run, 350 from one other seed model on an earlier run's database; the growth
-        # depends on the seed, which is not yet chosen well. None: never seed.
-        "seed_above": 200,
-        "seed_images": 50,
     },
 }
 # pycolmap's global mapper (GLOMAP): rotation averaging + global positioning, then bundle adjustment.
@@ -175,14 +178,12 @@ def main(
     options.random_seed = conf.get("seed", -1)
     options.min_model_size = min(options.min_model_size, n_images)  # a 2-photo scene is a model too
     logger.info("%s: %s mapping of %d images", sfm_dir, conf["mapper"], n_images)
-    seeded = conf["mapper"] == "incremental" and conf.get("seed_above") and n_images >= conf["seed_above"]
-    if seeded:
-        models = _seeded_mapping(database_path, Path(image_dir), sfm_dir, options, image_names, conf["seed_images"])
-    else:
-        models = mapping(database_path, image_dir, sfm_dir / "models", options)
+    models = mapping(database_path, image_dir, sfm_dir / "models", options)
     best = largest_model(models)
     if best is None:
         return _no_model(sfm_dir, f"the mapper found no model in {len(image_names)} images")
+    if conf.get("final_ba") is not None:
+        pycolmap.bundle_adjustment(best, pycolmap.BundleAdjustmentOptions(conf["final_ba"]))
     tmp = sfm_dir / "model.tmp"
     tmp.mkdir()
     best.write(tmp)
@@ -191,24 +192,6 @@ def main(
         "%s: %d of %d images registered (%d models)", model_dir, best.num_reg_images(), len(image_names), len(models)
     )
     return best
-
-
-def _seeded_mapping(database_path: Path, image_dir: Path, sfm_dir: Path, options, image_names: list[str],
-                    seed_images: int) -> dict[int, pycolmap.Reconstruction]:  # fmt: skip
-    """Incremental mapping from a seed model of every k-th photo (about `seed_images`), grown over all
-    photos; the seed's own models when it finds none."""
-    seed_options = pycolmap.IncrementalPipelineOptions(options.todict())
-    seed_options.image_names = list(image_names)[:: max(1, len(image_names) // seed_images)]
-    seeds = pycolmap.incremental_mapping(database_path, image_dir, sfm_dir / "seed", seed_options)
-    seed = largest_model(seeds)
-    if seed is None:
-        return seeds
-    logger.info("%s: seed model of %d of %d photos, growing it over all", sfm_dir, seed.num_reg_images(),
-                len(seed_options.image_names))  # fmt: skip
-    (sfm_dir / "seed-model").mkdir()
-    seed.write(sfm_dir / "seed-model")
-    return pycolmap.incremental_mapping(database_path, image_dir, sfm_dir / "models", options,
-                                        input_path=sfm_dir / "seed-model")  # fmt: skip
 
 
 def _no_model(sfm_dir: Path, why: str) -> None:

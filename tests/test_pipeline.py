@@ -434,23 +434,6 @@ def test_vlad_pairs_after_turning_recover_the_pairs_across_turned_photos(tmp_pat
     assert len(out["poses"]) >= 15
 
 
-def test_large_scenes_are_mapped_from_a_sparse_seed(tmp_path, imc_data_dir, weights_dir):
-    """The seed (every 2nd photo here) maps first; the model then grows over every photo."""
-    import pycolmap
-
-    (scene,) = data.load_scenes(imc_data_dir, "train", [SCENE])
-    sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
-    sconfs["reconstruction"].update(seed_above=5, seed_images=4)
-    nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
-    out = pipeline.run_scene(scene, sconfs, tmp_path, nets)
-    seed = pycolmap.Reconstruction(out["paths"]["sfm"] / "seed-model")
-    assert set(seed.images[i].name for i in seed.reg_image_ids()) <= set(scene.image_names[::2])
-    assert seed.num_reg_images() >= 3
-    assert len(out["poses"]) == 8
-    table = metric.score(imc_data_dir / "train/train_labels.csv", _submission(tmp_path, scene, out["poses"]))
-    assert table[table["scene"] == SCENE]["mAA"].iloc[0] >= 1.0
-
-
 def _submission(tmp_path, scene, poses):
     path = tmp_path / "s.csv"
     submission.write_submission(submission.scene_rows(scene, poses), path)
