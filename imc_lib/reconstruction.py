@@ -46,7 +46,8 @@ confs = {
             "ba_refine_extra_params": False,
             "mapper": {"abs_pose_refine_extra_params": False},
         },
-        "final_ba": {"refine_extra_params": True, "refine_principal_point": False},  # None: no final adjustment
+        # pycolmap BundleAdjustmentOptions of the final adjustment; None: no final adjustment.
+        "final_ba": {"refine_extra_params": True, "refine_principal_point": False, "print_summary": False},
         "seed": 0,
     },
 }
