@@ -209,6 +209,17 @@ def test_app_file_names_are_the_pipelines(env, tmp_path, settings, cli):
     assert paths["submission"].parent == S.work_dir(tmp_path, images)
 
 
+def test_default_settings_name_files_as_the_cli_default_run(env, tmp_path):
+    """The sidebar's defaults are `imc-lib run`'s with no options on this device (CPU: its speed settings)."""
+    images = S.dataset_images(env, "train", SCENE, 4)
+    sconfs = pipeline.resolve("aliked", S.DEVICE, pairs_method=pipeline.choose_pairs("auto", [images.scene], None))
+    expected = pipeline.scene_paths(
+        S.work_dir(tmp_path, images), images.scene, pipeline.scene_confs(sconfs, images.scene)
+    )
+    paths = S.stage_paths(tmp_path, images, S.Settings())
+    assert {k: v for k, v in paths.items() if k != "submission"} == expected
+
+
 def test_stale_outputs_are_the_steps_own_files_written_for_other_inputs(env, tmp_path):
     images = S.dataset_images(env, "train", SCENE, 4)
     dino = S.Settings(**SMALL, pairs_method="dinov2", dinov2="dino", exhaustive_if_less=2, similarity_threshold=0.1)

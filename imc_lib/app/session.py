@@ -91,12 +91,14 @@ class Settings:
     def stage_confs(self, scene: data.Scene | None = None) -> dict:
         """Per-stage configs (pipeline.resolve with these settings); for `scene`, as pipeline.scene_confs
         makes them (all pairs, so named, below the retrieval threshold)."""
+        # A value at this device's default is left to `resolve`, as the CLI leaves an option unset:
+        # on a GPU the features then keep their plain names (feats-aliked-n16, not ...-4096-r1024).
         sconfs = pipeline.resolve(
             self.features,
             DEVICE,
-            max_keypoints=int(self.max_keypoints),
+            max_keypoints=None if self.max_keypoints == Settings.max_keypoints else int(self.max_keypoints),
             pairs_method=self.pairs,
-            resize_to=int(self.resize_to),
+            resize_to=None if self.resize_to == Settings.resize_to else int(self.resize_to),
             orientation_method=self.orientation,
             matcher=self.matcher,
             dinov2=self.dinov2 or None,
