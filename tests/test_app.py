@@ -379,6 +379,16 @@ def test_no_dinov2_says_so_and_offers_all_pairs(env, tmp_path):
     assert at.button(key="use_all_pairs_after_error")
 
 
+def test_vlad_pairs_extract_keypoints_first_and_keep_their_own_knobs(env):
+    at = start(pairs_method="vlad", orientation="none", **{"exhaustive_if_less:vlad": 2, "min_pairs:vlad": 1})
+    assert at.sidebar.number_input(key="threshold:vlad").value == 0.0  # vlad's own default, not DINOv2's
+    click(goto(at, "pairs"), "run_pairs")
+    assert metric(at, "Method").value == "VLAD retrieval" and 2 <= int(metric(at, "Pairs kept").value) < 6
+    assert [t.split(":")[0] for _, t in bars(at)] == ["Keypoints", "Pairs"]  # VLAD pools the keypoints
+    click(goto(at, "features"), "run_features")
+    assert not bars(at) and metric(at, "Images with keypoints").value == "4/4"  # extracted for the pairs
+
+
 def test_whole_flow_on_a_scene(env, tiny_dinov2):
     at = start(dinov2=tiny_dinov2, orientation="mnn", exhaustive_if_less=2, min_pairs=1, threshold=0.0)
     # The CLI's settings: `auto` pairs are DINOv2 with a source; `mnn` orientation (the CPU default) is offered.
