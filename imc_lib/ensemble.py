@@ -19,11 +19,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 from scipy.spatial import cKDTree
-from tqdm import tqdm
 
 from .features import read_features
 from .matching import read_matches
 from .pairs import read_pairs
+from .progress import bar as progress_bar
 from .utils import full_conf, pair_key
 
 logger = logging.getLogger(__name__)
@@ -87,8 +87,10 @@ def main(
     feature_path: Path,
     match_path: Path,
     overwrite: bool = False,
+    progress=None,
 ) -> tuple[Path, Path]:
-    """Merge `sources` [(features.h5, matches.h5), ...] into `feature_path` and `match_path`."""
+    """Merge `sources` [(features.h5, matches.h5), ...] into `feature_path` and `match_path`;
+    `progress`: callback(done, total, desc) after each pair (default: a tqdm bar)."""
     conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     feature_path, match_path = Path(feature_path), Path(match_path)
     if feature_path.exists() and match_path.exists() and not overwrite:
@@ -110,7 +112,9 @@ def main(
             indices[name] = index
     tmp_matches = match_path.with_suffix(".tmp.h5")
     with h5py.File(tmp_matches, "w") as f:
-        for name0, name1 in tqdm(read_pairs(pairs_path), desc="merging matches", unit="pair"):
+        for name0, name1 in progress_bar(
+            read_pairs(pairs_path), desc="merging matches", callback=progress, unit="pair"
+        ):
             sets = [read_matches(mp, name0, name1) for _, mp in sources]
             matches, scores = merge_matches(sets, indices[name0], indices[name1])
             group = f.create_group(pair_key(name0, name1))

@@ -18,9 +18,9 @@ import h5py
 import kornia
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import budget, models
+from .progress import bar as progress_bar
 from .utils import (
     ImageError,
     autocast_dtype,
@@ -185,6 +185,7 @@ def main(
     turns: dict[str, int] | None = None,
     deadline: float | None = None,
     reuse: Path | None = None,
+    progress=None,
 ) -> Path:
     """Extract features for `image_names` into `feature_path`, skipping images already there.
 
@@ -197,6 +198,7 @@ def main(
     what was extracted stays for a rerun.
     `reuse`: a file of features another stage already extracted with this conf at some photos' turns
     (the `mnn` orientation's); those photos are copied from it instead of extracted again.
+    `progress`: callback(done, total, desc) after each image (default: a tqdm bar).
     """
     conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     device = pick_device(device)
@@ -211,7 +213,7 @@ def main(
     if not todo:
         return feature_path
     model = resolve_model(model, lambda: load_model(conf, weights, device))
-    for name in tqdm(todo, desc=f"features {conf['output']}", unit="img"):
+    for name in progress_bar(todo, desc=f"features {conf['output']}", callback=progress, unit="img"):
         budget.check(deadline, f"feature extraction ({feature_path})")
         logger.debug("%s: extracting %s", feature_path, name)  # the images before it are stored
         path = Path(image_dir) / name

@@ -22,10 +22,10 @@ import h5py
 import kornia
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import budget, models
 from .pairs import read_pairs
+from .progress import bar as progress_bar
 from .utils import full_conf, pair_key, pending, pick_device, resolve_model, write_group
 
 logger = logging.getLogger(__name__)
@@ -124,12 +124,14 @@ def main(
     model: torch.nn.Module | None = None,
     weights: str | Path | None = None,
     deadline: float | None = None,
+    progress=None,
 ) -> Path:
     """Match every pair of `pairs_path` that `match_path` does not hold yet.
 
     `features` names the LightGlue weights ('aliked' or 'disk'); it must fit the features file.
     `model`: a loaded matcher or a zero-argument loader, called only if some pair needs matching.
     `deadline` (time.monotonic seconds): past it, budget.OutOfTime is raised before the next pair.
+    `progress`: callback(done, total, desc) after each pair (default: a tqdm bar).
     """
     conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     device = pick_device(device)
@@ -144,7 +146,7 @@ def main(
     cache = _FeatureCache(feature_path)
     dropped = 0
     try:
-        for name0, name1 in tqdm(todo, desc=f"matching {conf['output']}", unit="pair"):
+        for name0, name1 in progress_bar(todo, desc=f"matching {conf['output']}", callback=progress, unit="pair"):
             budget.check(deadline, f"matching ({match_path})")
             logger.debug("%s: matching %s %s", match_path, name0, name1)  # the pairs before it are stored
             matches, scores = match_with_retry(model, cache[name0], cache[name1], device)

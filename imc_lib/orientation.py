@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.cluster.hierarchy import DisjointSet
-from tqdm import tqdm
 
 from . import features, matching
 from .pairs import read_pairs
+from .progress import bar as progress_bar
 from .utils import ImageError, atomic_file, full_conf, image_size, pick_device, read_image, resolve_model, write_group
 
 logger = logging.getLogger(__name__)
@@ -191,12 +191,14 @@ def main(
     weights=None,
     feature_path: Path | None = None,
     features_conf: dict | None = None,
+    progress=None,
 ) -> Path:
     """Estimate every photo's quarter turns from the pairs of `pairs_path`; reuse an existing file.
 
     `extractor` / `matcher`: loaded networks or zero-argument loaders (by default those of `conf`).
     A config without features of its own (`mnn`) needs `features_conf`, the main features' config
     (`extractor` is then that extractor), and reads as-stored features from `feature_path`.
+    `progress`: callback(done, total, desc) after each pair, then each photo tried turned (default: tqdm).
     """
     conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     features_conf = None if features_conf is None else full_conf(features.confs, features_conf, features.DEFAULT_BY)
@@ -239,7 +241,9 @@ def main(
     # of a group need not be tried (each try costs three extractions). Pairs within a group that
     # matched weakly as stored were not tried turned and say nothing.
     pairs = read_pairs(pairs_path)
-    stored = {(a, b): count(a, b, 0) for a, b in tqdm(pairs, desc="orientation", unit="pair")}
+    stored = {
+        (a, b): count(a, b, 0) for a, b in progress_bar(pairs, desc="orientation", callback=progress, unit="pair")
+    }
     accept = conf["accept_upright_matches"]
     group = DisjointSet(image_names)
     for (a, b), n in stored.items():
@@ -250,7 +254,9 @@ def main(
     for (a, b), n in stored.items():
         neighbours[a][b] = neighbours[b][a] = n
     tried: set[str] = set()
-    with tqdm(desc="orientation, turned", unit="photo", disable=len({group[n] for n in image_names}) < 2) as bar:
+    with progress_bar(
+        desc="orientation, turned", callback=progress, unit="photo", disable=len({group[n] for n in image_names}) < 2
+    ) as bar:
         while True:
             outside = {b: [a for a in neighbours[b] if group[a] != group[b]] for b in image_names if b not in tried}
             outside = {b: v for b, v in outside.items() if v}

@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from scipy.cluster.vq import kmeans2
 from scipy.spatial.distance import cdist
-from tqdm import tqdm
 
 from . import models
+from .progress import bar as progress_bar
+from .progress import report as report_progress
 from .utils import ImageError, atomic_file, autocast_dtype, full_conf, pick_device, read_image, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -181,9 +182,11 @@ def compute_descriptors(
     model_getter,
     device: torch.device,
     overwrite: bool = False,
+    progress=None,
 ) -> np.ndarray:
     """Global descriptors of `image_names` as an (N, D) array, computing only those missing from
-    `descriptors_path` (all when `overwrite`). `model_getter()` is called only if something is missing."""
+    `descriptors_path` (all when `overwrite`). `model_getter()` is called only if something is missing;
+    `progress`: callback(done, total, desc) after each image (default: a tqdm bar)."""
     descriptors_path = Path(descriptors_path)
     descriptors_path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(descriptors_path, "a") as f:
@@ -195,7 +198,7 @@ def compute_descriptors(
             logger.info("Computing global descriptors for %d of %d images.", len(todo), len(image_names))
             processor, model = model_getter()
             model = model.to(device).eval()
-            for name in tqdm(todo, desc="global descriptors", unit="img"):
+            for name in progress_bar(todo, desc="global descriptors", callback=progress, unit="img"):
                 try:
                     image = read_image(Path(image_dir) / name, max_side=1024)
                 except (ImageError, FileNotFoundError) as err:  # the features stage reports it
@@ -259,6 +262,7 @@ def main(
     overwrite: bool = False,
     model=None,
     feature_path: Path | None = None,
+    progress=None,
 ) -> Path:
     """Write the pairs file for one scene and return its path.
 
@@ -266,6 +270,7 @@ def main(
     instead of loading `conf["model"]`; it is only called if some descriptor is missing.
     `descriptors_path` (retrieval only) defaults to `<pairs_path stem>-global.h5` beside the pairs.
     `feature_path` (vlad only): the features stage's file, whose local descriptors VLAD pools.
+    `progress`: callback(done, total, desc): each global descriptor, then the selection (default: tqdm).
     """
     conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     pairs_path = Path(pairs_path)
@@ -297,6 +302,7 @@ def main(
                 lambda: resolve_model(model, lambda: load_model(conf)),
                 pick_device(device),
                 overwrite=overwrite,
+                progress=progress,
             )
             index_pairs = pairs_from_descriptors(
                 torch.from_numpy(desc), conf["similarity_threshold"], conf["min_pairs"], p=p
@@ -313,6 +319,7 @@ def main(
     else:
         raise ValueError(f"unknown pairs method {method!r}; expected 'exhaustive', 'retrieval' or 'vlad'")
 
+    report_progress(progress, 1, 1, f"pairs {method}")
     write_pairs(pairs, pairs_path)
     logger.info("Wrote %d pairs for %d images to %s.", len(pairs), len(image_names), pairs_path)
     return pairs_path

@@ -245,6 +245,12 @@ class _Clock:
                 self.spans.append((stage, start, end))
 
 
+# The stages of a scene, in the order `run_scene` runs them (its `times` keys). VLAD pairs and the
+# `mnn` orientation read the main features as stored, so with those a first "features" pass runs
+# before "pairs"; "merge" runs for an ensemble only.
+STAGES = ("pairs", "orientation", "features", "matching", "merge", "reconstruction")
+
+
 class Networks:
     """Each network of a run, loaded at most once and only when some stage still needs it; `cache`
     is a dict the caller may keep between runs so the next run reuses what this one loaded."""
@@ -285,21 +291,35 @@ def run_scene(
     nets: Networks,
     overwrite: bool = False,
     deadline: float | None = None,
+    progress=None,
+    until: str | None = None,
 ) -> dict:
-    """One scene through its stages, in order; returns {"poses": {name: (R, t)}, "times", "spans", "paths"}.
+    """One scene through its stages, in order; returns {"poses": {name: (R, t)}, "model", "times", "spans",
+    "paths"}.
 
     Stages reuse what their files hold (unless `overwrite`). VLAD pairs and the `mnn` orientation
     read the main features as stored, so those are extracted first; photos the orientation turns are
     then extracted at their turn by the features stage, or copied from what the orientation stage
     extracted while trying turns. `deadline` (time.monotonic seconds) is
     checked between stages and inside extraction and matching: past it, budget.OutOfTime.
+    `progress(stage, done, total)`: called as each stage goes (total None where not known ahead);
+    a stage that finds its work done reports nothing. `until`: a name of STAGES; stop after it
+    (no poses), as the app does to run one step at a time.
     """
+    if until is not None and until not in STAGES:
+        raise ValueError(f"until={until!r}: not a stage; stages: {STAGES}")
     sconfs = scene_confs(sconfs, scene)
     paths = scene_paths(work_dir, scene, sconfs)
     names, device = list(scene.image_names), nets.device
     fconfs, oconf = [sconfs["features"], *sconfs["also"]], sconfs["orientation"]
     times, spans = {}, []
     clock = _Clock(times, spans)
+    out = {"poses": {}, "model": None, "times": times, "spans": spans, "paths": paths}
+    report = _reporter(progress)
+
+    def reached(stage: str) -> bool:
+        return until is not None and STAGES.index(until) <= STAGES.index(stage)
+
     fresh = overwrite  # a file is overwritten once per run, not again by a later step of the same stage
 
     def extract(fconf, feature_path, turns=None):
@@ -307,20 +327,26 @@ def run_scene(
         with clock("features"):
             features.main(fconf, scene.image_dir, names, feature_path, device,
                           fresh if fconf is fconfs[0] else overwrite, model=nets.extractor(fconf), turns=turns,
-                          deadline=deadline, reuse=orientation.turned_path(paths["orientation"]))  # fmt: skip
+                          deadline=deadline, reuse=orientation.turned_path(paths["orientation"]),
+                          progress=report("features"))  # fmt: skip
         if fconf is fconfs[0]:
             fresh = False
 
     def select_pairs(path):
         with clock("pairs"):
             pairs.main(sconfs["pairs"], scene.image_dir, names, path, paths["global"], device, overwrite,
-                       model=nets.retrieval(sconfs["pairs"]), feature_path=paths["sources"][0][0])  # fmt: skip
+                       model=nets.retrieval(sconfs["pairs"]), feature_path=paths["sources"][0][0],
+                       progress=report("pairs"))  # fmt: skip
 
     if sconfs["pairs"]["method"] == "vlad" or (oconf and oconf["features"] is None):
         extract(fconfs[0], paths["sources"][0][0], turns=_turns_if_done(paths["orientation"], oconf, overwrite))
     select_pairs(paths["candidates"])
+    if reached("pairs"):
+        return out
     budget.check(deadline, f"scene {scene.key}, before orientation")
-    turns = _orient(scene, sconfs, paths, nets, overwrite, clock) if oconf else None
+    turns = _orient(scene, sconfs, paths, nets, overwrite, clock, report("orientation")) if oconf else None
+    if reached("orientation"):
+        return out
     for fconf, (feature_path, _) in zip(fconfs, paths["sources"]):
         extract(fconf, feature_path, turns)
     if paths["pairs"] != paths["candidates"]:
@@ -328,11 +354,14 @@ def run_scene(
             select_pairs(paths["pairs"])  # VLAD again, on the photos as turned
         elif overwrite or not paths["pairs"].exists():  # nothing turned: VLAD would pick the same pairs
             pairs.write_pairs(pairs.read_pairs(paths["candidates"]), paths["pairs"])
+    if reached("features"):
+        return out
     for fconf, (feature_path, match_path) in zip(fconfs, paths["sources"]):
         with clock("matching"):
             matching.main(sconfs["matching"], paths["match_pairs"], feature_path, match_path,
                           features.matcher_name(fconf), device, overwrite,
-                          model=nets.matcher(fconf, sconfs["matching"]), deadline=deadline)  # fmt: skip
+                          model=nets.matcher(fconf, sconfs["matching"]), deadline=deadline,
+                          progress=report("matching"))  # fmt: skip
     if len(fconfs) > 1:
         with clock("merge"):
             ensemble.main(
@@ -343,7 +372,10 @@ def run_scene(
                 paths["features"],
                 paths["matches"],
                 overwrite,
+                progress=report("merge"),
             )
+    if reached("merge"):  # an ensemble's matches are merged before `until="matching"` returns
+        return out
     budget.check(deadline, f"scene {scene.key}, before mapping")
     with clock("reconstruction"):
         model = reconstruction.main(
@@ -355,8 +387,16 @@ def run_scene(
             paths["matches"],
             paths["sfm"],
             overwrite,
+            progress=report("reconstruction"),
         )
-    return {"poses": reconstruction.poses(model), "times": times, "spans": spans, "paths": paths}
+    return {**out, "poses": reconstruction.poses(model), "model": model}
+
+
+def _reporter(progress):
+    """`report(stage)`: the callback(done, total, desc) a stage gets, telling `progress` the stage's name."""
+    if progress is None:
+        return lambda stage: None
+    return lambda stage: lambda done, total, desc=None: progress(stage, done, total)
 
 
 def _turns_if_done(orientation_path: Path, oconf: dict | None, overwrite: bool) -> dict[str, int] | None:
@@ -366,7 +406,7 @@ def _turns_if_done(orientation_path: Path, oconf: dict | None, overwrite: bool) 
     return None
 
 
-def _orient(scene, sconfs, paths, nets, overwrite, clock) -> dict[str, int]:
+def _orient(scene, sconfs, paths, nets, overwrite, clock, progress=None) -> dict[str, int]:
     """Run the orientation stage over the scene's pairs; its turns (and, with a prefilter, the pairs to match)."""
     oconf, fconf = sconfs["orientation"], sconfs["features"]
     ofeatures = oconf["features"] or fconf
@@ -384,6 +424,7 @@ def _orient(scene, sconfs, paths, nets, overwrite, clock) -> dict[str, int]:
             weights=nets.weights,
             feature_path=paths["sources"][0][0],
             features_conf=fconf,
+            progress=progress,
         )
         if oconf.get("prefilter_min_matches") is not None:
             kept = orientation.overlapping_pairs(paths["orientation"], oconf["prefilter_min_matches"])

@@ -20,6 +20,7 @@ from PIL import ExifTags, Image
 from .features import read_features
 from .matching import read_matches
 from .pairs import read_pairs
+from .progress import report as report_progress
 from .utils import full_conf
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ confs = {
 }
 # pycolmap's global mapper (GLOMAP): rotation averaging + global positioning, then bundle adjustment.
 confs["global"] = {**confs["incremental"], "output": "sfm-global", "mapper": "global", "options": {"min_model_size": 3}}
+# What `main` reports to its progress callback, in order (then "model written").
+STEPS = ("COLMAP database", "geometric verification", "mapping")
 
 # A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
 # output name or mapper), else over incremental; nested dicts (verification, options) key by key.
@@ -139,9 +142,11 @@ def main(
     sfm_dir: Path,
     overwrite: bool = False,
     num_threads: int = -1,
+    progress=None,
 ) -> pycolmap.Reconstruction | None:
     """Reconstruct one scene; returns the largest model (also written to `sfm_dir/model`), or None
-    when no model could be built. A finished model is reused unless `overwrite`."""
+    when no model could be built. A finished model is reused unless `overwrite`.
+    `progress`: callback(done, total, desc) at each of STEPS (none by default)."""
     conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     sfm_dir = Path(sfm_dir)
     model_dir = sfm_dir / "model"
@@ -156,6 +161,7 @@ def main(
         shutil.rmtree(sfm_dir)
     sfm_dir.mkdir(parents=True)
     database_path = sfm_dir / "database.db"
+    report_progress(progress, 0, len(STEPS), STEPS[0])
     n_images, n_pairs = create_database(
         conf, Path(image_dir), image_names, pairs_path, feature_path, match_path, database_path
     )
@@ -165,6 +171,7 @@ def main(
     if n_pairs == 0:
         return _no_model(sfm_dir, "no image pair kept enough matches")
 
+    report_progress(progress, 1, len(STEPS), STEPS[1])
     verification = pycolmap.TwoViewGeometryOptions(conf.get("verification", {}))  # nested dicts set sub-options
     verification.ransac.random_seed = conf.get("seed", -1)
     pycolmap.geometric_verification(database_path, two_view_geometry_options=verification)
@@ -179,6 +186,7 @@ def main(
     options.random_seed = conf.get("seed", -1)
     options.min_model_size = min(options.min_model_size, n_images)  # a 2-photo scene is a model too
     logger.info("%s: %s mapping of %d images", sfm_dir, conf["mapper"], n_images)
+    report_progress(progress, 2, len(STEPS), STEPS[2])
     models = mapping(database_path, image_dir, sfm_dir / "models", options)
     best = largest_model(models)
     if best is None:
@@ -189,6 +197,7 @@ def main(
     tmp.mkdir()
     best.write(tmp)
     tmp.rename(model_dir)
+    report_progress(progress, 3, len(STEPS), "model written")
     logger.info(
         "%s: %d of %d images registered (%d models)", model_dir, best.num_reg_images(), len(image_names), len(models)
     )

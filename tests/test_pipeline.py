@@ -450,3 +450,41 @@ def test_vlad_pairs_of_upright_photos_are_the_as_stored_ones(tmp_path, imc_data_
     chosen = pairs.read_pairs(out["paths"]["pairs"])
     assert chosen == pairs.read_pairs(out["paths"]["candidates"])
     assert len(chosen) < 28 and len(out["poses"]) == 8
+
+
+def test_run_scene_reports_each_stage_and_stops_where_asked(tmp_path, weights_dir):
+    """The 8-photo sample with the CPU defaults (mnn orientation and matcher): the callback hears
+    every stage that works, with its totals, in the stages' order; a rerun reuses every file and
+    hears nothing; `until` stops after the named stage."""
+    (scene,) = data.load_scenes(ROOT / "data", "train", [SCENE])
+    sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=512, resize_to=512)
+    assert sconfs["orientation"]["output"] == orientation.confs["mnn"]["output"]
+    nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
+    heard = []
+    out = pipeline.run_scene(scene, sconfs, tmp_path, nets, progress=lambda *event: heard.append(event))
+    assert out["paths"]["pairs"].name == "pairs-exhaustive.txt" and len(out["poses"]) == 8
+    totals = {}
+    for stage, done, total in heard:
+        assert total is None or 0 <= done <= total, (stage, done, total)
+        totals.setdefault(stage, []).append((done, total))
+    # mnn orientation reads the main features as stored, so they come first.
+    assert list(totals) == ["features", "pairs", "orientation", "matching", "reconstruction"]
+    assert totals["features"][0] == (0, 8) and totals["features"][-1] == (8, 8)
+    assert totals["pairs"] == [(1, 1)]
+    assert (0, 28) in totals["orientation"] and (28, 28) in totals["orientation"]
+    assert totals["matching"][0] == (0, 28) and totals["matching"][-1] == (28, 28)
+    assert totals["reconstruction"] == [(k, 3) for k in range(4)]
+
+    heard.clear()
+    again = pipeline.run_scene(scene, sconfs, tmp_path, nets, progress=lambda *event: heard.append(event))
+    assert heard == [] and set(again["poses"]) == set(out["poses"])
+
+    heard.clear()
+    part = pipeline.run_scene(
+        scene, sconfs, tmp_path / "part", nets, progress=lambda *event: heard.append(event), until="pairs"
+    )
+    assert part["poses"] == {} and part["model"] is None
+    assert part["paths"]["pairs"].is_file() and not part["paths"]["orientation"].exists()
+    assert {stage for stage, _, _ in heard} == {"features", "pairs"}
+    with pytest.raises(ValueError, match="not a stage"):
+        pipeline.run_scene(scene, sconfs, tmp_path, nets, until="keypoints")
