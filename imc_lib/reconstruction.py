@@ -21,7 +21,7 @@ from .features import read_features
 from .matching import read_matches
 from .pairs import read_pairs
 from .progress import report as report_progress
-from .utils import full_conf
+from .utils import full_conf, merge_conf
 
 logger = logging.getLogger(__name__)
 
@@ -36,24 +36,21 @@ confs = {
         # 30 verified inliers, not 15: chance matches on plain backgrounds otherwise pass as
         # geometry and derail mapping (temple: 0.08-0.58 mAA over seeds -> 0.58-0.60).
         "verification": {"min_num_inliers": 30, "ransac": {"max_num_trials": 20000, "min_inlier_ratio": 0.1}},
-        # Radial distortion is held at zero while mapping and freed only in one final bundle
-        # adjustment (`final_ba`). Refined as each photo joins, it runs away on narrow-angle photos
-        # (dino-full, focal ~5x the image width: k = 2.1), and the model breaks into dozens of
-        # small ones: 13 of 363 photos registered, 350 with it held (mAA 0.026 -> 0.836). The final
-        # adjustment gives back what distortion is worth on phone video (fox: 0.926 -> 0.936).
-        "options": {
-            "min_model_size": 3,
-            "ba_refine_principal_point": False,
-            "ba_refine_extra_params": False,
-            "mapper": {"abs_pose_refine_extra_params": False},
-        },
-        # pycolmap BundleAdjustmentOptions of the final adjustment; None: no final adjustment.
-        "final_ba": {"refine_extra_params": True, "refine_principal_point": False, "print_summary": False},
+        "options": {"min_model_size": 3, "ba_refine_principal_point": False},
+        # When the largest model registers fewer than this share of the photos, map again with radial
+        # distortion held at zero (HELD_DISTORTION) and keep that model unless it registers fewer.
+        # Refined as each photo joins, distortion can run away on narrow-angle photos (dino-full, focal
+        # ~5x the image width: k = 2.1) and the scene breaks into dozens of small models: 13 of 363
+        # photos registered, 350 held (mAA 0.026 -> 0.836). Held from the start everywhere, it costs
+        # elsewhere (imc-mini temple 0.910 -> 0.897, fox 0.936 -> 0.926), so it is the second try.
+        # None: map once.
+        "remap_held_below": 0.5,
         "seed": 0,
     },
 }
 # pycolmap's global mapper (GLOMAP): rotation averaging + global positioning, then bundle adjustment.
 confs["global"] = {**confs["incremental"], "output": "sfm-global", "mapper": "global", "options": {"min_model_size": 3}}
+HELD_DISTORTION = {"ba_refine_extra_params": False, "mapper": {"abs_pose_refine_extra_params": False}}
 # What `main` reports to its progress callback, in order (then "model written").
 STEPS = ("COLMAP database", "geometric verification", "mapping")
 
@@ -176,23 +173,12 @@ def main(
     verification.ransac.random_seed = conf.get("seed", -1)
     pycolmap.geometric_verification(database_path, two_view_geometry_options=verification)
 
-    if conf["mapper"] == "global":
-        options = pycolmap.GlobalPipelineOptions(conf.get("options", {}))
-        mapping = pycolmap.global_mapping
-    else:
-        options = pycolmap.IncrementalPipelineOptions(conf.get("options", {}))
-        mapping = pycolmap.incremental_mapping
-    options.num_threads = num_threads
-    options.random_seed = conf.get("seed", -1)
-    options.min_model_size = min(options.min_model_size, n_images)  # a 2-photo scene is a model too
     logger.info("%s: %s mapping of %d images", sfm_dir, conf["mapper"], n_images)
     report_progress(progress, 2, len(STEPS), STEPS[2])
-    models = mapping(database_path, image_dir, sfm_dir / "models", options)
+    models = _map(conf, database_path, Path(image_dir), sfm_dir, n_images, num_threads)
     best = largest_model(models)
     if best is None:
         return _no_model(sfm_dir, f"the mapper found no model in {len(image_names)} images")
-    if conf.get("final_ba") is not None:
-        pycolmap.bundle_adjustment(best, pycolmap.BundleAdjustmentOptions(conf["final_ba"]))
     tmp = sfm_dir / "model.tmp"
     tmp.mkdir()
     best.write(tmp)
@@ -202,6 +188,39 @@ def main(
         "%s: %d of %d images registered (%d models)", model_dir, best.num_reg_images(), len(image_names), len(models)
     )
     return best
+
+
+def _map(conf, database_path, image_dir, sfm_dir, n_images, num_threads) -> dict[int, pycolmap.Reconstruction]:
+    """Every model the mapper finds (`sfm_dir/models`); mapped again with distortion held (`sfm_dir/models-held`)
+    when the largest registers under `remap_held_below` of the photos and the held mapping does better."""
+
+    def map_with(options: dict, out: str) -> dict[int, pycolmap.Reconstruction]:
+        return _mapping(conf, options, database_path, image_dir, sfm_dir / out, n_images, num_threads)
+
+    models = map_with(conf.get("options", {}), "models")
+    share = conf.get("remap_held_below")
+    registered = (largest_model(models) or pycolmap.Reconstruction()).num_reg_images()
+    if conf["mapper"] != "incremental" or share is None or registered >= share * n_images:
+        return models
+    logger.warning("%s: %d of %d photos registered; mapping again with radial distortion held at zero",
+                   sfm_dir, registered, n_images)  # fmt: skip
+    held = map_with(merge_conf(conf.get("options", {}), HELD_DISTORTION), "models-held")
+    held_registered = (largest_model(held) or pycolmap.Reconstruction()).num_reg_images()
+    logger.info("%s: %d of %d registered with distortion held (%d before)", sfm_dir, held_registered, n_images,
+                registered)  # fmt: skip
+    return held if held_registered >= registered else models
+
+
+def _mapping(conf, options, database_path, image_dir, out_dir, n_images, num_threads):
+    """pycolmap's incremental or global mapping of the database with `options` (a dict)."""
+    if conf["mapper"] == "global":
+        options, mapping = pycolmap.GlobalPipelineOptions(options), pycolmap.global_mapping
+    else:
+        options, mapping = pycolmap.IncrementalPipelineOptions(options), pycolmap.incremental_mapping
+    options.num_threads = num_threads
+    options.random_seed = conf.get("seed", -1)
+    options.min_model_size = min(options.min_model_size, n_images)  # a 2-photo scene is a model too
+    return mapping(database_path, image_dir, out_dir, options)
 
 
 def _no_model(sfm_dir: Path, why: str) -> None:

@@ -34,21 +34,22 @@ def test_partial_conf_builds_the_database_with_the_default_s_camera_model(tmp_pa
     assert {c.model.name for c in cameras} == {default["camera_model"]}  # from the default
 
 
-def test_distortion_is_held_while_mapping_and_freed_by_the_final_adjustment(tmp_path, imc_data_dir, weights_dir):
-    """Without the final adjustment the camera keeps k = 0 exactly; with it, k moves and the poses still score."""
+def test_a_scene_mapped_in_small_pieces_is_mapped_again_with_distortion_held(tmp_path, imc_data_dir, weights_dir):
+    """Below `remap_held_below` the scene is mapped again with k held at 0, and that model is kept; above, once."""
     from imc_lib import data, metric, pipeline, submission
 
     (scene,) = data.load_scenes(imc_data_dir, "train", ["herzjesu-p8"])
     sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
     out = pipeline.run_scene(scene, sconfs, tmp_path, pipeline.Networks(weights_dir, pipeline.pick_device("cpu")))
     paths = out["paths"]
-    held = reconstruction.main({**sconfs["reconstruction"], "final_ba": None}, scene.image_dir,
+    (k_once,) = [cam.params[3] for cam in out["model"].cameras.values()]
+    assert not (paths["sfm"] / "models-held").exists() and k_once != 0.0  # all 8 registered: mapped once
+    held = reconstruction.main({**sconfs["reconstruction"], "remap_held_below": 1.01}, scene.image_dir,
                                list(scene.image_names), paths["match_pairs"], paths["features"], paths["matches"],
                                tmp_path / "held")  # fmt: skip
     (k_held,) = [cam.params[3] for cam in held.cameras.values()]
-    (k_freed,) = [cam.params[3] for cam in pycolmap.Reconstruction(paths["sfm"] / "model").cameras.values()]
-    assert k_held == 0.0 and k_freed != 0.0
+    assert (tmp_path / "held" / "models-held").is_dir() and k_held == 0.0 and held.num_reg_images() == 8
     table_path = tmp_path / "s.csv"
-    submission.write_submission(submission.scene_rows(scene, out["poses"]), table_path)
+    submission.write_submission(submission.scene_rows(scene, reconstruction.poses(held)), table_path)
     table = metric.score(imc_data_dir / "train/train_labels.csv", table_path)
     assert table[table["scene"] == "herzjesu-p8"]["mAA"].iloc[0] >= 0.95
