@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 
 from imc_lib import ensemble, features, matching, pairs
-from imc_lib.utils import pair_key
+from imc_lib.io import pair_key
 
 
 def test_merge_keypoints_dedups_within_radius_and_keeps_the_first_source():

@@ -239,9 +239,9 @@ def test_rerun_reuses_and_overwrite_recomputes(scene, tmp_path, caplog):
 
     # Existing pairs file: reused without touching the model.
     os.utime(pairs_path, ns=(1_000_000_000, 1_000_000_000))
-    with caplog.at_level(logging.INFO, logger="imc_lib.pairs"):
+    with caplog.at_level(logging.INFO, logger="imc_lib.io"):
         pairs.main(conf, image_dir, names, pairs_path, desc_path, model=(None, Unusable()))
-    assert "Reusing pairs file" in caplog.text
+    assert "reusing pairs" in caplog.text
     assert pairs_path.stat().st_mtime_ns == 1_000_000_000
 
     # Missing pairs file, descriptors for all but one image cached: only that one is computed.
