@@ -175,7 +175,9 @@ def main(
     """Extract features for `image_names` into `feature_path`, skipping images already there.
 
     An image that cannot be read is logged (naming the file) and stored with no keypoints, so the
-    scene goes on without it and a rerun does not retry it (`overwrite` does).
+    scene goes on without it and a rerun does not retry it (unless the file changed, or `overwrite`).
+    Each image's group records the fingerprint of its photo's bytes, turns and `conf`: a photo
+    replaced under its name, turned otherwise, or a changed conf is extracted again, the rest reused.
     `turns`: quarter turns per image from the orientation stage (default none).
     `model`: a loaded extractor or a zero-argument loader, called only if some image still needs
     extracting; by default the network of `conf` is loaded.
