@@ -43,12 +43,13 @@ _file_digests: dict[tuple, str] = {}
 
 
 def file_digest(path: Path) -> str:
-    """sha1 of a file's bytes ("missing" when there is no file); cached per size and modification time."""
+    """sha1 of a file's bytes ("missing" when there is no file); cached while its inode, size and
+    modification and change times stay the same (a photo is hashed once per process, not per stage)."""
     try:
         stat = os.stat(path)
     except FileNotFoundError:
         return "missing"
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _file_digests:
         _file_digests[key] = hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]
     return _file_digests[key]

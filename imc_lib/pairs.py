@@ -176,11 +176,15 @@ def compute_descriptors(
     source: str | None = None,
 ) -> np.ndarray:
     """Global descriptors of `image_names` as an (N, D) array, computing only those missing from
-    `descriptors_path` or made from another photo or model `source` (all when `overwrite`).
+    `descriptors_path` or made from another photo or model `source` (all when `overwrite`; with no
+    `source`, a stored descriptor of the same photo is taken whichever model made it).
     `model_getter()` is called only if something is to be computed."""
     descriptors_path = Path(descriptors_path)
     photos = io.image_digests(image_dir, image_names)
-    expected = {n: io.digest("global descriptor", photos[n], source) for n in image_names}
+    models = (
+        _stored_models(descriptors_path, image_names) if source is None else dict.fromkeys(image_names, str(source))
+    )
+    expected = {n: io.digest("global descriptor", photos[n], models[n]) for n in image_names}
     todo = io.pending(descriptors_path, list(image_names), (DESCRIPTOR_KEY,), overwrite, "global descriptors", expected)
     if todo:
         processor, model = model_getter()
@@ -195,9 +199,18 @@ def compute_descriptors(
                 desc = global_descriptor(image, processor, model, device)
             # one write per photo: an interrupted run keeps what it computed
             arrays = {DESCRIPTOR_KEY: desc.cpu().numpy().astype(np.float32)}
-            io.write_group(descriptors_path, name, arrays, {io.FINGERPRINT: expected[name]})
+            io.write_group(descriptors_path, name, arrays, {io.FINGERPRINT: expected[name], "model": models[name]})
     with io.FeatureReader(descriptors_path, size=1) as reader:
         return np.stack([reader[n][DESCRIPTOR_KEY] for n in image_names])
+
+
+def _stored_models(descriptors_path: Path, image_names: list[str]) -> dict[str, str]:
+    """name -> the model its stored descriptor came from: a caller that does not name the model
+    (reading what is there) accepts any, as long as the photo is the same."""
+    if not descriptors_path.exists():
+        return dict.fromkeys(image_names, "None")
+    with io.FeatureReader(descriptors_path) as reader:
+        return {n: str(reader.attrs(n).get("model", "None")) if n in reader else "None" for n in image_names}
 
 
 def _check_names(image_names: list[str]) -> None:
