@@ -86,7 +86,7 @@ def main(
     feature_path, match_path = Path(feature_path), Path(match_path)
     pairs = io.read_pairs(pairs_path)
     feature_readers = [io.FeatureReader(fp) for fp, _ in sources]
-    match_readers = [io.MatchReader(mp) for _, mp in sources]
+    match_readers = [io.MatchReader(mp) for _, mp in sources] if pairs else []  # no pairs: maybe no files
     try:
         made_from = {n: io.digest("merged", conf, [r.fingerprint(n) for r in feature_readers]) for n in image_names}
         made_from |= {p: io.digest("merged", conf, [r.fingerprint(*p) for r in match_readers]) for p in pairs}

@@ -9,6 +9,7 @@ sfm.fingerprint   what the folder was made from (`fingerprint`: the features and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -94,7 +95,7 @@ def create_database(
         pycolmap.import_images(database_path, image_dir, mode, list(image_names), reader)
     pairs = io.read_pairs(pairs_path)
     written = 0
-    with pycolmap.Database.open(database_path) as db, io.MatchReader(match_path) as read_matches:
+    with pycolmap.Database.open(database_path) as db, _match_reader(match_path, pairs) as read_matches:
         ids = {image.name: image.image_id for image in db.read_all_images()}
         missing = [n for n in image_names if n not in ids]
         if missing:
@@ -211,9 +212,14 @@ def fingerprint(conf: dict, image_names: list[str], pairs_path: Path, feature_pa
     """What a model depends on: every image's features, every pair's matches (their fingerprints
     carry the photos' contents and the earlier confs), the pairs and this conf."""
     pairs = io.read_pairs(pairs_path)
-    with io.FeatureReader(feature_path) as features, io.MatchReader(match_path) as matches:
+    with io.FeatureReader(feature_path) as features, _match_reader(match_path, pairs) as matches:
         feats = [features.fingerprint(n) for n in image_names]
         return io.digest("model", conf, image_names, feats, pairs, [matches.fingerprint(a, b) for a, b in pairs])
+
+
+def _match_reader(match_path: Path, pairs: list) -> contextlib.AbstractContextManager:
+    """The matches file's reader; nothing when there are no pairs (one photo: no matches file)."""
+    return io.MatchReader(match_path) if pairs else contextlib.nullcontext()
 
 
 def _no_model(sfm_dir: Path, why: str, made_from: str) -> None:

@@ -250,3 +250,17 @@ def test_a_photo_replaced_under_its_name_recomputes_exactly_what_depends_on_it(t
     assert "reusing model" in caplog.text and "recomputed because their inputs changed" in caplog.text
     assert not re.search(r"[1-9]\d* recomputed because their inputs changed", caplog.text)
     np.testing.assert_array_equal(np.stack(submission.read_poses(out)["R"]), np.stack(second["R"]))
+
+
+def test_a_one_photo_scene_has_no_matches_file_and_gets_no_model_twice(tmp_path, caplog):
+    image_dir = ROOT / "data/train" / SCENE / "images"
+    feature_path, pairs_path, sfm = tmp_path / "f.h5", tmp_path / "pairs.txt", tmp_path / "sfm"
+    _write_features(feature_path, ["0000.jpg"])
+    io.write_pairs([], pairs_path)
+    conf = reconstruction.confs["incremental"]
+    args = (conf, image_dir, ["0000.jpg"], pairs_path, feature_path, tmp_path / "none.h5", sfm)
+    assert reconstruction.main(*args) is None  # the matching stage wrote no file: nothing to read
+    assert (sfm / "EMPTY").read_text().startswith("no image pair")
+    with caplog.at_level(logging.INFO, logger="imc_lib.io"):
+        assert reconstruction.main(*args) is None
+    assert "reusing model" in caplog.text
