@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -85,16 +86,29 @@ def _score(args) -> int:
     return 0
 
 
-def _kaggle_build(args) -> int:
-    from . import kaggle
+def _not_in_wheel(module: str, command: str):
+    """`imc_lib.<module>`, or a FileNotFoundError saying why it is absent: the Kaggle wheel carries
+    the runtime only (tools.kaggle.NOT_SHIPPED), not the packaging tooling or the app."""
+    full = f"{__package__}.{module}"
+    try:
+        return importlib.import_module(full)
+    except ModuleNotFoundError as err:
+        if err.name is None or not f"{full}.".startswith(f"{err.name}."):
+            raise  # something the module itself imports is missing
+        raise FileNotFoundError(
+            f"{full} is not installed here (the Kaggle wheel carries only the runtime stages); "
+            f"`imc-lib {command}` runs from a checkout: pip install -e ."
+        ) from None
 
+
+def _kaggle_build(args) -> int:
+    kaggle = _not_in_wheel("tools.kaggle", "kaggle build")
     return kaggle.build(args.out_dir, offline=args.offline, weights=args.weights)
 
 
 def _app(args) -> int:
-    from .app import launch
-
-    return launch(port=args.port, extra_args=args.streamlit_args)
+    app = _not_in_wheel("app", "app")
+    return app.launch(port=args.port, extra_args=args.streamlit_args)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -9,6 +9,8 @@ one-to-one. The merged features file holds keypoints, scores and image_size (no 
 the sources' descriptors are not comparable).
 Each merged group's `fingerprint` combines its sources' (so reconstruction sees what changed), and
 the merged matches file is stamped with them all: any change re-merges both files (merging is cheap).
+
+A partial conf is merged over the default (utils.full_conf).
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 from scipy.spatial import cKDTree
-from tqdm import tqdm
 
 from . import io
+from .progress import bar as progress_bar
+from .utils import full_conf
 
 logger = logging.getLogger(__name__)
 
 confs = {"merge": {"radius": 1.0}}
+
+# A partial conf given to `main` is merged over the one entry of `confs`.
+DEFAULT_BY = ()
 
 
 def merge_keypoints(keypoint_sets: list[np.ndarray], radius: float) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -81,8 +87,11 @@ def main(
     feature_path: Path,
     match_path: Path,
     overwrite: bool = False,
+    progress=None,
 ) -> tuple[Path, Path]:
-    """Merge `sources` [(features.h5, matches.h5), ...] into `feature_path` and `match_path`."""
+    """Merge `sources` [(features.h5, matches.h5), ...] into `feature_path` and `match_path`;
+    `progress`: callback(done, total, desc) after each pair (default: a tqdm bar)."""
+    conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     feature_path, match_path = Path(feature_path), Path(match_path)
     pairs = io.read_pairs(pairs_path)
     feature_readers = [io.FeatureReader(fp) for fp, _ in sources]
@@ -96,7 +105,7 @@ def main(
         tmp_features, indices = _merge_features(conf, image_names, feature_readers, feature_path, made_from)
         tmp_matches = match_path.with_suffix(".tmp.h5")
         with h5py.File(tmp_matches, "w") as f:
-            for name0, name1 in tqdm(pairs, desc="merging matches", unit="pair"):
+            for name0, name1 in progress_bar(pairs, desc="merging matches", callback=progress, unit="pair"):
                 sets = [read(name0, name1) for read in match_readers]
                 matches, scores = merge_matches(sets, indices[name0], indices[name1])
                 group = f.create_group(io.pair_key(name0, name1))

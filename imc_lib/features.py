@@ -7,6 +7,8 @@ HDF5 layout, one group per image name:
     image_size   (2,)   int, original (width, height)
 and attributes `turns` (quarter turns it was extracted at) and `fingerprint` (the photo's content,
 its turns and this conf: `io.feature_fingerprint`); a group whose fingerprint differs is extracted again.
+
+A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from pathlib import Path
 import kornia
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import budget, io, models
 from .io import failed_images, read_features  # noqa: F401  (their old home; callers may import them from here)
-from .utils import ImageError, autocast_dtype, image_size, pick_device, read_image, resolve_model
+from .progress import bar as progress_bar
+from .utils import ImageError, autocast_dtype, full_conf, image_size, pick_device, read_image, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,10 @@ confs = {
         "resize_to": 1024,
     },
 }
+
+# A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
+# output name, or the model: `{"model": {"name": "disk"}}` is DISK's), else over aliked-n16.
+DEFAULT_BY = ("output", "model.name", "model.model_name")
 
 
 def load_model(conf: dict, weights: str | Path | None = None, device=None) -> torch.nn.Module:
@@ -171,6 +177,7 @@ def main(
     turns: dict[str, int] | None = None,
     deadline: float | None = None,
     reuse: Path | None = None,
+    progress=None,
 ) -> Path:
     """Extract features for `image_names` into `feature_path`, skipping images already there.
 
@@ -185,7 +192,9 @@ def main(
     what was extracted stays for a rerun.
     `reuse`: a file of features another stage already extracted with this conf at some photos' turns
     (the `mnn` orientation's); those photos are copied from it instead of extracted again.
+    `progress`: callback(done, total, desc) after each image (default: a tqdm bar).
     """
+    conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     device = pick_device(device)
     feature_path = Path(feature_path)
     turns = turns or {}
@@ -195,7 +204,7 @@ def main(
     if not todo:
         return feature_path
     model = resolve_model(model, lambda: load_model(conf, weights, device))
-    for name in tqdm(todo, desc=f"features {conf['output']}", unit="img"):
+    for name in progress_bar(todo, desc=f"features {conf['output']}", callback=progress, unit="img"):
         budget.check(deadline, f"feature extraction ({feature_path})")
         logger.debug("%s: extracting %s", feature_path, name)  # the images before it are stored
         path = Path(image_dir) / name

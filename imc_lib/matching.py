@@ -11,6 +11,8 @@ A pair with fewer than `min_matches` matches is kept as an empty group (so a rer
 match it again) and is never handed to reconstruction. Each group's `fingerprint` attribute records
 both images' feature fingerprints and this conf (`io.match_fingerprint`): a pair is matched again
 when either image's features changed.
+
+A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from pathlib import Path
 import kornia
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import budget, io, models
 from .io import read_matches  # noqa: F401  (its old home; callers may import it from here)
-from .utils import pick_device, resolve_model
+from .progress import bar as progress_bar
+from .utils import full_conf, pick_device, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,10 @@ confs = {
         "min_matches": 15,
     },
 }
+
+# A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
+# output name or model name), else over lightglue.
+DEFAULT_BY = ("output", "model.name")
 
 
 def load_model(features: str, conf: dict, weights: str | Path | None = None, device=None) -> torch.nn.Module:
@@ -98,13 +104,16 @@ def main(
     model: torch.nn.Module | None = None,
     weights: str | Path | None = None,
     deadline: float | None = None,
+    progress=None,
 ) -> Path:
     """Match every pair of `pairs_path` that `match_path` does not hold yet.
 
     `features` names the LightGlue weights ('aliked' or 'disk'); it must fit the features file.
     `model`: a loaded matcher or a zero-argument loader, called only if some pair needs matching.
     `deadline` (time.monotonic seconds): past it, budget.OutOfTime is raised before the next pair.
+    `progress`: callback(done, total, desc) after each pair (default: a tqdm bar).
     """
+    conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     device = pick_device(device)
     match_path = Path(match_path)
     pairs = io.read_pairs(pairs_path)
@@ -119,7 +128,7 @@ def main(
             return match_path
         model = resolve_model(model, lambda: load_model(features, conf, weights, device))
         dropped = 0
-        for key in tqdm(todo, desc=f"matching {conf['output']}", unit="pair"):
+        for key in progress_bar(todo, desc=f"matching {conf['output']}", callback=progress, unit="pair"):
             name0, name1 = keys[key]
             budget.check(deadline, f"matching ({match_path})")
             logger.debug("%s: matching %s %s", match_path, name0, name1)  # the pairs before it are stored

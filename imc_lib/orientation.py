@@ -18,6 +18,8 @@ Output: a CSV `image_name,quarter_turns,support` (turns counter-clockwise, as `n
 support = matches on the tree edge that fixed it, 0 for the root or an unconnected photo), and,
 when `prefilter_min_matches` is set, beside it `*-overlap.csv`: each pair's low-resolution matches
 at those turns, which the pipeline uses to drop non-overlapping pairs before full matching.
+
+A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.cluster.hierarchy import DisjointSet
-from tqdm import tqdm
 
 from . import features, io, matching
-from .utils import ImageError, image_size, pick_device, read_image, resolve_model
+from .progress import bar as progress_bar
+from .utils import ImageError, full_conf, image_size, pick_device, read_image, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,10 @@ confs = {
         "prefilter_min_matches": None,
     },
 }
+
+# A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
+# output name, or the mnn matcher), else over upright; nested dicts (features, matching) key by key.
+DEFAULT_BY = ("output", "matching.model.name")
 
 
 def relative_turn(counts: list[int]) -> tuple[int, int]:
@@ -185,6 +191,7 @@ def main(
     weights=None,
     feature_path: Path | None = None,
     features_conf: dict | None = None,
+    progress=None,
 ) -> Path:
     """Estimate every photo's quarter turns from the pairs of `pairs_path`; reuse an existing file
     made from the same photos, pairs and confs (`fingerprint`; else the whole file is recomputed).
@@ -192,7 +199,10 @@ def main(
     `extractor` / `matcher`: loaded networks or zero-argument loaders (by default those of `conf`).
     A config without features of its own (`mnn`) needs `features_conf`, the main features' config
     (`extractor` is then that extractor), and reads as-stored features from `feature_path`.
+    `progress`: callback(done, total, desc) after each pair, then each photo tried turned (default: tqdm).
     """
+    conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
+    features_conf = None if features_conf is None else full_conf(features.confs, features_conf, features.DEFAULT_BY)
     orientation_path = Path(orientation_path)
     wants_overlap = conf.get("prefilter_min_matches") is not None
     fconf = conf["features"] or features_conf
@@ -236,7 +246,9 @@ def main(
     # of a group need not be tried (each try costs three extractions). Pairs within a group that
     # matched weakly as stored were not tried turned and say nothing.
     pairs = io.read_pairs(pairs_path)
-    stored = {(a, b): count(a, b, 0) for a, b in tqdm(pairs, desc="orientation", unit="pair")}
+    stored = {
+        (a, b): count(a, b, 0) for a, b in progress_bar(pairs, desc="orientation", callback=progress, unit="pair")
+    }
     accept = conf["accept_upright_matches"]
     group = DisjointSet(image_names)
     for (a, b), n in stored.items():
@@ -247,7 +259,9 @@ def main(
     for (a, b), n in stored.items():
         neighbours[a][b] = neighbours[b][a] = n
     tried: set[str] = set()
-    with tqdm(desc="orientation, turned", unit="photo", disable=len({group[n] for n in image_names}) < 2) as bar:
+    with progress_bar(
+        desc="orientation, turned", callback=progress, unit="photo", disable=len({group[n] for n in image_names}) < 2
+    ) as bar:
         while True:
             outside = {b: [a for a in neighbours[b] if group[a] != group[b]] for b in image_names if b not in tried}
             outside = {b: v for b, v in outside.items() if v}

@@ -11,6 +11,8 @@ The output is an hloc-style text file, one `name0 name1` per line, each unordere
 Beside it, `<file>.fingerprint` records what it was made from (`fingerprint`): the image names and
 conf, and for retrieval the photos' contents, for VLAD their features'. The file is small: any
 change recomputes all of it (DINOv2 descriptors are kept per photo and recomputed per photo).
+
+A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from scipy.cluster.vq import kmeans2
 from scipy.spatial.distance import cdist
-from tqdm import tqdm
 
 from . import io, models
 from .io import read_pairs, write_pairs  # noqa: F401  (their old home; callers may import them from here)
-from .utils import ImageError, autocast_dtype, pick_device, read_image, resolve_model
+from .progress import bar as progress_bar
+from .progress import report as report_progress
+from .utils import ImageError, autocast_dtype, full_conf, pick_device, read_image, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,10 @@ confs = {
         "p": 2.0,
     },
 }
+
+# A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
+# output name or method: retrieval is dinov2's), else over exhaustive.
+DEFAULT_BY = ("output", "method")
 
 DESCRIPTOR_KEY = "global_descriptor"
 VALID_P = (1.0, 2.0, math.inf)
@@ -174,11 +181,13 @@ def compute_descriptors(
     device: torch.device,
     overwrite: bool = False,
     source: str | None = None,
+    progress=None,
 ) -> np.ndarray:
     """Global descriptors of `image_names` as an (N, D) array, computing only those missing from
     `descriptors_path` or made from another photo or model `source` (all when `overwrite`; with no
     `source`, a stored descriptor of the same photo is taken whichever model made it).
-    `model_getter()` is called only if something is to be computed."""
+    `model_getter()` is called only if something is to be computed;
+    `progress`: callback(done, total, desc) after each image (default: a tqdm bar)."""
     descriptors_path = Path(descriptors_path)
     photos = io.image_digests(image_dir, image_names)
     models = (
@@ -189,7 +198,7 @@ def compute_descriptors(
     if todo:
         processor, model = model_getter()
         model = model.to(device).eval()
-        for name in tqdm(todo, desc="global descriptors", unit="img"):
+        for name in progress_bar(todo, desc="global descriptors", callback=progress, unit="img"):
             try:
                 image = read_image(Path(image_dir) / name, max_side=1024)
             except (ImageError, FileNotFoundError) as err:  # the features stage reports it
@@ -231,6 +240,7 @@ def main(
     overwrite: bool = False,
     model=None,
     feature_path: Path | None = None,
+    progress=None,
 ) -> Path:
     """Write the pairs file for one scene and return its path.
 
@@ -238,7 +248,9 @@ def main(
     instead of loading `conf["model"]`; it is only called if some descriptor is missing.
     `descriptors_path` (retrieval only) defaults to `<pairs_path stem>-global.h5` beside the pairs.
     `feature_path` (vlad only): the features stage's file, whose local descriptors VLAD pools.
+    `progress`: callback(done, total, desc): each global descriptor, then the selection (default: tqdm).
     """
+    conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     pairs_path = Path(pairs_path)
     image_names = list(image_names)
     _check_names(image_names)
@@ -250,7 +262,6 @@ def main(
     if method == "exhaustive":
         pairs = exhaustive_pairs(image_names)
     elif method == "retrieval":
-        conf = {**confs["dinov2"], **conf}
         p = _check_p(conf["p"])  # fail before the expensive part
         if len(image_names) < conf["exhaustive_if_less"]:
             logger.info(
@@ -270,13 +281,13 @@ def main(
                 pick_device(device),
                 overwrite=overwrite,
                 source=conf.get("model"),
+                progress=progress,
             )
             index_pairs = pairs_from_descriptors(
                 torch.from_numpy(desc), conf["similarity_threshold"], conf["min_pairs"], p=p
             )
             pairs = [(image_names[i], image_names[j]) for i, j in index_pairs]
     elif method == "vlad":
-        conf = {**confs["vlad"], **conf}
         if feature_path is None:
             raise ValueError(f"{pairs_path}: the vlad pairs pool local features; pass feature_path (the features file)")
         desc = vlad_descriptors(Path(feature_path), image_names, conf["clusters"], conf["sample"], conf["iterations"])
@@ -287,6 +298,7 @@ def main(
     else:
         raise ValueError(f"unknown pairs method {method!r}; expected 'exhaustive', 'retrieval' or 'vlad'")
 
+    report_progress(progress, 1, 1, f"pairs {method}")
     io.write_pairs(pairs, pairs_path)
     io.stamp(pairs_path, made_from)
     logger.info("Wrote %d pairs for %d images to %s.", len(pairs), len(image_names), pairs_path)

@@ -15,7 +15,7 @@ import torch
 
 from . import budget, data, ensemble, features, lock, matching, models, orientation, pairs, reconstruction, submission
 from .io import read_pairs, stamp_path, write_pairs
-from .utils import ImageError, pick_device, read_image, usable_device
+from .utils import ImageError, merge_conf, pick_device, read_image, usable_device
 
 logger = logging.getLogger(__name__)
 
@@ -93,30 +93,28 @@ def stage_confs(
         names["orientation"] = None if orientation_method == "none" else orientation_method
 
     def features_conf(fname: str) -> dict:
-        fconf = {**features.confs[fname], "model": dict(features.confs[fname]["model"])}
+        over, tags = {}, ""  # the overrides, and what they add to the output name
         if max_keypoints:
-            fconf["model"]["max_num_keypoints"] = max_keypoints
-            fconf["output"] += f"-{max_keypoints}"
+            over["model"], tags = {"max_num_keypoints": max_keypoints}, f"-{max_keypoints}"
         if resize_to:
-            fconf["resize_to"] = resize_to
-            fconf["output"] += f"-r{resize_to}"
+            over["resize_to"], tags = resize_to, tags + f"-r{resize_to}"
         if names.get("orientation"):
-            fconf["output"] += "-upright"
-        return fconf
+            tags += "-upright"
+        return merge_conf(features.confs[fname], {**over, "output": features.confs[fname]["output"] + tags})
 
-    oconf = dict(orientation.confs[names["orientation"]]) if names.get("orientation") else None
+    oconf = merge_conf(orientation.confs[names["orientation"]], {}) if names.get("orientation") else None
     if prefilter is not None:
         if oconf is None:
             raise ValueError("the pair prefilter needs the orientation stage's matches; drop --orientation none")
         oconf["prefilter_min_matches"] = prefilter
     return {
-        "pairs": dict(pairs.confs[names["pairs"]]),
+        "pairs": merge_conf(pairs.confs[names["pairs"]], {}),
         "orientation": oconf,
         "features": features_conf(names["features"]),
         # further extractors whose keypoints and matches are merged with the first's (ensemble)
         "also": [features_conf(n) for n in names.get("also", [])],
-        "matching": dict(matching.confs[names["matching"]]),
-        "reconstruction": dict(reconstruction.confs[names["reconstruction"]]),
+        "matching": merge_conf(matching.confs[names["matching"]], {}),
+        "reconstruction": merge_conf(reconstruction.confs[names["reconstruction"]], {}),
     }
 
 
@@ -184,9 +182,9 @@ def scene_confs(sconfs: dict, scene: data.Scene) -> dict:
     by_category = [CATEGORY_PAIRS[c] for c in scene.categories if c in CATEGORY_PAIRS]
     if by_category and by_category[0] != sconfs["pairs"]["method"]:
         logger.info("scene %s (%s): %s pairs", scene.key, ";".join(scene.categories), by_category[0])
-        return {**sconfs, "pairs": dict(pairs.confs[by_category[0]])}
+        return {**sconfs, "pairs": merge_conf(pairs.confs[by_category[0]], {})}
     if threshold and len(scene.image_names) < threshold:
-        return {**sconfs, "pairs": dict(pairs.confs["exhaustive"])}
+        return {**sconfs, "pairs": merge_conf(pairs.confs["exhaustive"], {})}
     return sconfs
 
 
@@ -248,6 +246,12 @@ class _Clock:
                 self.spans.append((stage, start, end))
 
 
+# The stages of a scene, in the order `run_scene` runs them (its `times` keys). VLAD pairs and the
+# `mnn` orientation read the main features as stored, so with those a first "features" pass runs
+# before "pairs"; "merge" runs for an ensemble only.
+STAGES = ("pairs", "orientation", "features", "matching", "merge", "reconstruction")
+
+
 class Networks:
     """Each network of a run, loaded at most once and only when some stage still needs it; `cache`
     is a dict the caller may keep between runs so the next run reuses what this one loaded."""
@@ -288,21 +292,35 @@ def run_scene(
     nets: Networks,
     overwrite: bool = False,
     deadline: float | None = None,
+    progress=None,
+    until: str | None = None,
 ) -> dict:
-    """One scene through its stages, in order; returns {"poses": {name: (R, t)}, "times", "spans", "paths"}.
+    """One scene through its stages, in order; returns {"poses": {name: (R, t)}, "model", "times", "spans",
+    "paths"}.
 
     Stages reuse what their files hold (unless `overwrite`). VLAD pairs and the `mnn` orientation
     read the main features as stored, so those are extracted first; photos the orientation turns are
     then extracted at their turn by the features stage, or copied from what the orientation stage
     extracted while trying turns. `deadline` (time.monotonic seconds) is
     checked between stages and inside extraction and matching: past it, budget.OutOfTime.
+    `progress(stage, done, total)`: called as each stage goes (total None where not known ahead);
+    a stage that finds its work done reports nothing. `until`: a name of STAGES; stop after it
+    (no poses), as the app does to run one step at a time.
     """
+    if until is not None and until not in STAGES:
+        raise ValueError(f"until={until!r}: not a stage; stages: {STAGES}")
     sconfs = scene_confs(sconfs, scene)
     paths = scene_paths(work_dir, scene, sconfs)
     names, device = list(scene.image_names), nets.device
     fconfs, oconf = [sconfs["features"], *sconfs["also"]], sconfs["orientation"]
     times, spans = {}, []
     clock = _Clock(times, spans)
+    out = {"poses": {}, "model": None, "times": times, "spans": spans, "paths": paths}
+    report = _reporter(progress)
+
+    def reached(stage: str) -> bool:
+        return until is not None and STAGES.index(until) <= STAGES.index(stage)
+
     fresh = overwrite  # a file is overwritten once per run, not again by a later step of the same stage
 
     def extract(fconf, feature_path, turns=None):
@@ -310,20 +328,26 @@ def run_scene(
         with clock("features"):
             features.main(fconf, scene.image_dir, names, feature_path, device,
                           fresh if fconf is fconfs[0] else overwrite, model=nets.extractor(fconf), turns=turns,
-                          deadline=deadline, reuse=orientation.turned_path(paths["orientation"]))  # fmt: skip
+                          deadline=deadline, reuse=orientation.turned_path(paths["orientation"]),
+                          progress=report("features"))  # fmt: skip
         if fconf is fconfs[0]:
             fresh = False
 
     def select_pairs(path):
         with clock("pairs"):
             pairs.main(sconfs["pairs"], scene.image_dir, names, path, paths["global"], device, overwrite,
-                       model=nets.retrieval(sconfs["pairs"]), feature_path=paths["sources"][0][0])  # fmt: skip
+                       model=nets.retrieval(sconfs["pairs"]), feature_path=paths["sources"][0][0],
+                       progress=report("pairs"))  # fmt: skip
 
     if sconfs["pairs"]["method"] == "vlad" or (oconf and oconf["features"] is None):
         extract(fconfs[0], paths["sources"][0][0], turns=_turns_if_done(paths["orientation"], oconf, overwrite))
     select_pairs(paths["candidates"])
+    if reached("pairs"):
+        return out
     budget.check(deadline, f"scene {scene.key}, before orientation")
-    turns = _orient(scene, sconfs, paths, nets, overwrite, clock) if oconf else None
+    turns = _orient(scene, sconfs, paths, nets, overwrite, clock, report("orientation")) if oconf else None
+    if reached("orientation"):
+        return out
     for fconf, (feature_path, _) in zip(fconfs, paths["sources"]):
         extract(fconf, feature_path, turns)
     if paths["pairs"] != paths["candidates"]:
@@ -333,11 +357,14 @@ def run_scene(
             # nothing turned: VLAD would pick the same pairs; unstamped, so a later VLAD run redoes them
             stamp_path(paths["pairs"]).unlink(missing_ok=True)
             write_pairs(read_pairs(paths["candidates"]), paths["pairs"])
+    if reached("features"):
+        return out
     for fconf, (feature_path, match_path) in zip(fconfs, paths["sources"]):
         with clock("matching"):
             matching.main(sconfs["matching"], paths["match_pairs"], feature_path, match_path,
                           features.matcher_name(fconf), device, overwrite,
-                          model=nets.matcher(fconf, sconfs["matching"]), deadline=deadline)  # fmt: skip
+                          model=nets.matcher(fconf, sconfs["matching"]), deadline=deadline,
+                          progress=report("matching"))  # fmt: skip
     if len(fconfs) > 1:
         with clock("merge"):
             ensemble.main(
@@ -348,7 +375,10 @@ def run_scene(
                 paths["features"],
                 paths["matches"],
                 overwrite,
+                progress=report("merge"),
             )
+    if reached("merge"):  # an ensemble's matches are merged before `until="matching"` returns
+        return out
     budget.check(deadline, f"scene {scene.key}, before mapping")
     with clock("reconstruction"):
         model = reconstruction.main(
@@ -360,8 +390,16 @@ def run_scene(
             paths["matches"],
             paths["sfm"],
             overwrite,
+            progress=report("reconstruction"),
         )
-    return {"poses": reconstruction.poses(model), "times": times, "spans": spans, "paths": paths}
+    return {**out, "poses": reconstruction.poses(model), "model": model}
+
+
+def _reporter(progress):
+    """`report(stage)`: the callback(done, total, desc) a stage gets, telling `progress` the stage's name."""
+    if progress is None:
+        return lambda stage: None
+    return lambda stage: lambda done, total, desc=None: progress(stage, done, total)
 
 
 def _differ(path0: Path, path1: Path) -> bool:
@@ -375,7 +413,7 @@ def _turns_if_done(orientation_path: Path, oconf: dict | None, overwrite: bool) 
     return None
 
 
-def _orient(scene, sconfs, paths, nets, overwrite, clock) -> dict[str, int]:
+def _orient(scene, sconfs, paths, nets, overwrite, clock, progress=None) -> dict[str, int]:
     """Run the orientation stage over the scene's pairs; its turns (and, with a prefilter, the pairs to match)."""
     oconf, fconf = sconfs["orientation"], sconfs["features"]
     ofeatures = oconf["features"] or fconf
@@ -393,6 +431,7 @@ def _orient(scene, sconfs, paths, nets, overwrite, clock) -> dict[str, int]:
             weights=nets.weights,
             feature_path=paths["sources"][0][0],
             features_conf=fconf,
+            progress=progress,
         )
         if oconf.get("prefilter_min_matches") is not None:
             kept = orientation.overlapping_pairs(paths["orientation"], oconf["prefilter_min_matches"])

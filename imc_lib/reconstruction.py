@@ -5,6 +5,8 @@ sfm/models/N/     every model the mapper found
 sfm/model/        the model that registers the most images (what the submission reads)
 sfm.fingerprint   what the folder was made from (`fingerprint`: the features and matches it read, the
                   pairs, the conf); a rerun whose inputs differ rebuilds database and model from scratch
+
+A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import pycolmap
 from PIL import ExifTags, Image
 
 from . import io
+from .progress import report as report_progress
+from .utils import full_conf
 
 logger = logging.getLogger(__name__)
 
@@ -33,20 +37,30 @@ confs = {
         # 30 verified inliers, not 15: chance matches on plain backgrounds otherwise pass as
         # geometry and derail mapping (temple: 0.08-0.58 mAA over seeds -> 0.58-0.60).
         "verification": {"min_num_inliers": 30, "ransac": {"max_num_trials": 20000, "min_inlier_ratio": 0.1}},
-        "options": {"min_model_size": 3, "ba_refine_principal_point": False},
+        # Radial distortion is held at zero while mapping and freed only in one final bundle
+        # adjustment (`final_ba`). Refined as each photo joins, it runs away on narrow-angle photos
+        # (dino-full, focal ~5x the image width: k = 2.1), and the model breaks into dozens of
+        # small ones: 13 of 363 photos registered, 350 with it held (mAA 0.026 -> 0.836). The final
+        # adjustment gives back what distortion is worth on phone video (fox: 0.926 -> 0.936).
+        "options": {
+            "min_model_size": 3,
+            "ba_refine_principal_point": False,
+            "ba_refine_extra_params": False,
+            "mapper": {"abs_pose_refine_extra_params": False},
+        },
+        # pycolmap BundleAdjustmentOptions of the final adjustment; None: no final adjustment.
+        "final_ba": {"refine_extra_params": True, "refine_principal_point": False, "print_summary": False},
         "seed": 0,
-        # Scenes of this many photos or more are seeded: mapped first from every k-th photo (about
-        # `seed_images` of them), then that model grows over all photos. In a dense scene the pairs
-        # with the most matches have the shortest baselines, and a fresh start from them breaks
-        # into dozens of small models (dino-full: 9 of 363 photos registered). Seeded: 28 in the
-        # default run, 350 from one other seed model on an earlier run's database; the growth
-        # depends on the seed, which is not yet chosen well. None: never seed.
-        "seed_above": 200,
-        "seed_images": 50,
     },
 }
 # pycolmap's global mapper (GLOMAP): rotation averaging + global positioning, then bundle adjustment.
 confs["global"] = {**confs["incremental"], "output": "sfm-global", "mapper": "global", "options": {"min_model_size": 3}}
+# What `main` reports to its progress callback, in order (then "model written").
+STEPS = ("COLMAP database", "geometric verification", "mapping")
+
+# A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
+# output name or mapper), else over incremental; nested dicts (verification, options) key by key.
+DEFAULT_BY = ("output", "mapper")
 
 
 def camera_groups(image_dir: Path, image_names: list[str]) -> list[list[str]]:
@@ -130,10 +144,13 @@ def main(
     sfm_dir: Path,
     overwrite: bool = False,
     num_threads: int = -1,
+    progress=None,
 ) -> pycolmap.Reconstruction | None:
     """Reconstruct one scene; returns the largest model (also written to `sfm_dir/model`), or None
     when no model could be built. A finished model made from the same inputs (`fingerprint`) is
-    reused unless `overwrite`; otherwise the whole folder, database included, is built afresh."""
+    reused unless `overwrite`; otherwise the whole folder, database included, is built afresh.
+    `progress`: callback(done, total, desc) at each of STEPS (none by default)."""
+    conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     sfm_dir = Path(sfm_dir)
     model_dir = sfm_dir / "model"
     made_from = fingerprint(conf, image_names, pairs_path, feature_path, match_path)
@@ -148,6 +165,7 @@ def main(
         shutil.rmtree(sfm_dir)
     sfm_dir.mkdir(parents=True)
     database_path = sfm_dir / "database.db"
+    report_progress(progress, 0, len(STEPS), STEPS[0])
     n_images, n_pairs = create_database(
         conf, Path(image_dir), image_names, pairs_path, feature_path, match_path, database_path
     )
@@ -157,6 +175,7 @@ def main(
     if n_pairs == 0:
         return _no_model(sfm_dir, "no image pair kept enough matches", made_from)
 
+    report_progress(progress, 1, len(STEPS), STEPS[1])
     verification = pycolmap.TwoViewGeometryOptions(conf.get("verification", {}))  # nested dicts set sub-options
     verification.ransac.random_seed = conf.get("seed", -1)
     pycolmap.geometric_verification(database_path, two_view_geometry_options=verification)
@@ -171,41 +190,23 @@ def main(
     options.random_seed = conf.get("seed", -1)
     options.min_model_size = min(options.min_model_size, n_images)  # a 2-photo scene is a model too
     logger.info("%s: %s mapping of %d images", sfm_dir, conf["mapper"], n_images)
-    seeded = conf["mapper"] == "incremental" and conf.get("seed_above") and n_images >= conf["seed_above"]
-    if seeded:
-        models = _seeded_mapping(database_path, Path(image_dir), sfm_dir, options, image_names, conf["seed_images"])
-    else:
-        models = mapping(database_path, image_dir, sfm_dir / "models", options)
+    report_progress(progress, 2, len(STEPS), STEPS[2])
+    models = mapping(database_path, image_dir, sfm_dir / "models", options)
     best = largest_model(models)
     if best is None:
         return _no_model(sfm_dir, f"the mapper found no model in {len(image_names)} images", made_from)
+    if conf.get("final_ba") is not None:
+        pycolmap.bundle_adjustment(best, pycolmap.BundleAdjustmentOptions(conf["final_ba"]))
     tmp = sfm_dir / "model.tmp"
     tmp.mkdir()
     best.write(tmp)
     tmp.rename(model_dir)
     io.stamp(sfm_dir, made_from)
+    report_progress(progress, 3, len(STEPS), "model written")
     logger.info(
         "%s: %d of %d images registered (%d models)", model_dir, best.num_reg_images(), len(image_names), len(models)
     )
     return best
-
-
-def _seeded_mapping(database_path: Path, image_dir: Path, sfm_dir: Path, options, image_names: list[str],
-                    seed_images: int) -> dict[int, pycolmap.Reconstruction]:  # fmt: skip
-    """Incremental mapping from a seed model of every k-th photo (about `seed_images`), grown over all
-    photos; the seed's own models when it finds none."""
-    seed_options = pycolmap.IncrementalPipelineOptions(options.todict())
-    seed_options.image_names = list(image_names)[:: max(1, len(image_names) // seed_images)]
-    seeds = pycolmap.incremental_mapping(database_path, image_dir, sfm_dir / "seed", seed_options)
-    seed = largest_model(seeds)
-    if seed is None:
-        return seeds
-    logger.info("%s: seed model of %d of %d photos, growing it over all", sfm_dir, seed.num_reg_images(),
-                len(seed_options.image_names))  # fmt: skip
-    (sfm_dir / "seed-model").mkdir()
-    seed.write(sfm_dir / "seed-model")
-    return pycolmap.incremental_mapping(database_path, image_dir, sfm_dir / "models", options,
-                                        input_path=sfm_dir / "seed-model")  # fmt: skip
 
 
 def fingerprint(conf: dict, image_names: list[str], pairs_path: Path, feature_path: Path, match_path: Path) -> str:

@@ -1,8 +1,10 @@
-"""Small helpers shared by the stages: device choice, image loading, network loading (storage: `io`)."""
+"""Small helpers shared by the stages: device choice, image loading, conf merging (storage: `io`)."""
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +109,43 @@ def resolve_model(model, load):
     if callable(model) and not isinstance(model, torch.nn.Module):
         return model()
     return model
+
+
+def merge_conf(default: Mapping, conf: Mapping | None) -> dict:
+    """A copy of `default` with `conf` over it, nested dicts merged key by key (LightGlue's
+    `{**default_conf, **conf}`, recursively): a partial conf keeps every other key of the default.
+    A value that is not a dict on both sides is replaced; neither argument is changed, and the
+    result shares no dict or list with them."""
+    merged = copy.deepcopy(dict(default))
+    for key, value in (conf or {}).items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_conf(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+_UNSET = object()
+
+
+def _lookup(conf: Mapping | None, path: str):
+    """conf["a"]["b"] for path "a.b", or _UNSET where a key is missing."""
+    for key in path.split("."):
+        if not isinstance(conf, Mapping) or key not in conf:
+            return _UNSET
+        conf = conf[key]
+    return conf
+
+
+def named_default(confs: Mapping[str, Mapping], conf: Mapping | None, keys: Sequence[str]) -> Mapping:
+    """The entry of a stage's `confs` that a partial `conf` names: the one agreeing with the most
+    of the `keys` (dotted paths, e.g. "model.name") that `conf` sets, the earlier on a tie, so the
+    first entry (the stage's default) when it sets none of them or none agrees."""
+    given = {k: v for k in keys if (v := _lookup(conf, k)) is not _UNSET}
+    return max(confs.values(), key=lambda c: sum(_lookup(c, k) == v for k, v in given.items()))
+
+
+def full_conf(confs: Mapping[str, Mapping], conf: Mapping | None, keys: Sequence[str] = ()) -> dict:
+    """`conf` merged over the entry of `confs` it names by `keys` (named_default): what each stage's
+    `main` runs with, so a partial conf is not a KeyError."""
+    return merge_conf(named_default(confs, conf, keys), conf)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imc_lib import app, cli
+from imc_lib import app, cli, pipeline
 from imc_lib.app import session as S
 
 SCENE = "herzjesu-p8"
@@ -75,14 +75,24 @@ def check(at: AppTest) -> AppTest:
 
 
 def start(n_images: int = 4, **settings) -> AppTest:
-    """The page on the first `n_images` of herzjesu-p8 with small settings (widget key -> value)."""
+    """The page on the first `n_images` of herzjesu-p8 with small settings (widget key -> value).
+    The pair method and DINOv2 source go first: the retrieval knobs shown depend on them."""
     at = check(AppTest.from_file(str(app.APP_SCRIPT), default_timeout=300).run())
     at.sidebar.selectbox(key="scene").set_value(SCENE)
     check(at.run())
     at.sidebar.number_input(key=f"n_images:{SCENE}").set_value(n_images)
+    for key in ("pairs_method", "dinov2"):
+        if key in settings:
+            at.get_by_key(key).set_value(settings.pop(key))
+    check(at.run())
     for key, value in {**SMALL, **settings}.items():
         at.get_by_key(key).set_value(value)
     return check(at.run())
+
+
+def bars(at: AppTest) -> list[tuple[int, str]]:
+    """The progress bars on the page: (percent, text)."""
+    return [(bar.proto.value, bar.proto.text) for bar in at.get("progress")]
 
 
 def goto(at: AppTest, step: str) -> AppTest:
@@ -145,45 +155,93 @@ def test_fingerprints_chain_and_name_the_first_missing_step(env, tmp_path):
     mnn = S.fingerprints(images, S.Settings(**SMALL, matcher="mnn"))
     lightglue = S.fingerprints(images, S.Settings(**SMALL, matcher="lightglue"))
     assert mnn["features"] == lightglue["features"] and mnn["matches"] != lightglue["matches"]
-    assert S.stage_paths(tmp_path, images, S.Settings(**SMALL, matcher="mnn"), mnn)["matches"].name.endswith(
-        "_matches-mnn.h5"
+    assert S.stage_paths(tmp_path, images, S.Settings(**SMALL, matcher="mnn"))["matches"].name.endswith(
+        "_matches-mnn_pairs-exhaustive.h5"
     )
 
     # The threshold matters only when retrieval really selects (4 images < exhaustive_if_less=20: all pairs).
-    assert S.fingerprints(images, S.Settings(**SMALL, similarity_threshold=0.1))["pairs"] == fps["pairs"]
-    sel = [
-        S.fingerprints(images, S.Settings(**SMALL, exhaustive_if_less=2, similarity_threshold=t)) for t in (0.1, 0.2)
-    ]
+    dino = {**SMALL, "pairs_method": "dinov2", "dinov2": "some-model"}
+    assert S.fingerprints(images, S.Settings(**dino, similarity_threshold=0.1))["pairs"] == fps["pairs"]
+    sel = [S.fingerprints(images, S.Settings(**dino, exhaustive_if_less=2, similarity_threshold=t)) for t in (0.1, 0.2)]
     assert sel[0]["pairs"] != sel[1]["pairs"]
     assert sel[0]["features"] != sel[1]["features"]  # quarter turns are found from the kept pairs
+    assert sel[0]["extraction"] == sel[1]["extraction"]  # but the extractor's inputs are the same
     upright = [
-        S.fingerprints(images, S.Settings(**SMALL, exhaustive_if_less=2, similarity_threshold=t, orientation="none"))
+        S.fingerprints(images, S.Settings(**dino, exhaustive_if_less=2, similarity_threshold=t, orientation="none"))
         for t in (0.1, 0.2)
     ]
     assert upright[0]["features"] == upright[1]["features"] != fps["features"]
 
 
-def test_stage_paths_share_descriptors_and_matches_across_selections(env, tmp_path):
+# (CLI-style settings, pipeline.resolve overrides): the app's names must be the CLI's for the same choice.
+SAME_SETTINGS = [
+    ({}, {"pairs_method": "auto"}),  # no DINOv2 source: vlad, turned exhaustive below 20 photos
+    ({"features": "aliked+disk", "orientation": "upright", "matcher": "lightglue"}, {"conf": "aliked+disk"}),
+    ({"orientation": "none", "pairs_method": "vlad", "exhaustive_if_less": 2}, {"pairs_method": "vlad"}),
+    ({"pairs_method": "dinov2", "dinov2": "dino-dir", "exhaustive_if_less": 2}, {"pairs_method": "dinov2"}),
+]
+
+
+@pytest.mark.parametrize("settings, cli", SAME_SETTINGS)
+def test_app_file_names_are_the_pipelines(env, tmp_path, settings, cli):
     images = S.dataset_images(env, "train", SCENE, 4)
-    paths = []
-    for t in (0.1, 0.2):
-        settings = S.Settings(**SMALL, exhaustive_if_less=2, similarity_threshold=t)
-        paths.append(S.stage_paths(tmp_path, images, settings, S.fingerprints(images, settings)))
-    a, b = paths
-    assert a["pairs"] != b["pairs"] and a["sfm"] != b["sfm"] and a["submission"] != b["submission"]
-    assert a["orientation"] != b["orientation"]
-    assert a["global"] == b["global"] and a["features"] == b["features"] and a["matches"] == b["matches"]
-    assert a["sources"] == [(a["features"], a["matches"])]
-    assert all(tmp_path in p.parents for k, p in a.items() if k != "sources")
-    # Features and matches are named by the quarter turns found, once the orientation file exists.
-    settings = S.Settings(**SMALL, exhaustive_if_less=2, similarity_threshold=0.1)
-    fps = S.fingerprints(images, settings)
-    a["orientation"].parent.mkdir(parents=True)
-    a["orientation"].write_text("image_name,quarter_turns,support\n0000.jpg,0,0\n0001.jpg,0,9\n")
-    assert S.stage_paths(tmp_path, images, settings, fps)["features"] == a["features"]  # nothing turned
-    a["orientation"].write_text("image_name,quarter_turns,support\n0000.jpg,0,0\n0001.jpg,1,9\n")
-    turned = S.stage_paths(tmp_path, images, settings, fps)
-    assert "-turns" in turned["features"].name and turned["matches"].name.startswith(turned["features"].stem)
+    chosen = S.Settings(**{**SMALL, "orientation": "mnn", "matcher": "mnn", **settings})
+    cli = {"pairs_method": "auto", **cli}
+    cli["pairs_method"] = pipeline.choose_pairs(cli["pairs_method"], [images.scene], chosen.dinov2 or None)
+    sconfs = pipeline.resolve(
+        cli.pop("conf", "aliked"),
+        S.DEVICE,
+        max_keypoints=SMALL["max_keypoints"],
+        resize_to=SMALL["resize_to"],
+        orientation_method=chosen.orientation,
+        matcher=chosen.matcher,
+        dinov2=chosen.dinov2 or None,
+        **cli,
+    )
+    sconfs["pairs"].update({k: v for k, v in settings.items() if k in S.RETRIEVAL_KEYS})
+    expected = pipeline.scene_paths(
+        S.work_dir(tmp_path, images), images.scene, pipeline.scene_confs(sconfs, images.scene)
+    )
+    paths = S.stage_paths(tmp_path, images, chosen)
+    assert {k: v for k, v in paths.items() if k != "submission"} == expected
+    if "exhaustive_if_less" not in settings:  # 4 photos: all pairs, named so (as the CLI's 8-photo sample)
+        assert paths["pairs"].name == "pairs-exhaustive.txt"
+    assert paths["submission"].parent == S.work_dir(tmp_path, images)
+
+
+def test_default_settings_name_files_as_the_cli_default_run(env, tmp_path):
+    """The sidebar's defaults are `imc-lib run`'s with no options on this device (CPU: its speed settings)."""
+    images = S.dataset_images(env, "train", SCENE, 4)
+    sconfs = pipeline.resolve("aliked", S.DEVICE, pairs_method=pipeline.choose_pairs("auto", [images.scene], None))
+    expected = pipeline.scene_paths(
+        S.work_dir(tmp_path, images), images.scene, pipeline.scene_confs(sconfs, images.scene)
+    )
+    paths = S.stage_paths(tmp_path, images, S.Settings())
+    assert {k: v for k, v in paths.items() if k != "submission"} == expected
+
+
+def test_stale_outputs_are_the_steps_own_files_written_for_other_inputs(env, tmp_path):
+    images = S.dataset_images(env, "train", SCENE, 4)
+    dino = S.Settings(**SMALL, pairs_method="dinov2", dinov2="dino", exhaustive_if_less=2, similarity_threshold=0.1)
+    fps, paths = S.fingerprints(images, dino), S.stage_paths(tmp_path, images, dino)
+    done = {k: fps[k] for k in ("images", "pairs", "features", "descriptors", "extraction")}
+    assert S.stale_outputs("pairs", paths, done, fps) == []  # up to date: the files are reused
+    wider = S.Settings(**{**dino.__dict__, "similarity_threshold": 0.5})
+    new_fps, new_paths = S.fingerprints(images, wider), S.stage_paths(tmp_path, images, wider)
+    assert new_paths["pairs"] == paths["pairs"]  # the same name: the pipeline's names carry no threshold
+    assert S.stale_outputs("pairs", new_paths, done, new_fps) == [
+        paths["candidates"],
+        paths["pairs"],
+        paths["match_pairs"],
+    ]
+    stale = S.stale_outputs("features", new_paths, done, new_fps)  # quarter turns follow the pairs
+    assert paths["orientation"] in stale and paths["features"] not in stale  # keypoints: same extractor inputs
+    other = S.Settings(**{**dino.__dict__, "dinov2": "another"})
+    assert paths["global"] in S.stale_outputs("pairs", paths, done, S.fingerprints(images, other))
+    folder = tmp_path / "sfm"
+    (folder / "model").mkdir(parents=True)
+    S.remove([folder, tmp_path / "missing.txt"])
+    assert not folder.exists()
 
 
 def _png(w=40, h=30) -> bytes:
@@ -302,7 +360,7 @@ def test_out_of_order_steps_name_the_step_to_run_first(env):
 
 
 def test_no_dinov2_says_so_and_offers_all_pairs(env, tmp_path):
-    at = goto(start(exhaustive_if_less=2), "pairs")
+    at = goto(start(pairs_method="dinov2", exhaustive_if_less=2), "pairs")
     assert errors(at)[0].startswith("No DINOv2 model: retrieval needs one.")
     click(at, "use_all_pairs")
     assert at.sidebar.radio(key="pairs_method").value == "exhaustive"
@@ -313,7 +371,7 @@ def test_no_dinov2_says_so_and_offers_all_pairs(env, tmp_path):
     assert np.nansum(z) == 12  # all 6 pairs, both triangles
 
     # A DINOv2 source that is not there: the error names it, and all pairs are offered again.
-    at.sidebar.radio(key="pairs_method").set_value("retrieval")
+    at.sidebar.radio(key="pairs_method").set_value("dinov2")
     check(at.run())
     at.sidebar.text_input(key="dinov2").set_value(str(tmp_path / "no-dinov2"))
     click(check(at.run()), "run_pairs")
@@ -321,8 +379,23 @@ def test_no_dinov2_says_so_and_offers_all_pairs(env, tmp_path):
     assert at.button(key="use_all_pairs_after_error")
 
 
+def test_vlad_pairs_extract_keypoints_first_and_keep_their_own_knobs(env):
+    at = start(pairs_method="vlad", orientation="none", **{"exhaustive_if_less:vlad": 2, "min_pairs:vlad": 1})
+    assert at.sidebar.number_input(key="threshold:vlad").value == 0.0  # vlad's own default, not DINOv2's
+    click(goto(at, "pairs"), "run_pairs")
+    assert metric(at, "Method").value == "VLAD retrieval" and 2 <= int(metric(at, "Pairs kept").value) < 6
+    assert [t.split(":")[0] for _, t in bars(at)] == ["Keypoints", "Pairs"]  # VLAD pools the keypoints
+    click(goto(at, "features"), "run_features")
+    assert not bars(at) and metric(at, "Images with keypoints").value == "4/4"  # extracted for the pairs
+
+
 def test_whole_flow_on_a_scene(env, tiny_dinov2):
-    at = start(dinov2=tiny_dinov2, exhaustive_if_less=2, min_pairs=1, threshold=0.0)
+    at = start(dinov2=tiny_dinov2, orientation="mnn", exhaustive_if_less=2, min_pairs=1, threshold=0.0)
+    # The CLI's settings: `auto` pairs are DINOv2 with a source; `mnn` orientation (the CPU default) is offered.
+    assert at.sidebar.radio(key="pairs_method").options == ["auto", "all pairs", "DINOv2 retrieval", "VLAD retrieval"]
+    assert at.sidebar.radio(key="orientation").value == "mnn"
+    assert "mnn (from the keypoints)" in at.sidebar.radio(key="orientation").options
+    assert at.sidebar.radio(key="features").options == ["aliked", "disk", "aliked+disk"]
 
     # 1. Images
     assert metric(at, "Images").value == "4" and metric(at, "Ground truth").value == "yes"
@@ -337,7 +410,10 @@ def test_whole_flow_on_a_scene(env, tiny_dinov2):
     assert array(heatmap["data"][0]["z"]).shape == (4, 4)
     assert len(heatmap["data"][1]["x"]) == 2 * nearest  # kept pairs circled in both triangles
     assert curve["data"][0]["y"][-1] == 6
-    assert [bar.proto.value for bar in at.get("progress")] == [100]  # descriptors, image by image
+    # The stages' own progress: mnn orientation reads the keypoints as stored, so they come first;
+    # then the pairs stage (DINOv2 descriptors image by image, then the selection).
+    assert [(v, t.split(":")[0]) for v, t in bars(at)] == [(100, "Keypoints"), (100, "Pairs")]
+    assert bars(at)[0][1] == "Keypoints: 4/4"
     at.sidebar.number_input(key="threshold").set_value(10.0)
     check(at.run())  # no button: selection recomputed from the cached descriptors
     assert not at.get("progress")
@@ -349,7 +425,8 @@ def test_whole_flow_on_a_scene(env, tiny_dinov2):
     click(goto(at, "features"), "run_features")
     assert metric(at, "Images with keypoints").value == "4/4"
     assert metric(at, "Photos turned").value == "0/4"  # the orientation stage ran: herzjesu is upright
-    assert [bar.proto.value for bar in at.get("progress")] == [100, 100]  # orientation, then image by image
+    # Keypoints as stored were extracted for the pairs and no photo turned: only orientation works (6 pairs).
+    assert bars(at) == [(100, "Orientation: matching every kept pair at 4 quarter turns: 6/6")]
     table = at.dataframe[-1].value
     assert list(table["image"]) == ["0000.jpg", "0001.jpg", "0002.jpg", "0003.jpg"]
     assert (table["keypoints"] > 0).all() and (table["keypoints"] <= 512).all()

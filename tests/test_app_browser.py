@@ -149,6 +149,8 @@ def test_page_shows_the_title_and_the_first_step(server, browser, artifacts):
     body = _body(browser)
     assert "herzjesu-p8/herzjesu-p8 in" in body  # the shipped sample, data/ under the working directory
     assert "Images\n8" in body and "768×512" in body
+    # The sidebar speaks the CLI's settings, the CPU default orientation `mnn` among them.
+    assert "Orientation (--orientation)" in body and "mnn (from the keypoints)" in body
     thumbnails = browser.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
     assert len(thumbnails) == 8
     WebDriverWait(browser, PAGE_TIMEOUT).until(  # every thumbnail decoded by the browser

@@ -58,7 +58,7 @@ def test_main_writes_files_reconstruction_can_read(tmp_path):
     pairs_path = tmp_path / "pairs.txt"
     pairs.write_pairs([("x.jpg", "y.jpg")], pairs_path)
     fpath, mpath = ensemble.main(
-        ensemble.confs["merge"],
+        {},  # a partial conf (here empty) runs with the default radius, 1 px
         ["x.jpg", "y.jpg"],
         pairs_path,
         [src_a, src_b],

@@ -11,6 +11,7 @@ from scipy.spatial import cKDTree
 
 from conftest import small_conf
 from imc_lib import features
+from imc_lib.utils import full_conf
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +126,19 @@ def test_out_of_memory_retries_at_lower_resolution(tmp_path, scene_dir, aliked, 
     assert sizes == [640, 448]
     assert "out of memory extracting at 640 px; retrying at 448 px" in caplog.text
     _check(features.read_features(path, "0000.jpg"), 1536, 1024)
+
+
+def test_partial_conf_runs_with_the_default_s_other_keys(tmp_path, scene_dir, weights_dir):
+    partial = {"output": "feats-small", "model": {"max_num_keypoints": 300}, "resize_to": 512}
+    merged = full_conf(features.confs, partial, features.DEFAULT_BY)
+    default = features.confs["aliked-n16"]
+    assert merged == {**default, **partial, "model": {**default["model"], "max_num_keypoints": 300}}
+    # main loads the extractor of the merged conf (ALIKED-n16 at the default threshold), capped at 300.
+    path = features.main(partial, scene_dir, ["0000.jpg"], tmp_path / "f.h5", "cpu", weights=weights_dir)
+    feats = features.read_features(path, "0000.jpg")
+    assert feats["keypoints"].shape == (300, 2) and feats["descriptors"].shape == (300, 128)
+    _check(feats, 1536, 1024)
+    assert partial == {"output": "feats-small", "model": {"max_num_keypoints": 300}, "resize_to": 512}  # untouched
 
 
 def test_a_photo_replaced_under_its_name_is_extracted_again_alone(tmp_path, scene_dir, aliked, monkeypatch):

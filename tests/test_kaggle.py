@@ -1,4 +1,4 @@
-"""Kaggle packaging (imc_lib/kaggle.py, submission/) and the data download script."""
+"""Kaggle packaging (imc_lib/tools/kaggle.py, submission/) and the data download script."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from conftest import kaggle_input_paths, write_dinov2_config
-from imc_lib import cli, kaggle, kaggle_inputs, submission
+from imc_lib import cli, kaggle_inputs, submission
+from imc_lib.tools import kaggle
 
 ROOT = Path(__file__).resolve().parents[1]
 DOWNLOAD = ROOT / "data" / "download.sh"
@@ -85,10 +86,54 @@ def test_dataset_lists_every_file_and_holds_wheel_requirements_and_weights(built
     requirements = (out / "dataset/requirements.txt").read_text().split()
     assert requirements[0] == "imc_lib==0.1.0"
     assert [r.split("==")[0] for r in requirements[1:]] == list(kaggle.SHIPPED)
+
+
+RUNTIME = ("__init__", "cli", "data", "pairs", "orientation", "features", "matching", "ensemble", "reconstruction")
+RUNTIME += ("pipeline", "submission", "metric", "budget", "models", "kaggle_inputs", "lock", "utils")
+
+
+def test_wheel_carries_the_runtime_and_not_the_tooling(built):
+    out, _ = built
     with zipfile.ZipFile(out / "dataset/imc_lib-0.1.0-py3-none-any.whl") as wheel:
-        packed = set(wheel.namelist())
-    sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "imc_lib").rglob("*.py") if "__pycache__" not in p.parts}
-    assert sources <= packed
+        packed = {n for n in wheel.namelist() if n.startswith("imc_lib/")}
+    assert {f"imc_lib/{m}.py" for m in RUNTIME} <= packed
+    assert not [n for n in packed if n.startswith(("imc_lib/tools/", "imc_lib/app/")) or n == "imc_lib/viz.py"]
+    sources = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "imc_lib").rglob("*.py")
+        if "__pycache__" not in p.parts and p.relative_to(ROOT / "imc_lib").parts[0] not in kaggle.NOT_SHIPPED
+    }
+    assert packed == sources  # every other module of the checkout, nothing stale
+
+
+def test_wheel_alone_imports_the_stages_and_names_what_it_leaves_out(built, tmp_path):
+    """The unpacked wheel in a Python without the checkout: the notebook's imports work, and the
+    commands of the left-out modules stop with a message instead of a traceback."""
+    out, _ = built
+    with zipfile.ZipFile(out / "dataset/imc_lib-0.1.0-py3-none-any.whl") as wheel:
+        wheel.extractall(tmp_path / "wheel")
+    kaggle_python(tmp_path / "python")
+    script = (
+        "import imc_lib\n"
+        "from imc_lib import cli, data, kaggle_inputs, metric, pipeline, submission\n"
+        "print(imc_lib.__file__)\n"
+        "print(cli.main(['kaggle', 'build', 'out', '--offline']), cli.main(['app']))\n"
+    )
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(tmp_path / "wheel")}
+    proc = subprocess.run(
+        [str(tmp_path / "python/venv/bin/python"), "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(tmp_path / "wheel/imc_lib/__init__.py"), "2", "2"]
+    for module, command in (("imc_lib.tools.kaggle", "kaggle build"), ("imc_lib.app", "app")):
+        assert f"{module} is not installed here" in proc.stderr
+        assert f"`imc-lib {command}` runs from a checkout: pip install -e ." in proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_kernel_notebook_reads_the_built_dataset(built):

@@ -11,6 +11,7 @@ import torch
 
 from conftest import small_conf
 from imc_lib import features, matching, pairs
+from imc_lib.utils import full_conf
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +101,20 @@ def test_out_of_memory_retries_with_the_strongest_keypoints(tmp_path, feats, lig
     # Indices refer to the full keypoint lists, and only to the strongest half of them.
     strongest0 = set(np.argsort(-f0["scores"])[:half])
     assert len(m) > 50 and set(m[:, 0]) <= strongest0 and (m[:, 1] < len(f1["keypoints"])).all()
+
+
+def test_partial_conf_takes_the_named_matcher_s_defaults(tmp_path, feats):
+    pairs_path = tmp_path / "pairs.txt"
+    pairs.write_pairs([("a.jpg", "b.jpg")], pairs_path)
+    partial = {"model": {"name": "mnn"}}
+    assert full_conf(matching.confs, partial, matching.DEFAULT_BY) == matching.confs["mnn"]
+    assert full_conf(matching.confs, {"min_matches": 60}, matching.DEFAULT_BY) == {
+        **matching.confs["lightglue"],
+        "min_matches": 60,
+    }
+    # mnn needs no weights: main loads it from the merged conf (ratio 0.9, min_matches 15).
+    path = matching.main(partial, pairs_path, feats, tmp_path / "m.h5", "aliked", "cpu")
+    full = matching.main(matching.confs["mnn"], pairs_path, feats, tmp_path / "full.h5", "aliked", "cpu")
+    m, _ = matching.read_matches(path, "a.jpg", "b.jpg")
+    assert len(m) > 15
+    np.testing.assert_array_equal(m, matching.read_matches(full, "a.jpg", "b.jpg")[0])

@@ -9,6 +9,7 @@ from PIL import Image
 
 from conftest import small_conf
 from imc_lib import features, orientation, pairs
+from imc_lib.utils import full_conf
 
 
 def test_rotate_keypoints_back_inverts_rot90():
@@ -118,6 +119,22 @@ def test_mnn_orientation_reads_stored_features_and_extracts_only_turned_tries(
     # Without the main features' config the stage cannot know what to extract.
     with pytest.raises(ValueError, match="features_conf"):
         orientation.main(orientation.confs["mnn"], tmp_path, names, pairs_path, tmp_path / "o2.csv", "cpu")
+
+
+def test_partial_conf_is_merged_over_the_named_default(tmp_path):
+    mnn = {"matching": {"model": {"name": "mnn"}}, "features": None}
+    assert full_conf(orientation.confs, {**mnn, "min_matches": 10}, orientation.DEFAULT_BY) == {
+        **orientation.confs["mnn"],
+        "min_matches": 10,
+    }
+    upright = full_conf(orientation.confs, {"features": {"resize_to": 256}}, orientation.DEFAULT_BY)
+    assert upright["features"] == {**orientation.confs["upright"]["features"], "resize_to": 256}
+    assert {k: v for k, v in upright.items() if k != "features"} == {
+        k: v for k, v in orientation.confs["upright"].items() if k != "features"
+    }
+    # main runs with the merged conf: its error names the default's output, which `mnn` lacks.
+    with pytest.raises(ValueError, match="orientation config 'orient-mnn' uses the main features"):
+        orientation.main(mnn, tmp_path, ["a.jpg"], tmp_path / "pairs.txt", tmp_path / "o.csv", "cpu")
 
 
 def _must_not_load():

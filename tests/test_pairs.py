@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from imc_lib import models, pairs
+from imc_lib.utils import full_conf
 
 DATA_DIR = Path(os.environ.get("IMC_DATA_DIR", Path(__file__).resolve().parents[2] / "shared/data/imc-mini"))
 SCENE_IMAGES = DATA_DIR / "train" / "herzjesu-p8" / "images"
@@ -385,3 +386,19 @@ def test_vlad_needs_the_features_file(scene, tmp_path):
     image_dir, names = scene
     with pytest.raises(ValueError, match="feature_path"):
         pairs.main(pairs.confs["vlad"], image_dir, names, tmp_path / "p.txt")
+
+
+def test_partial_conf_is_merged_over_the_method_s_conf(scene, tmp_path):
+    image_dir, names = scene
+    for method, name in (("retrieval", "dinov2"), ("vlad", "vlad"), ("exhaustive", "exhaustive")):
+        assert full_conf(pairs.confs, {"method": method, "min_pairs": 3}, pairs.DEFAULT_BY) == {
+            **pairs.confs[name],
+            "min_pairs": 3,
+        }
+    assert full_conf(pairs.confs, {"output": "pairs-mine"}, pairs.DEFAULT_BY) == {
+        **pairs.confs["exhaustive"],
+        "output": "pairs-mine",
+    }
+    # One key: DINOv2's exhaustive_if_less (20) applies, so 8 photos get every pair and no model runs.
+    path = pairs.main({"method": "retrieval"}, image_dir, names, tmp_path / "p.txt", model=(None, Unusable()))
+    assert pairs.read_pairs(path) == pairs.exhaustive_pairs(names)

@@ -296,6 +296,25 @@ def test_pairs_file_is_named_by_the_method_that_made_it(tmp_path):
     assert pipeline.scene_paths(tmp_path, large, pipeline.scene_confs(sconfs, large))["pairs"].name == "pairs-vlad.txt"
 
 
+def test_stage_confs_are_the_named_ones_with_the_overrides_and_share_nothing_with_them():
+    sconfs = pipeline.stage_confs("aliked", max_keypoints=512, pairs_method="vlad", resize_to=320, prefilter=40)
+    default = features.confs["aliked-n16"]
+    assert sconfs["features"] == {
+        **default,
+        "output": "feats-aliked-n16-512-r320-upright",
+        "model": {**default["model"], "max_num_keypoints": 512},
+        "resize_to": 320,
+    }
+    assert sconfs["orientation"] == {**orientation.confs["upright"], "prefilter_min_matches": 40}
+    # Deep copies: changing a nested value of a run's conf leaves the module's named conf as it was.
+    sconfs["features"]["model"]["max_num_keypoints"] = 1
+    sconfs["orientation"]["features"]["resize_to"] = 1
+    sconfs["reconstruction"]["verification"]["ransac"]["max_num_trials"] = 1
+    assert default["model"]["max_num_keypoints"] == 4096
+    assert orientation.confs["upright"]["features"]["resize_to"] == 512
+    assert pipeline.reconstruction.confs["incremental"]["verification"]["ransac"]["max_num_trials"] == 20000
+
+
 def test_time_limit_too_short_still_writes_every_row_in_time(tmp_path, imc_data_dir, weights_dir):
     limit = 20.0
     start = time.monotonic()
@@ -415,23 +434,6 @@ def test_vlad_pairs_after_turning_recover_the_pairs_across_turned_photos(tmp_pat
     assert len(out["poses"]) >= 15
 
 
-def test_large_scenes_are_mapped_from_a_sparse_seed(tmp_path, imc_data_dir, weights_dir):
-    """The seed (every 2nd photo here) maps first; the model then grows over every photo."""
-    import pycolmap
-
-    (scene,) = data.load_scenes(imc_data_dir, "train", [SCENE])
-    sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
-    sconfs["reconstruction"].update(seed_above=5, seed_images=4)
-    nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
-    out = pipeline.run_scene(scene, sconfs, tmp_path, nets)
-    seed = pycolmap.Reconstruction(out["paths"]["sfm"] / "seed-model")
-    assert set(seed.images[i].name for i in seed.reg_image_ids()) <= set(scene.image_names[::2])
-    assert seed.num_reg_images() >= 3
-    assert len(out["poses"]) == 8
-    table = metric.score(imc_data_dir / "train/train_labels.csv", _submission(tmp_path, scene, out["poses"]))
-    assert table[table["scene"] == SCENE]["mAA"].iloc[0] >= 1.0
-
-
 def _submission(tmp_path, scene, poses):
     path = tmp_path / "s.csv"
     submission.write_submission(submission.scene_rows(scene, poses), path)
@@ -448,3 +450,41 @@ def test_vlad_pairs_of_upright_photos_are_the_as_stored_ones(tmp_path, imc_data_
     chosen = pairs.read_pairs(out["paths"]["pairs"])
     assert chosen == pairs.read_pairs(out["paths"]["candidates"])
     assert len(chosen) < 28 and len(out["poses"]) == 8
+
+
+def test_run_scene_reports_each_stage_and_stops_where_asked(tmp_path, weights_dir):
+    """The 8-photo sample with the CPU defaults (mnn orientation and matcher): the callback hears
+    every stage that works, with its totals, in the stages' order; a rerun reuses every file and
+    hears nothing; `until` stops after the named stage."""
+    (scene,) = data.load_scenes(ROOT / "data", "train", [SCENE])
+    sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=512, resize_to=512)
+    assert sconfs["orientation"]["output"] == orientation.confs["mnn"]["output"]
+    nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
+    heard = []
+    out = pipeline.run_scene(scene, sconfs, tmp_path, nets, progress=lambda *event: heard.append(event))
+    assert out["paths"]["pairs"].name == "pairs-exhaustive.txt" and len(out["poses"]) == 8
+    totals = {}
+    for stage, done, total in heard:
+        assert total is None or 0 <= done <= total, (stage, done, total)
+        totals.setdefault(stage, []).append((done, total))
+    # mnn orientation reads the main features as stored, so they come first.
+    assert list(totals) == ["features", "pairs", "orientation", "matching", "reconstruction"]
+    assert totals["features"][0] == (0, 8) and totals["features"][-1] == (8, 8)
+    assert totals["pairs"] == [(1, 1)]
+    assert (0, 28) in totals["orientation"] and (28, 28) in totals["orientation"]
+    assert totals["matching"][0] == (0, 28) and totals["matching"][-1] == (28, 28)
+    assert totals["reconstruction"] == [(k, 3) for k in range(4)]
+
+    heard.clear()
+    again = pipeline.run_scene(scene, sconfs, tmp_path, nets, progress=lambda *event: heard.append(event))
+    assert heard == [] and set(again["poses"]) == set(out["poses"])
+
+    heard.clear()
+    part = pipeline.run_scene(
+        scene, sconfs, tmp_path / "part", nets, progress=lambda *event: heard.append(event), until="pairs"
+    )
+    assert part["poses"] == {} and part["model"] is None
+    assert part["paths"]["pairs"].is_file() and not part["paths"]["orientation"].exists()
+    assert {stage for stage, _, _ in heard} == {"features", "pairs"}
+    with pytest.raises(ValueError, match="not a stage"):
+        pipeline.run_scene(scene, sconfs, tmp_path, nets, until="keypoints")

@@ -1,6 +1,7 @@
 """The Streamlit explorer (`imc-lib app`): walk a scene through pairs, keypoints, matches and the
-3D reconstruction one step at a time. The page is `streamlit_app.py`; `session.py` holds its
-Streamlit-free logic (settings, fingerprints, paths, uploads)."""
+3D reconstruction one step at a time. The page is `streamlit_app.py` (the sidebar, `sidebar.py`, and
+the steps, one module each in `steps/`, which run `pipeline.run_scene` up to their stage);
+`session.py` holds its Streamlit-free logic (settings, fingerprints, paths, uploads)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """What the explorer knows about one browser session, kept free of Streamlit so it can be tested
-alone: the chosen images, the settings, where each stage writes, and which steps are up to date.
+alone: the chosen images, the settings (the CLI's, mapped through `pipeline.resolve`), where the
+pipeline writes (`pipeline.scene_paths`), and which steps are up to date.
 
 A step is up to date when the fingerprint it stored on completion equals the one the current
 images and settings give; fingerprints chain (matches hash the pairs' and features' fingerprints),
@@ -13,6 +14,7 @@ import io
 import json
 import math
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +22,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .. import data, matching, metric, orientation, pairs, pipeline, reconstruction, submission
+from .. import data, matching, metric, orientation, pipeline, reconstruction, submission
 from ..utils import pick_device
 
-STEPS = ("images", "pairs", "features", "matches", "reconstruction", "submission")
+# The explorer's steps; each runs the pipeline up to a stage of pipeline.STAGES (pipeline.run_scene's
+# `until`), so the order is the library's. Keypoints include the orientation stage before them; an
+# ensemble's merge belongs to the matches. The submission is written (and scored) by the
+# reconstruction step.
+STEP_STAGES = {"pairs": "pairs", "features": "features", "matches": "merge", "reconstruction": "reconstruction"}
+STEPS = ("images", *sorted(STEP_STAGES, key=lambda s: pipeline.STAGES.index(STEP_STAGES[s])), "submission")
 TITLES = {
     "images": "1. Images",
     "pairs": "2. Pairs",
@@ -32,21 +39,17 @@ TITLES = {
     "reconstruction": "5. Reconstruction",
     "submission": "6. Submission",
 }
-# What each step reads, in pipeline order: keypoints need the pairs, whose matches give each
-# photo's quarter turns (orientation). The submission is written (and scored) by the
-# reconstruction step, so it has no fingerprint of its own.
-NEEDS = {
-    "images": (),
-    "pairs": ("images",),
-    "features": ("pairs",),
-    "matches": ("pairs", "features"),
-    "reconstruction": ("matches",),
-    "submission": ("reconstruction",),
-}
 UPLOAD_SUFFIXES = {".jpg", ".jpeg", ".png"}
 UPLOAD_FORMATS = {"JPEG", "PNG"}
-_RETRIEVAL = pairs.confs["dinov2"]
-_ON_CPU = pick_device(None).type == "cpu"
+DEVICE = pick_device(None)
+_ON_CPU = DEVICE.type == "cpu"
+# The CLI's choices (imc-lib run --features / --pairs / --orientation / --matcher).
+FEATURES = tuple(pipeline.confs)
+PAIR_METHODS = pipeline.PAIR_METHODS
+ORIENTATIONS = (*orientation.confs, "none")
+MATCHERS = tuple(matching.confs)
+# Retrieval knobs the sidebar exposes (both dinov2 and vlad have them).
+RETRIEVAL_KEYS = ("similarity_threshold", "min_pairs", "exhaustive_if_less", "p")
 
 
 def digest(*parts) -> str:
@@ -54,43 +57,60 @@ def digest(*parts) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _default(name: str, gpu):
+    """A setting's default: the CLI's CPU speed setting without a GPU (pipeline.CPU_DEFAULTS)."""
+    return pipeline.CPU_DEFAULTS[name] if _ON_CPU else gpu
+
+
 @dataclass(frozen=True)
 class Settings:
-    """The sidebar's stage settings."""
+    """The sidebar's stage settings, in the CLI's vocabulary; `stage_confs` maps them through
+    `pipeline.resolve`. Retrieval knobs left at None keep the pairs config's own values."""
 
-    features: str = "aliked"  # pipeline config: aliked | disk
-    max_keypoints: int = pipeline.CPU_MAX_KEYPOINTS
-    # Without a GPU, the CLI's CPU speed settings (pipeline.CPU_DEFAULTS) for size and matcher.
-    resize_to: int = pipeline.CPU_DEFAULTS["resize_to"] if _ON_CPU else 1024
-    orientation: str = "upright"  # upright: detect quarter turns first | none: photos are upright
-    matcher: str = pipeline.CPU_DEFAULTS["matcher"] if _ON_CPU else "lightglue"  # lightglue | mnn
-    pairs_method: str = "retrieval"  # retrieval (DINOv2) | exhaustive
-    similarity_threshold: float = _RETRIEVAL["similarity_threshold"]
-    min_pairs: int = _RETRIEVAL["min_pairs"]
-    exhaustive_if_less: int = _RETRIEVAL["exhaustive_if_less"]
-    p: float = _RETRIEVAL["p"]
+    features: str = "aliked"  # --features: aliked | disk | aliked+disk
+    max_keypoints: int = _default("max_keypoints", 4096)
+    resize_to: int = _default("resize_to", 1024)
+    orientation: str = _default("orientation_method", "upright")  # --orientation: upright | mnn | none
+    matcher: str = _default("matcher", "lightglue")  # --matcher: lightglue | mnn
+    pairs_method: str = "auto"  # --pairs: auto (DINOv2 when a source is given, else vlad) | dinov2 | vlad | exhaustive
+    similarity_threshold: float | None = None
+    min_pairs: int | None = None
+    exhaustive_if_less: int | None = None
+    p: float | None = None
     dinov2: str = ""  # local folder, hub id or Kaggle path; "" = none
     weights: str = ""  # ALIKED/DISK/LightGlue folder; "" = $IMC_WEIGHTS_DIR or download
 
-    def stage_confs(self) -> dict:
-        """Per-stage configs (pipeline.stage_confs with these overrides)."""
-        method = "exhaustive" if self.pairs_method == "exhaustive" else "dinov2"
-        sconfs = pipeline.stage_confs(
-            self.features, int(self.max_keypoints), method, int(self.resize_to), self.orientation, matcher=self.matcher
-        )
-        if method == "dinov2":
-            sconfs["pairs"].update(
-                similarity_threshold=float(self.similarity_threshold),
-                min_pairs=int(self.min_pairs),
-                exhaustive_if_less=int(self.exhaustive_if_less),
-                p=float(self.p),
-                model=self.dinov2 or None,
-            )
-        return sconfs
+    @property
+    def pairs(self) -> str:
+        """The pair method "auto" stands for here: DINOv2 when a source is given, else VLAD (as the CLI's
+        `pipeline.choose_pairs`, whose default sources the sidebar's DINOv2 field starts from)."""
+        if self.pairs_method == "auto":
+            return "dinov2" if self.dinov2 else "vlad"
+        return self.pairs_method
 
-    def all_pairs(self, n_images: int) -> bool:
+    def stage_confs(self, scene: data.Scene | None = None) -> dict:
+        """Per-stage configs (pipeline.resolve with these settings); for `scene`, as pipeline.scene_confs
+        makes them (all pairs, so named, below the retrieval threshold)."""
+        # A value at this device's default is left to `resolve`, as the CLI leaves an option unset:
+        # on a GPU the features then keep their plain names (feats-aliked-n16, not ...-4096-r1024).
+        sconfs = pipeline.resolve(
+            self.features,
+            DEVICE,
+            max_keypoints=None if self.max_keypoints == Settings.max_keypoints else int(self.max_keypoints),
+            pairs_method=self.pairs,
+            resize_to=None if self.resize_to == Settings.resize_to else int(self.resize_to),
+            orientation_method=self.orientation,
+            matcher=self.matcher,
+            dinov2=self.dinov2 or None,
+        )
+        knobs = {k: getattr(self, k) for k in RETRIEVAL_KEYS if getattr(self, k) is not None}
+        if sconfs["pairs"]["method"] != "exhaustive":
+            sconfs["pairs"].update(knobs)
+        return sconfs if scene is None else pipeline.scene_confs(sconfs, scene)
+
+    def all_pairs(self, scene: data.Scene) -> bool:
         """Whether the pairs stage keeps every pair (exhaustive, or too few images for retrieval)."""
-        return self.pairs_method == "exhaustive" or n_images < int(self.exhaustive_if_less)
+        return self.stage_confs(scene)["pairs"]["method"] == "exhaustive"
 
 
 @dataclass(frozen=True)
@@ -206,33 +226,26 @@ def upload_images(files: list[tuple[str, bytes]], root: Path) -> ImageSet:
 
 
 def fingerprints(images: ImageSet, settings: Settings) -> dict[str, str]:
-    """The fingerprint each step must have stored to count as done for these images and settings."""
-    sconfs = settings.stage_confs()
+    """The fingerprint each step must have stored to count as done for these images and settings
+    (and "descriptors", "extraction": the global descriptors' and the features' own inputs)."""
+    sconfs = settings.stage_confs(images.scene)
     fp = {"images": images.fingerprint, "descriptors": digest(images.fingerprint, settings.dinov2)}
-    if settings.all_pairs(len(images.names)):
-        fp["pairs"] = digest(fp["images"], "all pairs")
-    else:
-        fp["pairs"] = digest(
-            fp["images"], "retrieval", fp["descriptors"], settings.similarity_threshold, settings.min_pairs, settings.p
-        )
+    fconfs = [sconfs["features"], *sconfs["also"]]
+    fp["extraction"] = digest(fp["images"], fconfs, settings.weights)
+    pairs_inputs = {"retrieval": fp["descriptors"], "vlad": fp["extraction"]}.get(sconfs["pairs"]["method"])
+    fp["pairs"] = digest(fp["images"], sconfs["pairs"], pairs_inputs)
     # Quarter turns come from matching the kept pairs, so with orientation on they follow the pairs.
     fp["orientation"] = digest(fp["pairs"], sconfs["orientation"]) if sconfs["orientation"] else "none"
-    fp["features"] = digest(fp["images"], sconfs["features"], fp["orientation"], settings.weights)
+    fp["features"] = digest(fp["extraction"], fp["orientation"])
     fp["matches"] = digest(fp["pairs"], fp["features"], sconfs["matching"])
     fp["reconstruction"] = digest(fp["matches"], sconfs["reconstruction"])
     return fp
 
 
 def missing_step(step: str, done: dict[str, str], expected: dict[str, str]) -> tuple[str, str] | None:
-    """(earliest step that must run before `step`, why) or None when all it needs is up to date."""
-    needed, todo = set(), list(NEEDS[step])
-    while todo:
-        s = todo.pop()
-        if s not in needed:
-            needed.add(s)
-            todo.extend(NEEDS[s])
-    for s in STEPS:
-        if s in needed and done.get(s) != expected.get(s):
+    """(earliest step that must run before `step`, why) or None when every step before it is up to date."""
+    for s in STEPS[: STEPS.index(step)]:
+        if done.get(s) != expected.get(s):
             if s == "images":
                 return s, "no images yet: choose a scene or upload photos in the sidebar"
             why = "it has not run yet" if s not in done else "the images or settings changed since it ran"
@@ -251,27 +264,43 @@ def missing_message(step: str, done: dict[str, str], expected: dict[str, str]) -
     return f"Run step {TITLES[s]} first: {why} (needed by {TITLES[step]})."
 
 
-def stage_paths(work_dir: Path, images: ImageSet, settings: Settings, fps: dict[str, str]) -> dict:
-    """Where each stage writes for these images and settings: pipeline.scene_paths under a folder per
-    image set, the pairs file named by its selection's fingerprint, and features and matches named
-    by the quarter turns actually found (read from the orientation file once it exists), so a new
-    pair selection that turns no photo differently reuses every keypoint and match."""
-    sconfs = settings.stage_confs()
-    sconfs["pairs"]["output"] += f"-{fps['pairs'][:8]}"
-    paths = pipeline.scene_paths(Path(work_dir) / images.fingerprint[:12], images.scene, sconfs)
-    paths["global"] = paths["pairs"].with_name(f"global-{fps['descriptors'][:8]}.h5")
-    turns = {}
-    if sconfs["orientation"] and paths["orientation"].is_file():
-        turns = orientation.read_orientations(paths["orientation"])
-    turned = sorted((n, t) for n, t in turns.items() if t % 4)
-    feats = sconfs["features"]["output"] + (f"-turns{digest(turned)[:8]}" if turned else "")
-    paths["features"] = paths["features"].with_name(f"{feats}.h5")
-    # Matches are stored per pair, so one file serves every pair selection: a new threshold
-    # matches only the pairs it adds.
-    paths["matches"] = paths["features"].with_name(f"{feats}_{sconfs['matching']['output']}.h5")
-    paths["sources"] = [(paths["features"], paths["matches"])]
-    paths["submission"] = paths["sfm"].with_name(f"submission-{fps['reconstruction'][:8]}.csv")
-    return paths
+def work_dir(workspace: Path, images: ImageSet) -> Path:
+    """The pipeline's work folder for one image set (as the CLI's --work): a folder per set."""
+    return Path(workspace) / images.fingerprint[:12]
+
+
+def stage_paths(workspace: Path, images: ImageSet, settings: Settings) -> dict:
+    """Where the stages write for these images and settings: pipeline.scene_paths, and the app's
+    own submission.csv beside the scene's folder."""
+    root = work_dir(workspace, images)
+    paths = pipeline.scene_paths(root, images.scene, settings.stage_confs(images.scene))
+    return {**paths, "submission": root / "submission.csv"}
+
+
+def stale_outputs(step: str, paths: dict, done: dict[str, str], expected: dict[str, str]) -> list[Path]:
+    """The files `step`'s stages would reuse although they were written for other inputs.
+
+    The pipeline's names carry each conf but not every input (a new similarity threshold writes
+    the same pairs file name), so before a step reruns for changed inputs the app removes them.
+    """
+    if done.get(step) == expected.get(step):
+        return []
+    features_pass = [f for f, _ in paths["sources"]]
+    outputs = {
+        "pairs": [paths["candidates"], paths["pairs"], paths["match_pairs"]],
+        "features": [paths["orientation"], orientation.turned_path(paths["orientation"])]
+        + [orientation.overlap_path(paths["orientation"])]
+        + ([paths["pairs"]] if paths["pairs"] != paths["candidates"] else []),
+        "matches": [m for _, m in paths["sources"]]
+        + [paths["matches"]]
+        + ([paths["features"]] if len(paths["sources"]) > 1 else []),
+        "reconstruction": [paths["sfm"], paths["submission"]],
+    }[step]
+    if step == "pairs" and done.get("descriptors") != expected["descriptors"]:
+        outputs.append(paths["global"])
+    if step in ("pairs", "features") and done.get("extraction") != expected["extraction"]:
+        outputs += features_pass
+    return outputs
 
 
 def submission_rows(images: ImageSet, model) -> list[dict]:
@@ -327,3 +356,12 @@ def error_table(result: dict) -> pd.DataFrame:
 def match_counts(match_path: Path, pair_list: list[tuple[str, str]]) -> list[int]:
     """Stored matches per pair (0 for pairs the matching stage kept empty)."""
     return [len(matching.read_matches(match_path, a, b)[0]) for a, b in pair_list]
+
+
+def remove(paths: list[Path]) -> None:
+    """Delete files and folders (a stage's stale outputs); missing ones are fine."""
+    for path in paths:
+        if Path(path).is_dir():
+            shutil.rmtree(path)
+        else:
+            Path(path).unlink(missing_ok=True)

@@ -3,8 +3,9 @@
     OUT_DIR/dataset/  dataset-metadata.json  requirements.txt  *.whl  *.pth
     OUT_DIR/kernel/   kernel-metadata.json   imc24_submission.ipynb
 
-`kaggle datasets create -p OUT_DIR/dataset` uploads the first (the imc_lib wheel, the dependency
-wheels Kaggle's image lacks, pinned in requirements.txt, and the ALIKED/DISK/LightGlue weights);
+`kaggle datasets create -p OUT_DIR/dataset` uploads the first (the imc_lib wheel, runtime
+modules only: this tooling, the app and the plots stay out, NOT_SHIPPED; the dependency wheels
+Kaggle's image lacks, pinned in requirements.txt; and the ALIKED/DISK/LightGlue weights);
 `kaggle kernels push -p OUT_DIR/kernel` the second, a kernel that attaches that dataset, the
 competition and the DINOv2 model, runs on a T4 GPU (MACHINE_SHAPE) without internet and installs
 from the dataset.
@@ -28,11 +29,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import models
+from .. import models
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout: pyproject.toml, notebooks/, submission/
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: pyproject.toml, notebooks/, submission/
 NOTEBOOK = "imc24_submission.ipynb"
 PLACEHOLDER_USER = "your-kaggle-username"
 DEFAULT_DATASET = "imc-lib-offline"
@@ -55,6 +56,9 @@ REQUIRED_WEIGHTS = (models.WEIGHT_FILES["aliked-n16"], models.WEIGHT_FILES["ligh
 # no kernels: every scene would fail. T4 is sm_75.
 MACHINE_SHAPE = "NvidiaTeslaT4"
 UNSUPPORTED_SHAPES = ("", "NvidiaTeslaP100")
+# Left out of the Kaggle wheel (top-level entries of imc_lib/): this tooling, the Streamlit app and
+# the plots. The kernel imports none of them; `imc-lib kaggle build` / `imc-lib app` there say so.
+NOT_SHIPPED = ("tools", "app", "viz.py")
 
 
 def _installed(call, name: str):
@@ -200,14 +204,21 @@ def _pip(args: list[str], what: str) -> None:
         raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
 
 
+def _runtime_only(folder: str, names: list[str]) -> list[str]:
+    """shutil.copytree's `ignore`: caches anywhere, and NOT_SHIPPED at the package's top level."""
+    top = Path(folder) == ROOT / "imc_lib"
+    return [n for n in names if n == "__pycache__" or n.endswith(".pyc") or (top and n in NOT_SHIPPED)]
+
+
 def build_wheel(dest: Path, offline: bool) -> Path:
-    """The imc_lib wheel, built from a clean copy of the package (a stale build/ folder in the checkout
-    could otherwise slip deleted modules into it). Offline: the installed setuptools, no downloads."""
+    """The imc_lib wheel of the runtime (the package less NOT_SHIPPED), built from a clean copy (a
+    stale build/ folder in the checkout could otherwise slip deleted modules into it). Offline: the
+    installed setuptools, no downloads."""
     if not (ROOT / "pyproject.toml").is_file():
         raise FileNotFoundError(f"{ROOT / 'pyproject.toml'}: not found; `imc-lib kaggle build` runs from a checkout")
     with tempfile.TemporaryDirectory(prefix="imc-lib-wheel-") as tmp:
         src = Path(tmp) / "src"
-        shutil.copytree(ROOT / "imc_lib", src / "imc_lib", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(ROOT / "imc_lib", src / "imc_lib", ignore=_runtime_only)
         for name in ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE"):
             if (ROOT / name).is_file():
                 shutil.copy2(ROOT / name, src / name)

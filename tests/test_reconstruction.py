@@ -1,0 +1,54 @@
+"""Reconstruction stage: a partial conf runs with the default's other keys (cameras, mapper options)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pycolmap
+
+from imc_lib import pairs, reconstruction
+from imc_lib.utils import full_conf, write_group
+
+
+def test_partial_conf_builds_the_database_with_the_default_s_camera_model(tmp_path, imc_data_dir):
+    image_dir = imc_data_dir / "train" / "herzjesu-p8" / "images"
+    names = ["0000.jpg", "0001.jpg"]
+    rng = np.random.default_rng(0)
+    for name in names:  # a few keypoints per photo: the database needs them, not their quality
+        kpts = rng.uniform(0, 500, (20, 2)).astype(np.float32)
+        arrays = {"keypoints": kpts, "descriptors": np.zeros((20, 128), np.float32), "scores": np.ones(20, np.float32)}
+        write_group(tmp_path / "feats.h5", name, {**arrays, "image_size": np.array([1536, 1024])})
+    pairs.write_pairs([], tmp_path / "pairs.txt")
+    partial = {"camera_mode": "per_image", "options": {"max_num_models": 1}}
+    merged = full_conf(reconstruction.confs, partial, reconstruction.DEFAULT_BY)
+    default = reconstruction.confs["incremental"]
+    assert merged == {**default, **partial, "options": {**default["options"], "max_num_models": 1}}
+    sfm = tmp_path / "sfm"
+    model = reconstruction.main(
+        partial, image_dir, names, tmp_path / "pairs.txt", tmp_path / "feats.h5", tmp_path / "m.h5", sfm
+    )
+    assert model is None and (sfm / "EMPTY").exists()  # no pairs, no model
+    with pycolmap.Database.open(sfm / "database.db") as db:
+        cameras = db.read_all_cameras()
+        assert db.num_images() == 2
+    assert len(cameras) == 2  # per_image, as asked (the default shares one camera)
+    assert {c.model.name for c in cameras} == {default["camera_model"]}  # from the default
+
+
+def test_distortion_is_held_while_mapping_and_freed_by_the_final_adjustment(tmp_path, imc_data_dir, weights_dir):
+    """Without the final adjustment the camera keeps k = 0 exactly; with it, k moves and the poses still score."""
+    from imc_lib import data, metric, pipeline, submission
+
+    (scene,) = data.load_scenes(imc_data_dir, "train", ["herzjesu-p8"])
+    sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
+    out = pipeline.run_scene(scene, sconfs, tmp_path, pipeline.Networks(weights_dir, pipeline.pick_device("cpu")))
+    paths = out["paths"]
+    held = reconstruction.main({**sconfs["reconstruction"], "final_ba": None}, scene.image_dir,
+                               list(scene.image_names), paths["match_pairs"], paths["features"], paths["matches"],
+                               tmp_path / "held")  # fmt: skip
+    (k_held,) = [cam.params[3] for cam in held.cameras.values()]
+    (k_freed,) = [cam.params[3] for cam in pycolmap.Reconstruction(paths["sfm"] / "model").cameras.values()]
+    assert k_held == 0.0 and k_freed != 0.0
+    table_path = tmp_path / "s.csv"
+    submission.write_submission(submission.scene_rows(scene, out["poses"]), table_path)
+    table = metric.score(imc_data_dir / "train/train_labels.csv", table_path)
+    assert table[table["scene"] == "herzjesu-p8"]["mAA"].iloc[0] >= 0.95
