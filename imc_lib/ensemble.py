@@ -7,6 +7,8 @@ matches of all sources are re-indexed into the merged keypoints; a match survive
 best-scored one of both its keypoints, so repeats collapse, conflicts drop out, and matches stay
 one-to-one. The merged features file holds keypoints, scores and image_size (no descriptors:
 the sources' descriptors are not comparable).
+Each merged group's `fingerprint` combines its sources' (so reconstruction sees what changed), and
+the merged matches file is stamped with them all: any change re-merges both files (merging is cheap).
 
 A partial conf is merged over the default (utils.full_conf).
 """
@@ -20,11 +22,9 @@ import h5py
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .features import read_features
-from .matching import read_matches
-from .pairs import read_pairs
+from . import io
 from .progress import bar as progress_bar
-from .utils import full_conf, pair_key
+from .utils import full_conf
 
 logger = logging.getLogger(__name__)
 
@@ -93,33 +93,50 @@ def main(
     `progress`: callback(done, total, desc) after each pair (default: a tqdm bar)."""
     conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     feature_path, match_path = Path(feature_path), Path(match_path)
-    if feature_path.exists() and match_path.exists() and not overwrite:
-        logger.info("%s, %s: merged files exist, reusing", feature_path, match_path)
-        return feature_path, match_path
+    pairs = io.read_pairs(pairs_path)
+    feature_readers = [io.FeatureReader(fp) for fp, _ in sources]
+    match_readers = [io.MatchReader(mp) for _, mp in sources] if pairs else []  # no pairs: maybe no files
+    try:
+        made_from = {n: io.digest("merged", conf, [r.fingerprint(n) for r in feature_readers]) for n in image_names}
+        made_from |= {p: io.digest("merged", conf, [r.fingerprint(*p) for r in match_readers]) for p in pairs}
+        everything = io.digest(sorted(made_from.items(), key=str))
+        if feature_path.exists() and io.reusable(match_path, everything, overwrite, "merged features and matches"):
+            return feature_path, match_path
+        tmp_features, indices = _merge_features(conf, image_names, feature_readers, feature_path, made_from)
+        tmp_matches = match_path.with_suffix(".tmp.h5")
+        with h5py.File(tmp_matches, "w") as f:
+            for name0, name1 in progress_bar(pairs, desc="merging matches", callback=progress, unit="pair"):
+                sets = [read(name0, name1) for read in match_readers]
+                matches, scores = merge_matches(sets, indices[name0], indices[name1])
+                group = f.create_group(io.pair_key(name0, name1))
+                group.attrs[io.FINGERPRINT] = made_from[(name0, name1)]
+                group.create_dataset("matches", data=matches)
+                group.create_dataset("scores", data=scores)
+    finally:
+        for reader in [*feature_readers, *match_readers]:
+            reader.close()
+    tmp_features.replace(feature_path)
+    tmp_matches.replace(match_path)
+    io.stamp(match_path, everything)
+    return feature_path, match_path
+
+
+def _merge_features(conf, image_names, readers, feature_path, made_from) -> tuple[Path, dict]:
+    """Merged keypoints of every image into a temporary file beside `feature_path`; (its path,
+    name -> per-source index arrays into the merged keypoints)."""
     indices = {}
     tmp_features = feature_path.with_suffix(".tmp.h5")
     with h5py.File(tmp_features, "w") as f:
         for name in image_names:
-            feats = [read_features(fp, name) for fp, _ in sources]
+            feats = [reader[name] for reader in readers]
             merged, index = merge_keypoints([x["keypoints"] for x in feats], conf["radius"])
             scores = np.zeros(len(merged), np.float32)
             for x, i in zip(reversed(feats), reversed(index)):
                 scores[i] = x["scores"]  # the first source's score wins where keypoints merged
             group = f.create_group(name)
+            group.attrs[io.FINGERPRINT] = made_from[name]
             group.create_dataset("keypoints", data=merged)
             group.create_dataset("scores", data=scores)
             group.create_dataset("image_size", data=feats[0]["image_size"])
             indices[name] = index
-    tmp_matches = match_path.with_suffix(".tmp.h5")
-    with h5py.File(tmp_matches, "w") as f:
-        for name0, name1 in progress_bar(
-            read_pairs(pairs_path), desc="merging matches", callback=progress, unit="pair"
-        ):
-            sets = [read_matches(mp, name0, name1) for _, mp in sources]
-            matches, scores = merge_matches(sets, indices[name0], indices[name1])
-            group = f.create_group(pair_key(name0, name1))
-            group.create_dataset("matches", data=matches)
-            group.create_dataset("scores", data=scores)
-    tmp_features.replace(feature_path)
-    tmp_matches.replace(match_path)
-    return feature_path, match_path
+    return tmp_features, indices

@@ -5,6 +5,8 @@ HDF5 layout, one group per image name:
     descriptors  (N, D) float32
     scores       (N,)   float32
     image_size   (2,)   int, original (width, height)
+and attributes `turns` (quarter turns it was extracted at) and `fingerprint` (the photo's content,
+its turns and this conf: `io.feature_fingerprint`); a group whose fingerprint differs is extracted again.
 
 A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
@@ -14,24 +16,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import h5py
 import kornia
 import numpy as np
 import torch
 
-from . import budget, models
+from . import budget, io, models
+from .io import failed_images, read_features  # noqa: F401  (their old home; callers may import them from here)
 from .progress import bar as progress_bar
-from .utils import (
-    ImageError,
-    autocast_dtype,
-    full_conf,
-    image_size,
-    pending,
-    pick_device,
-    read_image,
-    resolve_model,
-    write_group,
-)
+from .utils import ImageError, autocast_dtype, full_conf, image_size, pick_device, read_image, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +182,9 @@ def main(
     """Extract features for `image_names` into `feature_path`, skipping images already there.
 
     An image that cannot be read is logged (naming the file) and stored with no keypoints, so the
-    scene goes on without it and a rerun does not retry it (`overwrite` does).
+    scene goes on without it and a rerun does not retry it (unless the file changed, or `overwrite`).
+    Each image's group records the fingerprint of its photo's bytes, turns and `conf`: a photo
+    replaced under its name, turned otherwise, or a changed conf is extracted again, the rest reused.
     `turns`: quarter turns per image from the orientation stage (default none).
     `model`: a loaded extractor or a zero-argument loader, called only if some image still needs
     extracting; by default the network of `conf` is loaded.
@@ -203,13 +197,10 @@ def main(
     conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     device = pick_device(device)
     feature_path = Path(feature_path)
-    todo = pending(feature_path, list(image_names), FEATURE_KEYS, overwrite, "images")
     turns = turns or {}
-    stale = _stale_turns(feature_path, [n for n in image_names if n not in todo], turns)
-    if stale:
-        logger.info("%s: %d images were extracted at other quarter turns, extracting again", feature_path, len(stale))
-        todo = [n for n in image_names if n in set(todo) | set(stale)]
-    todo = _copy_reusable(reuse, feature_path, todo, conf, turns)
+    expected = fingerprints(conf, image_dir, image_names, turns)
+    todo = io.pending(feature_path, list(image_names), FEATURE_KEYS, overwrite, "images", expected)
+    todo = _copy_reusable(reuse, feature_path, todo, expected)
     if not todo:
         return feature_path
     model = resolve_model(model, lambda: load_model(conf, weights, device))
@@ -222,33 +213,31 @@ def main(
             image = read_image(path, max_side=conf.get("resize_to"))
         except (ImageError, FileNotFoundError) as err:
             logger.error("%s; it gets no keypoints and no pose", err)
-            write_group(feature_path, name, _no_features(), {"error": str(err)})
+            io.write_group(feature_path, name, _no_features(), {"error": str(err), io.FINGERPRINT: expected[name]})
             continue
         feats = extract_with_retry(model, conf, image, device, turns.get(name, 0), size)
-        write_group(feature_path, name, feats, {"turns": turns.get(name, 0)})
+        io.write_group(feature_path, name, feats, {"turns": turns.get(name, 0), io.FINGERPRINT: expected[name]})
     return feature_path
 
 
-def _copy_reusable(reuse: Path | None, feature_path: Path, todo: list[str], conf: dict, turns: dict) -> list[str]:
-    """Copy from `reuse` the features of `todo` extracted with `conf` at the asked turns; the rest of `todo`."""
+def fingerprints(conf: dict, image_dir: Path, image_names: list[str], turns: dict[str, int]) -> dict[str, str]:
+    """image name -> the fingerprint its features group must carry: photo content, turns, `conf`."""
+    photos = io.image_digests(image_dir, image_names)
+    return {n: io.feature_fingerprint(photos[n], turns.get(n, 0), conf) for n in image_names}
+
+
+def _copy_reusable(reuse: Path | None, feature_path: Path, todo: list[str], expected: dict[str, str]) -> list[str]:
+    """Copy from `reuse` the groups of `todo` whose fingerprint is the one asked now; the rest of `todo`."""
     if reuse is None or not Path(reuse).exists():
         return todo
-    with h5py.File(reuse, "r") as f:
-        found = [n for n in todo if n in f and f[n].attrs.get("conf") == conf["output"]
-                 and int(f[n].attrs.get("turns", 0)) == turns.get(n, 0)]  # fmt: skip
+    with io.FeatureReader(reuse) as reader:
+        found = [n for n in todo if reader.fingerprint(n) == expected[n]]
         for name in found:
-            write_group(feature_path, name, {k: f[name][k][()] for k in FEATURE_KEYS}, {"turns": turns.get(name, 0)})
+            attrs = {"turns": reader.attrs(name).get("turns", 0), io.FINGERPRINT: expected[name]}
+            io.write_group(feature_path, name, {k: reader[name][k] for k in FEATURE_KEYS}, attrs)
     if found:
         logger.info("%s: %d turned photos reused from %s", feature_path, len(found), reuse)
     return [n for n in todo if n not in set(found)]
-
-
-def _stale_turns(feature_path: Path, names: list[str], turns: dict[str, int]) -> list[str]:
-    """Images whose stored features were extracted at other quarter turns than asked now."""
-    if not names:
-        return []
-    with h5py.File(feature_path, "r") as f:
-        return [n for n in names if "error" not in f[n].attrs and int(f[n].attrs.get("turns", 0)) != turns.get(n, 0)]
 
 
 def _no_features() -> dict[str, np.ndarray]:
@@ -258,20 +247,3 @@ def _no_features() -> dict[str, np.ndarray]:
         "scores": np.zeros((0,), np.float32),
         "image_size": np.zeros((2,), np.int64),
     }
-
-
-def failed_images(feature_path: Path) -> dict[str, str]:
-    """image name -> why it has no features (unreadable files), from a features file."""
-    with h5py.File(feature_path, "r") as f:
-        return {name: f[name].attrs["error"] for name in f if "error" in f[name].attrs}
-
-
-def read_features(feature_path: Path, name: str) -> dict[str, np.ndarray]:
-    """All arrays stored for one image."""
-    feature_path = Path(feature_path)
-    if not feature_path.exists():
-        raise FileNotFoundError(f"{feature_path}: no features file; run the features stage first")
-    with h5py.File(feature_path, "r") as f:
-        if name not in f:
-            raise KeyError(f"{feature_path}: no features for image {name!r}; run the features stage first")
-        return {k: v[()] for k, v in f[name].items()}

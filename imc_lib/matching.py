@@ -8,7 +8,9 @@ HDF5 layout, one group per pair `name0/name1` (as in the pairs file):
     matches  (M, 2) int32, indices into name0's and name1's keypoints
     scores   (M,)   float32, match confidence (LightGlue's; 1 - distance ratio for mnn)
 A pair with fewer than `min_matches` matches is kept as an empty group (so a rerun does not
-match it again) and is never handed to reconstruction.
+match it again) and is never handed to reconstruction. Each group's `fingerprint` attribute records
+both images' feature fingerprints and this conf (`io.match_fingerprint`): a pair is matched again
+when either image's features changed.
 
 A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
@@ -18,15 +20,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import h5py
 import kornia
 import numpy as np
 import torch
 
-from . import budget, models
-from .pairs import read_pairs
+from . import budget, io, models
+from .io import read_matches  # noqa: F401  (its old home; callers may import it from here)
 from .progress import bar as progress_bar
-from .utils import full_conf, pair_key, pending, pick_device, resolve_model, write_group
+from .utils import full_conf, pick_device, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -92,27 +93,6 @@ def match_pair(
     return out["matches"][0].cpu().numpy().astype(np.int32), out["scores"][0].float().cpu().numpy()
 
 
-class _FeatureCache:
-    """Reads each image's features from HDF5 once per stage run, keeping only the last few."""
-
-    def __init__(self, path: Path, size: int = 64):
-        self.file = h5py.File(path, "r")
-        self.size = size
-        self.cache: dict[str, dict] = {}
-
-    def __getitem__(self, name: str) -> dict[str, np.ndarray]:
-        if name not in self.cache:
-            if name not in self.file:
-                raise KeyError(f"{self.file.filename}: no features for {name!r}; run the features stage first")
-            if len(self.cache) >= self.size:
-                self.cache.pop(next(iter(self.cache)))
-            self.cache[name] = {k: self.file[name][k][()] for k in ("keypoints", "descriptors", "scores", "image_size")}
-        return self.cache[name]
-
-    def close(self):
-        self.file.close()
-
-
 def main(
     conf: dict,
     pairs_path: Path,
@@ -136,26 +116,27 @@ def main(
     conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     device = pick_device(device)
     match_path = Path(match_path)
-    pairs = read_pairs(pairs_path)
-    keys = {pair_key(*p): p for p in pairs}
-    # "scores" is written last: a pair without it was cut short.
-    todo = [keys[k] for k in pending(match_path, list(keys), ("matches", "scores"), overwrite, "pairs")]
-    if not todo:
-        return match_path
-    model = resolve_model(model, lambda: load_model(features, conf, weights, device))
-    cache = _FeatureCache(feature_path)
-    dropped = 0
-    try:
-        for name0, name1 in progress_bar(todo, desc=f"matching {conf['output']}", callback=progress, unit="pair"):
+    pairs = io.read_pairs(pairs_path)
+    keys = {io.pair_key(*p): p for p in pairs}
+    with io.FeatureReader(feature_path) as reader:
+        expected = {
+            k: io.match_fingerprint(reader.fingerprint(a), reader.fingerprint(b), conf) for k, (a, b) in keys.items()
+        }
+        # "scores" is written last: a pair without it was cut short.
+        todo = io.pending(match_path, list(keys), ("matches", "scores"), overwrite, "pairs", expected)
+        if not todo:
+            return match_path
+        model = resolve_model(model, lambda: load_model(features, conf, weights, device))
+        dropped = 0
+        for key in progress_bar(todo, desc=f"matching {conf['output']}", callback=progress, unit="pair"):
+            name0, name1 = keys[key]
             budget.check(deadline, f"matching ({match_path})")
             logger.debug("%s: matching %s %s", match_path, name0, name1)  # the pairs before it are stored
-            matches, scores = match_with_retry(model, cache[name0], cache[name1], device)
+            matches, scores = match_with_retry(model, reader[name0], reader[name1], device)
             if len(matches) < conf["min_matches"]:
                 matches, scores = matches[:0], scores[:0]
                 dropped += 1
-            write_group(match_path, pair_key(name0, name1), {"matches": matches, "scores": scores})
-    finally:
-        cache.close()
+            io.write_group(match_path, key, {"matches": matches, "scores": scores}, {io.FINGERPRINT: expected[key]})
     if dropped:
         logger.info(
             "%s: %d of %d pairs had fewer than %d matches and were dropped",
@@ -197,17 +178,3 @@ def match_with_retry(
             feats0, sub0 = _strongest(feats0, keep)
             feats1, sub1 = _strongest(feats1, keep)
             index0, index1 = index0[sub0], index1[sub1]
-
-
-def read_matches(match_path: Path, name0: str, name1: str) -> tuple[np.ndarray, np.ndarray]:
-    """(M, 2) indices and (M,) scores of a pair, in the order (name0, name1); empty if dropped."""
-    match_path = Path(match_path)
-    if not match_path.exists():
-        raise FileNotFoundError(f"{match_path}: no matches file; run the matching stage first")
-    with h5py.File(match_path, "r") as f:
-        for a, b, flip in ((name0, name1, False), (name1, name0, True)):
-            if pair_key(a, b) in f:
-                group = f[pair_key(a, b)]
-                matches, scores = group["matches"][()], group["scores"][()]
-                return (matches[:, ::-1].copy() if flip else matches), scores
-    raise KeyError(f"{match_path}: pair {name0} {name1} not matched; run the matching stage first")

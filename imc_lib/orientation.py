@@ -29,16 +29,14 @@ import functools
 import logging
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
 from scipy.cluster.hierarchy import DisjointSet
 
-from . import features, matching
-from .pairs import read_pairs
+from . import features, io, matching
 from .progress import bar as progress_bar
-from .utils import ImageError, atomic_file, full_conf, image_size, pick_device, read_image, resolve_model, write_group
+from .utils import ImageError, full_conf, image_size, pick_device, read_image, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -126,18 +124,29 @@ def solve(
 
 class _TurnedFeatures:
     """Features of each photo at each quarter turn, computed on first use; as-stored ones are read
-    from `stored` (a features file) when it holds them."""
+    from `stored` (a features file, opened once) when it holds this photo's, as it is now, unturned."""
 
     def __init__(self, conf: dict, image_dir: Path, extractor, device: torch.device, stored: Path | None = None):
         self.conf, self.image_dir, self.extractor, self.device = conf, Path(image_dir), extractor, device
         self.cache: dict[tuple[str, int], dict] = {}
-        self.stored = _stored_upright(stored) if stored else set()
         # As-stored features are read when needed, a few at a time, not the whole scene at once.
-        self.read_stored = functools.lru_cache(maxsize=64)(lambda name: _read_stored(stored, name))
+        self.reader = io.FeatureReader(stored) if stored else None
+        self.stored: set[str] = set()
+
+    def use_stored(self, names: list[str]) -> None:
+        """Read as-stored features of `names` from the stored file where it holds them, unturned and current."""
+        upright = features.fingerprints(self.conf, self.image_dir, names, {})
+        self.stored = {
+            n for n in names if self.reader.fingerprint(n) == upright[n] and "error" not in self.reader.attrs(n)
+        }
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
 
     def __call__(self, name: str, turns: int) -> dict:
         if turns == 0 and name in self.stored:
-            return self.read_stored(name)
+            return self.reader[name]
         if (name, turns) not in self.cache:
             path = self.image_dir / name
             try:
@@ -145,7 +154,7 @@ class _TurnedFeatures:
             except (ImageError, FileNotFoundError):  # the features stage reports it
                 self.cache[(name, turns)] = {"keypoints": np.zeros((0, 2), np.float32)}
                 return self.cache[(name, turns)]
-            if self.stored:
+            if self.reader is not None:
                 # Shared with the features stage: keypoints on the stored grid, as the features file
                 # holds them (the mnn matcher ignores positions).
                 self.cache[(name, turns)] = features.extract_with_retry(
@@ -159,23 +168,14 @@ class _TurnedFeatures:
 
     def save_turned(self, path: Path, turns: dict[str, int]) -> int:
         """Write the features already extracted at each photo's final turns into this stage's own file
-        `path`, which the features stage may reuse instead of extracting again; returns how many."""
+        `path`, each group with the fingerprint the features stage asks for, so that stage may copy
+        them instead of extracting again; returns how many."""
         path.unlink(missing_ok=True)
         done = [(n, t) for n, t in turns.items() if t and (n, t) in self.cache and "descriptors" in self.cache[(n, t)]]
+        expected = features.fingerprints(self.conf, self.image_dir, [n for n, _ in done], turns)
         for name, t in done:
-            write_group(path, name, self.cache[(name, t)], {"turns": t, "conf": self.conf["output"]})
+            io.write_group(path, name, self.cache[(name, t)], {"turns": t, io.FINGERPRINT: expected[name]})
         return len(done)
-
-
-def _stored_upright(feature_path: Path) -> set[str]:
-    """The photos of a features file whose features were extracted as stored (not turned, not failed)."""
-    with h5py.File(feature_path, "r") as f:
-        return {name for name in f if "error" not in f[name].attrs and int(f[name].attrs.get("turns", 0)) == 0}
-
-
-def _read_stored(feature_path: Path, name: str) -> dict[str, np.ndarray]:
-    with h5py.File(feature_path, "r") as f:
-        return {k: f[name][k][()] for k in ("keypoints", "descriptors", "image_size")}
 
 
 def main(
@@ -193,7 +193,8 @@ def main(
     features_conf: dict | None = None,
     progress=None,
 ) -> Path:
-    """Estimate every photo's quarter turns from the pairs of `pairs_path`; reuse an existing file.
+    """Estimate every photo's quarter turns from the pairs of `pairs_path`; reuse an existing file
+    made from the same photos, pairs and confs (`fingerprint`; else the whole file is recomputed).
 
     `extractor` / `matcher`: loaded networks or zero-argument loaders (by default those of `conf`).
     A config without features of its own (`mnn`) needs `features_conf`, the main features' config
@@ -204,13 +205,15 @@ def main(
     features_conf = None if features_conf is None else full_conf(features.confs, features_conf, features.DEFAULT_BY)
     orientation_path = Path(orientation_path)
     wants_overlap = conf.get("prefilter_min_matches") is not None
-    if orientation_path.exists() and not overwrite and (not wants_overlap or overlap_path(orientation_path).exists()):
-        logger.info("%s: orientations exist, reusing", orientation_path)
-        return orientation_path
-    device = pick_device(device)
     fconf = conf["features"] or features_conf
     if fconf is None:
         raise ValueError(f"orientation config {conf['output']!r} uses the main features: pass features_conf")
+    made_from = fingerprint(conf, fconf, image_dir, image_names, pairs_path)
+    if (not wants_overlap or overlap_path(orientation_path).exists()) and io.reusable(
+        orientation_path, made_from, overwrite, "orientations"
+    ):
+        return orientation_path
+    device = pick_device(device)
     extractor_once = functools.cache(
         lambda: resolve_model(extractor, lambda: features.load_model(fconf, weights, device))
     )
@@ -226,6 +229,8 @@ def main(
             "(their keypoints stay on the stored grid, which LightGlue would misread)"
         )
     feats = _TurnedFeatures(fconf, image_dir, extractor_once, device, feature_path if shared else None)
+    if shared:
+        feats.use_stored(list(image_names))
 
     counts: dict[tuple[str, str, int], int] = {}
 
@@ -240,7 +245,7 @@ def main(
     # neighbours outside its group; a confident match at some turn joins the two groups, so the rest
     # of a group need not be tried (each try costs three extractions). Pairs within a group that
     # matched weakly as stored were not tried turned and say nothing.
-    pairs = read_pairs(pairs_path)
+    pairs = io.read_pairs(pairs_path)
     stored = {
         (a, b): count(a, b, 0) for a, b in progress_bar(pairs, desc="orientation", callback=progress, unit="pair")
     }
@@ -295,12 +300,21 @@ def main(
             logger.info(
                 "%s: features of %d turned photos, for the features stage", turned_path(orientation_path), saved
             )
-    _write_csv(table, orientation_path)  # last: its existence marks the stage done
+    feats.close()  # (on an exception, the reader closes when the stage's frame is freed)
+    _write_csv(table, orientation_path)
+    io.stamp(orientation_path, made_from)  # last: marks the stage done
     return orientation_path
 
 
+def fingerprint(conf: dict, features_conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path) -> str:
+    """What the orientations depend on: the photos' contents, the pairs tried, the confs. The file is
+    small and cheap next to the features: any change recomputes all of it."""
+    photos = io.image_digests(image_dir, image_names)
+    return io.digest("orientation", conf, features_conf, photos, io.file_digest(pairs_path))
+
+
 def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    with atomic_file(path, newline="") as handle:
+    with io.atomic_file(path, newline="") as handle:
         table.to_csv(handle, index=False)
 
 

@@ -8,6 +8,9 @@ weights: reads the features stage's file, so it runs after it, on the photos as 
 
 The output is an hloc-style text file, one `name0 name1` per line, each unordered pair once,
 `name0` before `name1` in the order of `image_names` ('%' and whitespace in names percent-encoded).
+Beside it, `<file>.fingerprint` records what it was made from (`fingerprint`): the image names and
+conf, and for retrieval the photos' contents, for VLAD their features'. The file is small: any
+change recomputes all of it (DINOv2 descriptors are kept per photo and recomputed per photo).
 
 A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
@@ -20,19 +23,18 @@ import logging
 import math
 from collections import Counter
 from pathlib import Path
-from urllib.parse import unquote
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.cluster.vq import kmeans2
 from scipy.spatial.distance import cdist
 
-from . import models
+from . import io, models
+from .io import read_pairs, write_pairs  # noqa: F401  (their old home; callers may import them from here)
 from .progress import bar as progress_bar
 from .progress import report as report_progress
-from .utils import ImageError, atomic_file, autocast_dtype, full_conf, pick_device, read_image, resolve_model
+from .utils import ImageError, autocast_dtype, full_conf, pick_device, read_image, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -143,19 +145,15 @@ def vlad_descriptors(
 ) -> np.ndarray:
     """(N, K*D) VLAD of every photo's local features in `feature_path`, over a vocabulary learnt from the
     `sample` strongest descriptors of each photo (photos without features get zeros)."""
-    with h5py.File(feature_path, "r") as f:
-
-        def descriptors(name: str) -> np.ndarray:
-            if name not in f or "descriptors" not in f[name]:
-                raise KeyError(f"{feature_path}: no features for {name!r}; run the features stage first")
-            return f[name]["descriptors"][()]
-
-        strongest = [descriptors(n)[np.argsort(-f[n]["scores"][()], kind="stable")[:sample]] for n in image_names]
+    with io.FeatureReader(feature_path, size=1) as reader:
+        strongest = [
+            reader[n]["descriptors"][np.argsort(-reader[n]["scores"], kind="stable")[:sample]] for n in image_names
+        ]
         strongest = [d for d in strongest if len(d)]
         if not strongest:
             return np.zeros((len(image_names), 1), np.float32)
         centres = vlad_vocabulary(np.concatenate(strongest), clusters, iterations)
-        return np.stack([vlad(descriptors(n), centres) for n in image_names])
+        return np.stack([vlad(reader[n]["descriptors"], centres) for n in image_names])
 
 
 def load_model(conf: dict):
@@ -182,66 +180,46 @@ def compute_descriptors(
     model_getter,
     device: torch.device,
     overwrite: bool = False,
+    source: str | None = None,
     progress=None,
 ) -> np.ndarray:
     """Global descriptors of `image_names` as an (N, D) array, computing only those missing from
-    `descriptors_path` (all when `overwrite`). `model_getter()` is called only if something is missing;
+    `descriptors_path` or made from another photo or model `source` (all when `overwrite`; with no
+    `source`, a stored descriptor of the same photo is taken whichever model made it).
+    `model_getter()` is called only if something is to be computed;
     `progress`: callback(done, total, desc) after each image (default: a tqdm bar)."""
     descriptors_path = Path(descriptors_path)
-    descriptors_path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(descriptors_path, "a") as f:
-        if overwrite:
-            todo = list(image_names)
-        else:
-            todo = [n for n in image_names if not (n in f and DESCRIPTOR_KEY in f[n])]
-        if todo:
-            logger.info("Computing global descriptors for %d of %d images.", len(todo), len(image_names))
-            processor, model = model_getter()
-            model = model.to(device).eval()
-            for name in progress_bar(todo, desc="global descriptors", callback=progress, unit="img"):
-                try:
-                    image = read_image(Path(image_dir) / name, max_side=1024)
-                except (ImageError, FileNotFoundError) as err:  # the features stage reports it
-                    logger.warning("%s; its global descriptor is zero", err)
-                    desc = torch.zeros(model.config.hidden_size)
-                else:
-                    desc = global_descriptor(image, processor, model, device)
-                group = f.require_group(name)
-                if DESCRIPTOR_KEY in group:
-                    del group[DESCRIPTOR_KEY]
-                group.create_dataset(DESCRIPTOR_KEY, data=desc.cpu().numpy().astype(np.float32))
-                f.flush()  # an interrupted run keeps what it computed
-        else:
-            logger.info("Reusing the %d global descriptors in %s.", len(image_names), descriptors_path)
-        return np.stack([f[n][DESCRIPTOR_KEY][()] for n in image_names])
+    photos = io.image_digests(image_dir, image_names)
+    models = (
+        _stored_models(descriptors_path, image_names) if source is None else dict.fromkeys(image_names, str(source))
+    )
+    expected = {n: io.digest("global descriptor", photos[n], models[n]) for n in image_names}
+    todo = io.pending(descriptors_path, list(image_names), (DESCRIPTOR_KEY,), overwrite, "global descriptors", expected)
+    if todo:
+        processor, model = model_getter()
+        model = model.to(device).eval()
+        for name in progress_bar(todo, desc="global descriptors", callback=progress, unit="img"):
+            try:
+                image = read_image(Path(image_dir) / name, max_side=1024)
+            except (ImageError, FileNotFoundError) as err:  # the features stage reports it
+                logger.warning("%s; its global descriptor is zero", err)
+                desc = torch.zeros(model.config.hidden_size)
+            else:
+                desc = global_descriptor(image, processor, model, device)
+            # one write per photo: an interrupted run keeps what it computed
+            arrays = {DESCRIPTOR_KEY: desc.cpu().numpy().astype(np.float32)}
+            io.write_group(descriptors_path, name, arrays, {io.FINGERPRINT: expected[name], "model": models[name]})
+    with io.FeatureReader(descriptors_path, size=1) as reader:
+        return np.stack([reader[n][DESCRIPTOR_KEY] for n in image_names])
 
 
-def write_pairs(pairs: list[tuple[str, str]], path: Path) -> None:
-    """Write the pairs file atomically, so an interrupted run never leaves a partial file to reuse."""
-    with atomic_file(path, encoding="utf-8") as f:
-        f.writelines(f"{_escape(a)} {_escape(b)}\n" for a, b in pairs)
-
-
-def read_pairs(path: Path) -> list[tuple[str, str]]:
-    """The (name0, name1) pairs of a pairs file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: pairs file not found; run the pairs stage (imc_lib.pairs) first")
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise ValueError(f"{path}:{lineno}: expected 'name0 name1', got {line.rstrip()!r}")
-            pairs.append((unquote(fields[0]), unquote(fields[1])))
-    return pairs
-
-
-def _escape(name: str) -> str:
-    """A name as one whitespace-free field: '%' and whitespace percent-encoded (read back by unquote)."""
-    return "".join(f"%{ord(c):02X}" if c == "%" or c.isspace() else c for c in name)
+def _stored_models(descriptors_path: Path, image_names: list[str]) -> dict[str, str]:
+    """name -> the model its stored descriptor came from: a caller that does not name the model
+    (reading what is there) accepts any, as long as the photo is the same."""
+    if not descriptors_path.exists():
+        return dict.fromkeys(image_names, "None")
+    with io.FeatureReader(descriptors_path) as reader:
+        return {n: str(reader.attrs(n).get("model", "None")) if n in reader else "None" for n in image_names}
 
 
 def _check_names(image_names: list[str]) -> None:
@@ -274,11 +252,11 @@ def main(
     """
     conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     pairs_path = Path(pairs_path)
-    if pairs_path.exists() and not overwrite:
-        logger.info("Reusing pairs file %s.", pairs_path)
-        return pairs_path
     image_names = list(image_names)
     _check_names(image_names)
+    made_from = fingerprint(conf, image_dir, image_names, feature_path)
+    if io.reusable(pairs_path, made_from, overwrite, "pairs"):
+        return pairs_path
     method = conf.get("method", "exhaustive")
 
     if method == "exhaustive":
@@ -302,6 +280,7 @@ def main(
                 lambda: resolve_model(model, lambda: load_model(conf)),
                 pick_device(device),
                 overwrite=overwrite,
+                source=conf.get("model"),
                 progress=progress,
             )
             index_pairs = pairs_from_descriptors(
@@ -320,6 +299,18 @@ def main(
         raise ValueError(f"unknown pairs method {method!r}; expected 'exhaustive', 'retrieval' or 'vlad'")
 
     report_progress(progress, 1, 1, f"pairs {method}")
-    write_pairs(pairs, pairs_path)
+    io.write_pairs(pairs, pairs_path)
+    io.stamp(pairs_path, made_from)
     logger.info("Wrote %d pairs for %d images to %s.", len(pairs), len(image_names), pairs_path)
     return pairs_path
+
+
+def fingerprint(conf: dict, image_dir: Path, image_names: list[str], feature_path: Path | None = None) -> str:
+    """What a pairs file depends on: names and conf; retrieval also the photos, VLAD their features."""
+    method = conf.get("method", "exhaustive")
+    if method == "exhaustive" or len(image_names) < conf.get("exhaustive_if_less", 0):
+        return io.digest("pairs", conf, image_names)
+    if method == "vlad" and feature_path is not None and Path(feature_path).exists():
+        with io.FeatureReader(feature_path) as reader:
+            return io.digest("pairs", conf, image_names, [reader.fingerprint(n) for n in image_names])
+    return io.digest("pairs", conf, image_names, io.image_digests(image_dir, image_names))

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from . import budget, data, ensemble, features, lock, matching, models, orientation, pairs, reconstruction, submission
+from .io import read_pairs, stamp_path, write_pairs
 from .utils import ImageError, merge_conf, pick_device, read_image, usable_device
 
 logger = logging.getLogger(__name__)
@@ -352,8 +353,10 @@ def run_scene(
     if paths["pairs"] != paths["candidates"]:
         if any((turns or {}).values()):
             select_pairs(paths["pairs"])  # VLAD again, on the photos as turned
-        elif overwrite or not paths["pairs"].exists():  # nothing turned: VLAD would pick the same pairs
-            pairs.write_pairs(pairs.read_pairs(paths["candidates"]), paths["pairs"])
+        elif overwrite or not paths["pairs"].exists() or _differ(paths["pairs"], paths["candidates"]):
+            # nothing turned: VLAD would pick the same pairs; unstamped, so a later VLAD run redoes them
+            stamp_path(paths["pairs"]).unlink(missing_ok=True)
+            write_pairs(read_pairs(paths["candidates"]), paths["pairs"])
     if reached("features"):
         return out
     for fconf, (feature_path, match_path) in zip(fconfs, paths["sources"]):
@@ -397,6 +400,10 @@ def _reporter(progress):
     if progress is None:
         return lambda stage: None
     return lambda stage: lambda done, total, desc=None: progress(stage, done, total)
+
+
+def _differ(path0: Path, path1: Path) -> bool:
+    return read_pairs(path0) != read_pairs(path1)
 
 
 def _turns_if_done(orientation_path: Path, oconf: dict | None, overwrite: bool) -> dict[str, int] | None:

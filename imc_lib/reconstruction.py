@@ -3,12 +3,15 @@
 sfm/database.db   cameras (from image size / EXIF), keypoints, raw matches, verified geometries
 sfm/models/N/     every model the mapper found
 sfm/model/        the model that registers the most images (what the submission reads)
+sfm.fingerprint   what the folder was made from (`fingerprint`: the features and matches it read, the
+                  pairs, the conf); a rerun whose inputs differ rebuilds database and model from scratch
 
 A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -17,9 +20,7 @@ import numpy as np
 import pycolmap
 from PIL import ExifTags, Image
 
-from .features import read_features
-from .matching import read_matches
-from .pairs import read_pairs
+from . import io
 from .progress import report as report_progress
 from .utils import full_conf, merge_conf
 
@@ -89,7 +90,8 @@ def create_database(
     are left out."""
     if database_path.exists():
         database_path.unlink()
-    keypoints = {n: read_features(feature_path, n)["keypoints"] for n in image_names}
+    with io.FeatureReader(feature_path, size=1) as reader:
+        keypoints = {n: reader[n]["keypoints"] for n in image_names}
     image_names = [n for n in image_names if len(keypoints[n])]
     pycolmap.Database.open(database_path).close()  # import_images needs the file to exist
     if not image_names:
@@ -102,9 +104,9 @@ def create_database(
     else:
         mode = getattr(pycolmap.CameraMode, conf["camera_mode"].upper())
         pycolmap.import_images(database_path, image_dir, mode, list(image_names), reader)
-    pairs = read_pairs(pairs_path)
+    pairs = io.read_pairs(pairs_path)
     written = 0
-    with pycolmap.Database.open(database_path) as db:
+    with pycolmap.Database.open(database_path) as db, _match_reader(match_path, pairs) as read_matches:
         ids = {image.name: image.image_id for image in db.read_all_images()}
         missing = [n for n in image_names if n not in ids]
         if missing:
@@ -115,7 +117,7 @@ def create_database(
         for name0, name1 in pairs:
             if name0 not in ids or name1 not in ids:
                 continue
-            matches, _ = read_matches(match_path, name0, name1)
+            matches, _ = read_matches(name0, name1)
             if len(matches):
                 db.write_matches(ids[name0], ids[name1], matches.astype(np.uint32))
                 written += 1
@@ -142,18 +144,20 @@ def main(
     progress=None,
 ) -> pycolmap.Reconstruction | None:
     """Reconstruct one scene; returns the largest model (also written to `sfm_dir/model`), or None
-    when no model could be built. A finished model is reused unless `overwrite`.
+    when no model could be built. A finished model made from the same inputs (`fingerprint`) is
+    reused unless `overwrite`; otherwise the whole folder, database included, is built afresh.
     `progress`: callback(done, total, desc) at each of STEPS (none by default)."""
     conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     sfm_dir = Path(sfm_dir)
     model_dir = sfm_dir / "model"
-    if model_dir.exists() and not overwrite:
+    made_from = fingerprint(conf, image_names, pairs_path, feature_path, match_path)
+    if model_dir.exists() and io.reusable(sfm_dir, made_from, overwrite, "model"):
         if (model_dir / "images.bin").exists():
-            logger.info("%s: model exists, reusing", model_dir)
             return pycolmap.Reconstruction(model_dir)
         if (sfm_dir / "EMPTY").exists():
             logger.info("%s: an earlier run found no model, reusing that result", sfm_dir)
             return None
+    io.stamp_path(sfm_dir).unlink(missing_ok=True)
     if sfm_dir.exists():
         shutil.rmtree(sfm_dir)
     sfm_dir.mkdir(parents=True)
@@ -166,7 +170,7 @@ def main(
         "%s: %d of %d images with keypoints, %d matched pairs", database_path, n_images, len(image_names), n_pairs
     )
     if n_pairs == 0:
-        return _no_model(sfm_dir, "no image pair kept enough matches")
+        return _no_model(sfm_dir, "no image pair kept enough matches", made_from)
 
     report_progress(progress, 1, len(STEPS), STEPS[1])
     verification = pycolmap.TwoViewGeometryOptions(conf.get("verification", {}))  # nested dicts set sub-options
@@ -178,11 +182,12 @@ def main(
     models = _map(conf, database_path, Path(image_dir), sfm_dir, n_images, num_threads)
     best = largest_model(models)
     if best is None:
-        return _no_model(sfm_dir, f"the mapper found no model in {len(image_names)} images")
+        return _no_model(sfm_dir, f"the mapper found no model in {len(image_names)} images", made_from)
     tmp = sfm_dir / "model.tmp"
     tmp.mkdir()
     best.write(tmp)
     tmp.rename(model_dir)
+    io.stamp(sfm_dir, made_from)
     report_progress(progress, 3, len(STEPS), "model written")
     logger.info(
         "%s: %d of %d images registered (%d models)", model_dir, best.num_reg_images(), len(image_names), len(models)
@@ -223,10 +228,25 @@ def _mapping(conf, options, database_path, image_dir, out_dir, n_images, num_thr
     return mapping(database_path, image_dir, out_dir, options)
 
 
-def _no_model(sfm_dir: Path, why: str) -> None:
-    """Record that a scene has no model, so a rerun does not map it again."""
+def fingerprint(conf: dict, image_names: list[str], pairs_path: Path, feature_path: Path, match_path: Path) -> str:
+    """What a model depends on: every image's features, every pair's matches (their fingerprints
+    carry the photos' contents and the earlier confs), the pairs and this conf."""
+    pairs = io.read_pairs(pairs_path)
+    with io.FeatureReader(feature_path) as features, _match_reader(match_path, pairs) as matches:
+        feats = [features.fingerprint(n) for n in image_names]
+        return io.digest("model", conf, image_names, feats, pairs, [matches.fingerprint(a, b) for a, b in pairs])
+
+
+def _match_reader(match_path: Path, pairs: list) -> contextlib.AbstractContextManager:
+    """The matches file's reader; nothing when there are no pairs (one photo: no matches file)."""
+    return io.MatchReader(match_path) if pairs else contextlib.nullcontext()
+
+
+def _no_model(sfm_dir: Path, why: str, made_from: str) -> None:
+    """Record that a scene has no model, so a rerun with the same inputs does not map it again."""
     (sfm_dir / "model").mkdir(exist_ok=True)
     (sfm_dir / "EMPTY").write_text(why + "\n")
+    io.stamp(sfm_dir, made_from)
     logger.warning("%s: no model: %s; every image of the scene gets a placeholder pose", sfm_dir, why)
     return None
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .data import read_table
-from .utils import atomic_file
+from .io import atomic_file
 
 logger = logging.getLogger(__name__)
 

@@ -1,16 +1,12 @@
-"""Small helpers shared by the stages: device choice, image loading, resumable HDF5 groups, conf merging."""
+"""Small helpers shared by the stages: device choice, image loading, conf merging (storage: `io`)."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from PIL import Image
@@ -102,52 +98,6 @@ def image_size(path: Path) -> tuple[int, int]:
         raise ImageError(f"{path}: cannot read image ({err}); remove or replace the file") from err
 
 
-def pending(path: Path, keys: list[str], required: tuple[str, ...], overwrite: bool, what: str) -> list[str]:
-    """Keys of `keys` whose HDF5 group in `path` lacks one of `required` datasets: the work left.
-
-    Resumes killed runs: an incomplete group counts as missing, and a file HDF5 cannot open (a
-    run killed mid-write) is moved aside as `*.corrupt` and started afresh, with a warning.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if overwrite and path.exists():
-        path.unlink()
-    done: set[str] = set()
-    if path.exists():
-        try:
-            with h5py.File(path, "r") as f:
-                done = {k for k in keys if k in f and all(r in f[k] for r in required)}
-        except OSError as err:
-            corrupt = path.with_name(path.name + ".corrupt")
-            logger.warning(
-                "%s: unreadable (%s), probably from a killed run; moved to %s and recomputing", path, err, corrupt
-            )
-            os.replace(path, corrupt)
-    todo = [k for k in keys if k not in done]
-    if not todo:
-        logger.info("%s: all %d %s done, reusing", path, len(keys), what)
-    elif done:
-        logger.info("%s: %d %s done, computing the other %d", path, len(done), what, len(todo))
-    return todo
-
-
-def write_group(path: Path, key: str, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> None:
-    """(Re)write one HDF5 group; datasets in the given order, so the last one marks it complete."""
-    with h5py.File(path, "a") as f:
-        if key in f:
-            del f[key]
-        group = f.create_group(key)
-        for name, value in (attrs or {}).items():
-            group.attrs[name] = value
-        for name, value in arrays.items():
-            group.create_dataset(name, data=value)
-
-
-def pair_key(name0: str, name1: str) -> str:
-    """HDF5 dataset name for a pair; '/' in image names would create nested groups."""
-    return f"{name0.replace('/', '-')}/{name1.replace('/', '-')}"
-
-
 def resolve_model(model, load):
     """The network to use: `model` if already loaded, `model()` if it is a loader, else `load()`.
 
@@ -159,23 +109,6 @@ def resolve_model(model, load):
     if callable(model) and not isinstance(model, torch.nn.Module):
         return model()
     return model
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path, **open_kwargs):
-    """Write a text file through a temporary file beside it, moved into place only if the block
-    succeeds: a killed run never leaves a partial file that a rerun would take as done."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", **open_kwargs) as handle:
-            yield handle
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def merge_conf(default: Mapping, conf: Mapping | None) -> dict:

@@ -48,7 +48,7 @@ import pandas as pd
 import pycolmap
 from IPython.display import display
 
-from imc_lib import data, features, matching, metric, pairs, pipeline, reconstruction, submission, viz
+from imc_lib import data, features, io, matching, metric, pairs, pipeline, reconstruction, submission, viz
 from imc_lib.utils import pick_device, read_image
 
 logging.basicConfig(
@@ -93,14 +93,15 @@ pd.DataFrame(
 pair_list = pairs.read_pairs(paths["pairs"])
 
 
-def n_matches(a: str, b: str) -> int:
+def n_matches(read_matches: io.MatchReader, a: str, b: str) -> int:
     try:
-        return len(matching.read_matches(paths["matches"], a, b)[0])
+        return len(read_matches(a, b)[0])
     except KeyError:  # pair not matched (the matching stage failed before it)
         return 0
 
 
-match_counts = [n_matches(a, b) for a, b in pair_list]
+with io.MatchReader(paths["matches"]) as read_matches:  # one open for every pair
+    match_counts = [n_matches(read_matches, a, b) for a, b in pair_list]
 if paths["global"].is_file():
     # Reads the stored descriptors; loads DINOv2 only if some are missing.
     desc = pairs.compute_descriptors(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import h5py
 import numpy as np
 
 from imc_lib import ensemble, features, matching, pairs
-from imc_lib.utils import pair_key
+from imc_lib.io import pair_key
 
 
 def test_merge_keypoints_dedups_within_radius_and_keeps_the_first_source():
@@ -68,3 +70,28 @@ def test_main_writes_files_reconstruction_can_read(tmp_path):
     m, s = matching.read_matches(mpath, "x.jpg", "y.jpg")
     assert len(m) == 30 and (m >= 0).all() and (m < 30).all()
     assert len(np.unique(m[:, 0])) == len(m) == len(np.unique(m[:, 1]))
+
+
+def test_merged_files_are_redone_when_a_source_changes(tmp_path, caplog):
+    rng = np.random.default_rng(1)
+    kpts = {n: rng.uniform(0, 100, (20, 2)).astype(np.float32) for n in ("x.jpg", "y.jpg")}
+    sources = [_write_source(tmp_path, t, kpts, {("x.jpg", "y.jpg"): [[i, i] for i in range(20)]}) for t in "ab"]
+    pairs_path = tmp_path / "pairs.txt"
+    pairs.write_pairs([("x.jpg", "y.jpg")], pairs_path)
+    args = (ensemble.confs["merge"], ["x.jpg", "y.jpg"], pairs_path, sources, tmp_path / "f.h5", tmp_path / "m.h5")
+    fpath, mpath = ensemble.main(*args)
+    with h5py.File(fpath) as f:
+        merged = f["x.jpg"].attrs["fingerprint"]
+    written = mpath.stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="imc_lib.io"):
+        ensemble.main(*args)
+    assert "reusing merged features and matches" in caplog.text and mpath.stat().st_mtime_ns == written
+
+    # Source b's features of x.jpg were extracted again (another photo): both files are merged again.
+    with h5py.File(sources[1][0], "a") as f:
+        f["x.jpg"].attrs["fingerprint"] = "another photo"
+    ensemble.main(*args)
+    assert mpath.stat().st_mtime_ns != written
+    with h5py.File(fpath) as f, h5py.File(mpath) as m:
+        assert f["x.jpg"].attrs["fingerprint"] != merged
+        assert m[pair_key("x.jpg", "y.jpg")].attrs["fingerprint"]  # carried for reconstruction's fingerprint

@@ -139,3 +139,33 @@ def test_partial_conf_runs_with_the_default_s_other_keys(tmp_path, scene_dir, we
     assert feats["keypoints"].shape == (300, 2) and feats["descriptors"].shape == (300, 128)
     _check(feats, 1536, 1024)
     assert partial == {"output": "feats-small", "model": {"max_num_keypoints": 300}, "resize_to": 512}  # untouched
+
+
+def test_a_photo_replaced_under_its_name_is_extracted_again_alone(tmp_path, scene_dir, aliked, monkeypatch):
+    import shutil
+
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(scene_dir / "0000.jpg", tmp_path / name)
+    (tmp_path / "c.jpg").write_text("not an image yet")
+    names = ["a.jpg", "b.jpg", "c.jpg"]
+    conf = small_conf()
+    path = features.main(conf, tmp_path, names, tmp_path / "f.h5", "cpu", model=aliked)
+    assert sorted(features.failed_images(path)) == ["c.jpg"]
+    with h5py.File(path) as f:
+        before = {n: (dict(f[n].attrs), f[n]["keypoints"][()]) for n in names}
+
+    shutil.copy(scene_dir / "0002.jpg", tmp_path / "b.jpg")  # another photo under the same name
+    shutil.copy(scene_dir / "0003.jpg", tmp_path / "c.jpg")  # the unreadable file, replaced by a photo
+    extracted = []
+    real = features.extract_with_retry
+    monkeypatch.setattr(features, "extract_with_retry", lambda *a: extracted.append(a[3]) or real(*a))
+    features.main(conf, tmp_path, names, path, "cpu", model=aliked)
+    assert len(extracted) == 2
+    with h5py.File(path) as f:
+        after = {n: (dict(f[n].attrs), f[n]["keypoints"][()]) for n in names}
+    assert after["a.jpg"][0] == before["a.jpg"][0]
+    np.testing.assert_array_equal(after["a.jpg"][1], before["a.jpg"][1])
+    assert after["b.jpg"][0]["fingerprint"] != before["b.jpg"][0]["fingerprint"]
+    fresh = features.main(conf, scene_dir, ["0002.jpg"], tmp_path / "fresh.h5", "cpu", model=aliked)
+    np.testing.assert_array_equal(after["b.jpg"][1], features.read_features(fresh, "0002.jpg")["keypoints"])
+    assert features.failed_images(path) == {} and len(after["c.jpg"][1]) > 200

@@ -99,6 +99,10 @@ def test_mnn_orientation_reads_stored_features_and_extracts_only_turned_tries(
     assert len(calls) - tried < sum(t != 0 for t in turns.values())
     with h5py.File(feature_path, "r") as f:
         assert {n: int(f[n].attrs["turns"]) for n in names} == turns
+        # copied groups carry the fingerprint the features stage asks for: a rerun extracts nothing
+        fingerprints = {n: f[n].attrs["fingerprint"] for n in names}
+    assert fingerprints == features.fingerprints(fconf, tmp_path, names, turns)
+    features.main(fconf, tmp_path, names, feature_path, "cpu", model=_must_not_load, turns=turns)
     # Saved on the stored pixel grid: keypoints inside the stored 768 x 512 photo (turned or not).
     for name in names:
         kpts = features.read_features(feature_path, name)["keypoints"]
@@ -131,3 +135,7 @@ def test_partial_conf_is_merged_over_the_named_default(tmp_path):
     # main runs with the merged conf: its error names the default's output, which `mnn` lacks.
     with pytest.raises(ValueError, match="orientation config 'orient-mnn' uses the main features"):
         orientation.main(mnn, tmp_path, ["a.jpg"], tmp_path / "pairs.txt", tmp_path / "o.csv", "cpu")
+
+
+def _must_not_load():
+    raise AssertionError("the extractor was loaded although every photo's features are current")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -240,9 +241,9 @@ def test_rerun_reuses_and_overwrite_recomputes(scene, tmp_path, caplog):
 
     # Existing pairs file: reused without touching the model.
     os.utime(pairs_path, ns=(1_000_000_000, 1_000_000_000))
-    with caplog.at_level(logging.INFO, logger="imc_lib.pairs"):
+    with caplog.at_level(logging.INFO, logger="imc_lib.io"):
         pairs.main(conf, image_dir, names, pairs_path, desc_path, model=(None, Unusable()))
-    assert "Reusing pairs file" in caplog.text
+    assert "reusing pairs" in caplog.text
     assert pairs_path.stat().st_mtime_ns == 1_000_000_000
 
     # Missing pairs file, descriptors for all but one image cached: only that one is computed.
@@ -263,6 +264,31 @@ def test_rerun_reuses_and_overwrite_recomputes(scene, tmp_path, caplog):
     assert counter.calls == 2 * len(names) + 1
     assert pairs_path.stat().st_mtime_ns != 1_000_000_000
     assert pairs_path.read_text() == first
+
+
+def test_a_photo_replaced_under_its_name_gets_a_new_descriptor_and_new_pairs(scene, tmp_path):
+    image_dir, names = scene
+    image_dir = Path(shutil.copytree(image_dir, tmp_path / "images"))
+    tiny_model = _tiny_dinov2()
+    counter = CallCounter(tiny_model[1])
+    pairs_path, desc_path = tmp_path / "pairs.txt", tmp_path / "global.h5"
+    conf = _retrieval_conf(similarity_threshold=0.0, min_pairs=2)
+    pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", model=tiny_model)
+    with h5py.File(desc_path, "r") as f:
+        before = {n: f[n]["global_descriptor"][()] for n in names}
+    first = pairs_path.read_text()
+
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(image_dir / names[5])  # a different photo, same name
+    pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", model=tiny_model)
+    assert counter.calls == len(names) + 1  # that photo's descriptor alone
+    with h5py.File(desc_path, "r") as f:
+        after = {n: f[n]["global_descriptor"][()] for n in names}
+    assert [n for n in names if not np.array_equal(before[n], after[n])] == [names[5]]
+    assert pairs_path.read_text() != first  # a plain red photo has other nearest neighbours
+
+    # A changed conf under the same output name: the pairs are selected again, descriptors reused.
+    pairs.main({**conf, "min_pairs": 7}, image_dir, names, pairs_path, desc_path, model=(None, Unusable()))
+    assert len(pairs.read_pairs(pairs_path)) == len(names) * (len(names) - 1) // 2
 
 
 def test_model_loaded_from_local_directory(scene, tiny_model, tmp_path, monkeypatch):

@@ -6,7 +6,8 @@ import numpy as np
 import pycolmap
 
 from imc_lib import pairs, reconstruction
-from imc_lib.utils import full_conf, write_group
+from imc_lib.io import write_group
+from imc_lib.utils import full_conf
 
 
 def test_partial_conf_builds_the_database_with_the_default_s_camera_model(tmp_path, imc_data_dir):

@@ -23,6 +23,7 @@ import pandas as pd
 from PIL import Image
 
 from .. import data, matching, metric, orientation, pipeline, reconstruction, submission
+from ..io import MatchReader
 from ..utils import pick_device
 
 # The explorer's steps; each runs the pipeline up to a stage of pipeline.STAGES (pipeline.run_scene's
@@ -355,7 +356,8 @@ def error_table(result: dict) -> pd.DataFrame:
 
 def match_counts(match_path: Path, pair_list: list[tuple[str, str]]) -> list[int]:
     """Stored matches per pair (0 for pairs the matching stage kept empty)."""
-    return [len(matching.read_matches(match_path, a, b)[0]) for a, b in pair_list]
+    with MatchReader(match_path) as read_matches:  # one open for every pair
+        return [len(read_matches(a, b)[0]) for a, b in pair_list]
 
 
 def remove(paths: list[Path]) -> None:

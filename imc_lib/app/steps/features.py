@@ -8,6 +8,7 @@ import streamlit as st
 
 from imc_lib import features, orientation, viz
 from imc_lib.app.steps import Ctx, blocked, failed, next_button, run
+from imc_lib.io import FeatureReader
 from imc_lib.utils import read_image
 
 
@@ -16,11 +17,17 @@ def keypoint_file(c: Ctx):
     return c.paths["sources"][0][0]
 
 
+def keypoint_counts(feature_path, names: list[str]) -> list[int]:
+    """Keypoints per image, the features file opened once."""
+    with FeatureReader(feature_path, size=1) as reader:
+        return [len(reader[n]["keypoints"]) for n in names]
+
+
 def counts(c: Ctx) -> list[int]:
     result = c.state.results.get("features", {})
     if result.get("fp") == c.fps["features"]:
         return result["counts"]
-    return [len(features.read_features(keypoint_file(c), n)["keypoints"]) for n in c.names]
+    return keypoint_counts(keypoint_file(c), c.names)
 
 
 def _run(c: Ctx) -> None:
@@ -28,7 +35,7 @@ def _run(c: Ctx) -> None:
         run(c, "features")
         c.state.results["features"] = {
             "fp": c.fps["features"],
-            "counts": [len(features.read_features(keypoint_file(c), n)["keypoints"]) for n in c.names],
+            "counts": keypoint_counts(keypoint_file(c), c.names),
         }
     except Exception as err:
         failed("Keypoints", err)
