@@ -98,8 +98,8 @@ def stage_confs(
             over["model"], tags = {"max_num_keypoints": max_keypoints}, f"-{max_keypoints}"
         if resize_to:
             over["resize_to"], tags = resize_to, tags + f"-r{resize_to}"
-        if names.get("orientation"):
-            tags += "-upright"
+        if names.get("orientation"):  # photos turned by the orientation stage's findings: say which stage
+            tags += "-" + orientation.confs[names["orientation"]]["output"]
         return merge_conf(features.confs[fname], {**over, "output": features.confs[fname]["output"] + tags})
 
     oconf = merge_conf(orientation.confs[names["orientation"]], {}) if names.get("orientation") else None
@@ -295,104 +295,128 @@ def run_scene(
     progress=None,
     until: str | None = None,
 ) -> dict:
-    """One scene through its stages, in order; returns {"poses": {name: (R, t)}, "model", "times", "spans",
-    "paths"}.
+    """One scene through STAGES, in order; returns {"poses": {name: (R, t)}, "model", "times", "spans", "paths"}.
 
-    Stages reuse what their files hold (unless `overwrite`). VLAD pairs and the `mnn` orientation
-    read the main features as stored, so those are extracted first; photos the orientation turns are
-    then extracted at their turn by the features stage, or copied from what the orientation stage
-    extracted while trying turns. `deadline` (time.monotonic seconds) is
+    Stages reuse what their files hold (unless `overwrite`). `deadline` (time.monotonic seconds) is
     checked between stages and inside extraction and matching: past it, budget.OutOfTime.
     `progress(stage, done, total)`: called as each stage goes (total None where not known ahead);
     a stage that finds its work done reports nothing. `until`: a name of STAGES; stop after it
-    (no poses), as the app does to run one step at a time.
+    (no poses), as the app does to run one step at a time ("merge" for an ensemble's matches).
     """
     if until is not None and until not in STAGES:
         raise ValueError(f"until={until!r}: not a stage; stages: {STAGES}")
-    sconfs = scene_confs(sconfs, scene)
-    paths = scene_paths(work_dir, scene, sconfs)
-    names, device = list(scene.image_names), nets.device
-    fconfs, oconf = [sconfs["features"], *sconfs["also"]], sconfs["orientation"]
-    times, spans = {}, []
-    clock = _Clock(times, spans)
-    out = {"poses": {}, "model": None, "times": times, "spans": spans, "paths": paths}
-    report = _reporter(progress)
+    steps = _SceneRun(scene, sconfs, work_dir, nets, overwrite, deadline, progress)
+    for stage in STAGES:
+        budget.check(deadline, f"scene {scene.key}, before {stage}")
+        getattr(steps, stage)()
+        if stage == until:
+            break
+    return steps.out
 
-    def reached(stage: str) -> bool:
-        return until is not None and STAGES.index(until) <= STAGES.index(stage)
 
-    fresh = overwrite  # a file is overwritten once per run, not again by a later step of the same stage
+class _SceneRun:
+    """One scene's run, a method per stage of STAGES; `out` is what `run_scene` returns.
 
-    def extract(fconf, feature_path, turns=None):
-        nonlocal fresh
-        with clock("features"):
-            features.main(fconf, scene.image_dir, names, feature_path, device,
-                          fresh if fconf is fconfs[0] else overwrite, model=nets.extractor(fconf), turns=turns,
-                          deadline=deadline, reuse=orientation.turned_path(paths["orientation"]),
-                          progress=report("features"))  # fmt: skip
-        if fconf is fconfs[0]:
-            fresh = False
+    VLAD pairs and the `mnn` orientation read the main features as stored, so `pairs` extracts them
+    first; photos the orientation turns are then extracted at their turn by `features`, or copied
+    from what the orientation stage extracted while trying turns.
+    """
 
-    def select_pairs(path):
-        with clock("pairs"):
-            pairs.main(sconfs["pairs"], scene.image_dir, names, path, paths["global"], device, overwrite,
-                       model=nets.retrieval(sconfs["pairs"]), feature_path=paths["sources"][0][0],
-                       progress=report("pairs"))  # fmt: skip
+    def __init__(self, scene, sconfs, work_dir, nets, overwrite, deadline, progress):
+        self.scene, self.sconfs = scene, scene_confs(sconfs, scene)
+        self.paths = scene_paths(work_dir, scene, self.sconfs)
+        self.nets, self.overwrite, self.deadline = nets, overwrite, deadline
+        self.names = list(scene.image_names)
+        self.fconfs = [self.sconfs["features"], *self.sconfs["also"]]
+        self.out = {"poses": {}, "model": None, "times": {}, "spans": [], "paths": self.paths}
+        self.clock = _Clock(self.out["times"], self.out["spans"])
+        self.report = _reporter(progress)
+        self.fresh = overwrite  # a file is overwritten once per run, not again by a later step of the stage
+        self.turns = None
 
-    if sconfs["pairs"]["method"] == "vlad" or (oconf and oconf["features"] is None):
-        extract(fconfs[0], paths["sources"][0][0], turns=_turns_if_done(paths["orientation"], oconf, overwrite))
-    select_pairs(paths["candidates"])
-    if reached("pairs"):
-        return out
-    budget.check(deadline, f"scene {scene.key}, before orientation")
-    turns = _orient(scene, sconfs, paths, nets, overwrite, clock, report("orientation")) if oconf else None
-    if reached("orientation"):
-        return out
-    for fconf, (feature_path, _) in zip(fconfs, paths["sources"]):
-        extract(fconf, feature_path, turns)
-    if paths["pairs"] != paths["candidates"]:
-        if any((turns or {}).values()):
-            select_pairs(paths["pairs"])  # VLAD again, on the photos as turned
-        elif overwrite or not paths["pairs"].exists() or _differ(paths["pairs"], paths["candidates"]):
+    def _extract(self, fconf: dict, feature_path: Path, turns: dict | None) -> None:
+        with self.clock("features"):
+            features.main(fconf, self.scene.image_dir, self.names, feature_path, self.nets.device,
+                          self.fresh if fconf is self.fconfs[0] else self.overwrite,
+                          model=self.nets.extractor(fconf), turns=turns, deadline=self.deadline,
+                          reuse=orientation.turned_path(self.paths["orientation"]),
+                          progress=self.report("features"))  # fmt: skip
+        if fconf is self.fconfs[0]:
+            self.fresh = False
+
+    def _select_pairs(self, path: Path) -> None:
+        pconf = self.sconfs["pairs"]
+        with self.clock("pairs"):
+            pairs.main(pconf, self.scene.image_dir, self.names, path, self.paths["global"], self.nets.device,
+                       self.overwrite, model=self.nets.retrieval(pconf), feature_path=self.paths["sources"][0][0],
+                       progress=self.report("pairs"))  # fmt: skip
+
+    def pairs(self) -> None:
+        """Candidate pairs (VLAD: over the main features as stored, extracted first)."""
+        oconf = self.sconfs["orientation"]
+        if self.sconfs["pairs"]["method"] == "vlad" or (oconf and oconf["features"] is None):
+            done = _turns_if_done(self.paths["orientation"], oconf, self.overwrite)
+            self._extract(self.fconfs[0], self.paths["sources"][0][0], done)
+        self._select_pairs(self.paths["candidates"])
+
+    def orientation(self) -> None:
+        """Each photo's quarter turns (and, with a prefilter, the pairs to match)."""
+        oconf, fconf, paths = self.sconfs["orientation"], self.sconfs["features"], self.paths
+        if not oconf:
+            return
+        ofeatures = oconf["features"] or fconf
+        with self.clock("orientation"):
+            orientation.main(oconf, self.scene.image_dir, self.names, paths["candidates"], paths["orientation"],
+                             self.nets.device, self.overwrite, extractor=self.nets.extractor(ofeatures),
+                             matcher=self.nets.matcher(ofeatures, oconf["matching"]), weights=self.nets.weights,
+                             feature_path=paths["sources"][0][0], features_conf=fconf,
+                             progress=self.report("orientation"))  # fmt: skip
+            if oconf.get("prefilter_min_matches") is not None:
+                kept = orientation.overlapping_pairs(paths["orientation"], oconf["prefilter_min_matches"])
+                write_pairs(kept, paths["match_pairs"])
+                logger.info("scene %s: %d of %d pairs overlap at low resolution", self.scene.key, len(kept),
+                            len(read_pairs(paths["candidates"])))  # fmt: skip
+        self.turns = orientation.read_orientations(paths["orientation"])
+
+    def features(self) -> None:
+        """Every extractor's features at the photos' turns; the pairs to match (VLAD again if any turned)."""
+        paths = self.paths
+        for fconf, (feature_path, _) in zip(self.fconfs, paths["sources"]):
+            self._extract(fconf, feature_path, self.turns)
+        if paths["pairs"] == paths["candidates"]:
+            return
+        if any((self.turns or {}).values()):
+            self._select_pairs(paths["pairs"])  # VLAD again, on the photos as turned
+        elif self.overwrite or not paths["pairs"].exists() or _differ(paths["pairs"], paths["candidates"]):
             # nothing turned: VLAD would pick the same pairs; unstamped, so a later VLAD run redoes them
             stamp_path(paths["pairs"]).unlink(missing_ok=True)
             write_pairs(read_pairs(paths["candidates"]), paths["pairs"])
-    if reached("features"):
-        return out
-    for fconf, (feature_path, match_path) in zip(fconfs, paths["sources"]):
-        with clock("matching"):
-            matching.main(sconfs["matching"], paths["match_pairs"], feature_path, match_path,
-                          features.matcher_name(fconf), device, overwrite,
-                          model=nets.matcher(fconf, sconfs["matching"]), deadline=deadline,
-                          progress=report("matching"))  # fmt: skip
-    if len(fconfs) > 1:
-        with clock("merge"):
-            ensemble.main(
-                ensemble.confs["merge"],
-                names,
-                paths["match_pairs"],
-                paths["sources"],
-                paths["features"],
-                paths["matches"],
-                overwrite,
-                progress=report("merge"),
-            )
-    if reached("merge"):  # an ensemble's matches are merged before `until="matching"` returns
-        return out
-    budget.check(deadline, f"scene {scene.key}, before mapping")
-    with clock("reconstruction"):
-        model = reconstruction.main(
-            sconfs["reconstruction"],
-            scene.image_dir,
-            names,
-            paths["match_pairs"],
-            paths["features"],
-            paths["matches"],
-            paths["sfm"],
-            overwrite,
-            progress=report("reconstruction"),
-        )
-    return {**out, "poses": reconstruction.poses(model), "model": model}
+
+    def matching(self) -> None:
+        mconf = self.sconfs["matching"]
+        for fconf, (feature_path, match_path) in zip(self.fconfs, self.paths["sources"]):
+            with self.clock("matching"):
+                matching.main(mconf, self.paths["match_pairs"], feature_path, match_path,
+                              features.matcher_name(fconf), self.nets.device, self.overwrite,
+                              model=self.nets.matcher(fconf, mconf), deadline=self.deadline,
+                              progress=self.report("matching"))  # fmt: skip
+
+    def merge(self) -> None:
+        """An ensemble's keypoints and matches merged into one set (nothing for one extractor)."""
+        if len(self.fconfs) > 1:
+            with self.clock("merge"):
+                paths = self.paths
+                ensemble.main(ensemble.confs["merge"], self.names, paths["match_pairs"], paths["sources"],
+                              paths["features"], paths["matches"], self.overwrite,
+                              progress=self.report("merge"))  # fmt: skip
+
+    def reconstruction(self) -> None:
+        paths = self.paths
+        with self.clock("reconstruction"):
+            model = reconstruction.main(self.sconfs["reconstruction"], self.scene.image_dir, self.names,
+                                        paths["match_pairs"], paths["features"], paths["matches"], paths["sfm"],
+                                        self.overwrite, progress=self.report("reconstruction"))  # fmt: skip
+        self.out.update(poses=reconstruction.poses(model), model=model)
 
 
 def _reporter(progress):
@@ -411,38 +435,6 @@ def _turns_if_done(orientation_path: Path, oconf: dict | None, overwrite: bool) 
     if oconf and not overwrite and Path(orientation_path).exists():
         return orientation.read_orientations(orientation_path)
     return None
-
-
-def _orient(scene, sconfs, paths, nets, overwrite, clock, progress=None) -> dict[str, int]:
-    """Run the orientation stage over the scene's pairs; its turns (and, with a prefilter, the pairs to match)."""
-    oconf, fconf = sconfs["orientation"], sconfs["features"]
-    ofeatures = oconf["features"] or fconf
-    with clock("orientation"):
-        orientation.main(
-            oconf,
-            scene.image_dir,
-            list(scene.image_names),
-            paths["candidates"],
-            paths["orientation"],
-            nets.device,
-            overwrite,
-            extractor=nets.extractor(ofeatures),
-            matcher=nets.matcher(ofeatures, oconf["matching"]),
-            weights=nets.weights,
-            feature_path=paths["sources"][0][0],
-            features_conf=fconf,
-            progress=progress,
-        )
-        if oconf.get("prefilter_min_matches") is not None:
-            kept = orientation.overlapping_pairs(paths["orientation"], oconf["prefilter_min_matches"])
-            pairs.write_pairs(kept, paths["match_pairs"])
-            logger.info(
-                "scene %s: %d of %d pairs overlap at low resolution",
-                scene.key,
-                len(kept),
-                len(pairs.read_pairs(paths["candidates"])),
-            )
-    return orientation.read_orientations(paths["orientation"])
 
 
 def resolve(

@@ -56,8 +56,8 @@ def test_cpu_run_uses_the_speed_settings_it_was_not_told_otherwise(run_dir):
     work, _ = run_dir
     files = sorted(p.name for p in (work / "work").rglob("*") if p.is_file())
     assert any(f.startswith("orient-mnn_") and f.endswith(".csv") for f in files), files
-    assert "feats-aliked-n16-1024-r640-upright.h5" in files, files
-    assert any(f.startswith("feats-aliked-n16-1024-r640-upright_matches-mnn_") for f in files), files
+    assert "feats-aliked-n16-1024-r640-orient-mnn.h5" in files, files
+    assert any(f.startswith("feats-aliked-n16-1024-r640-orient-mnn_matches-mnn_") for f in files), files
     assert not any(f.startswith(orientation.confs["upright"]["output"]) for f in files), files
 
 
@@ -301,7 +301,7 @@ def test_stage_confs_are_the_named_ones_with_the_overrides_and_share_nothing_wit
     default = features.confs["aliked-n16"]
     assert sconfs["features"] == {
         **default,
-        "output": "feats-aliked-n16-512-r320-upright",
+        "output": "feats-aliked-n16-512-r320-orient-aliked-512",
         "model": {**default["model"], "max_num_keypoints": 512},
         "resize_to": 320,
     }
