@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import re
 import shutil
@@ -23,7 +22,7 @@ import pandas as pd
 from PIL import Image
 
 from .. import data, matching, metric, orientation, pipeline, reconstruction, submission
-from ..io import MatchReader
+from ..io import MatchReader, digest
 from ..utils import pick_device
 
 # The explorer's steps; each runs the pipeline up to a stage of pipeline.STAGES (pipeline.run_scene's
@@ -51,11 +50,6 @@ ORIENTATIONS = (*orientation.confs, "none")
 MATCHERS = tuple(matching.confs)
 # Retrieval knobs the sidebar exposes (both dinov2 and vlad have them).
 RETRIEVAL_KEYS = ("similarity_threshold", "min_pairs", "exhaustive_if_less", "p")
-
-
-def digest(*parts) -> str:
-    """Stable 16-hex-digit hash of JSON-able parts (paths and other objects by their str)."""
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _default(name: str, gpu):
