@@ -190,19 +190,17 @@ def atomic_file(path: Path, **open_kwargs):
 # ---- features and matches --------------------------------------------------------------------
 
 
-class FeatureReader:
-    """Reads one features file, opened once: `reader[name]` -> that image's arrays (the last `size`
-    images kept in memory), `reader.attrs(name)`, `reader.fingerprint(name)`. Use as a context manager."""
+class _Reader:
+    """One stage's HDF5 file opened once for reading (`what` and `stage` name it in the error when
+    it is missing); a context manager that closes it."""
 
-    def __init__(self, path: Path, size: int = 64):
+    def __init__(self, path: Path, what: str, stage: str):
         self.path = Path(path)
         if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: no features file; run the features stage first")
+            raise FileNotFoundError(f"{self.path}: no {what} file; run the {stage} stage first")
         self.file = h5py.File(self.path, "r")
-        self.size = size
-        self.cache: collections.OrderedDict[str, dict] = collections.OrderedDict()
 
-    def __enter__(self) -> FeatureReader:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
@@ -210,6 +208,16 @@ class FeatureReader:
 
     def close(self) -> None:
         self.file.close()
+
+
+class FeatureReader(_Reader):
+    """Reads one features file, opened once: `reader[name]` -> that image's arrays (the last `size`
+    images kept in memory), `reader.attrs(name)`, `reader.fingerprint(name)`. Use as a context manager."""
+
+    def __init__(self, path: Path, size: int = 64):
+        super().__init__(path, "features", "features")
+        self.size = size
+        self.cache: collections.OrderedDict[str, dict] = collections.OrderedDict()
 
     def __contains__(self, name: str) -> bool:
         return name in self.file
@@ -251,24 +259,12 @@ def failed_images(feature_path: Path) -> dict[str, str]:
         return {name: f[name].attrs["error"] for name in f if "error" in f[name].attrs}
 
 
-class MatchReader:
+class MatchReader(_Reader):
     """Reads one matches file, opened once: `reader(name0, name1)` -> ((M, 2) indices, (M,) scores)
     in the order asked, whichever order the pair was stored in. Use as a context manager."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: no matches file; run the matching stage first")
-        self.file = h5py.File(self.path, "r")
-
-    def __enter__(self) -> MatchReader:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.file.close()
+        super().__init__(path, "matches", "matching")
 
     def _find(self, name0: str, name1: str) -> tuple[h5py.Group | None, bool]:
         for a, b, flip in ((name0, name1, False), (name1, name0, True)):

@@ -204,16 +204,22 @@ def _map(conf, database_path, image_dir, sfm_dir, n_images, num_threads) -> dict
 
     models = map_with(conf.get("options", {}), "models")
     share = conf.get("remap_held_below")
-    registered = (largest_model(models) or pycolmap.Reconstruction()).num_reg_images()
+    registered = _registered(models)
     if conf["mapper"] != "incremental" or share is None or registered >= share * n_images:
         return models
     logger.warning("%s: %d of %d photos registered; mapping again with radial distortion held at zero",
                    sfm_dir, registered, n_images)  # fmt: skip
     held = map_with(merge_conf(conf.get("options", {}), HELD_DISTORTION), "models-held")
-    held_registered = (largest_model(held) or pycolmap.Reconstruction()).num_reg_images()
+    held_registered = _registered(held)
     logger.info("%s: %d of %d registered with distortion held (%d before)", sfm_dir, held_registered, n_images,
                 registered)  # fmt: skip
     return held if held_registered >= registered else models
+
+
+def _registered(models: dict[int, pycolmap.Reconstruction]) -> int:
+    """Photos the largest of `models` registers (0 without a model)."""
+    best = largest_model(models)
+    return best.num_reg_images() if best is not None else 0
 
 
 def _mapping(conf, options, database_path, image_dir, out_dir, n_images, num_threads):
