@@ -71,11 +71,17 @@ def scene_table(scenes: dict) -> str:
     table = pd.DataFrame(
         {
             "registered": [f"{r['registered']}/{r['images']}" for r in scenes.values()],
+            "models": [_models(r.get("models") or {}) for r in scenes.values()],
             "status": [r["error"] or "ok" for r in scenes.values()],
         },
         index=pd.Index(list(scenes), name="scene"),
     )
     return table.to_string()
+
+
+def _models(summary: dict) -> str:
+    """ "mapper models -> kept models" of a scene (reconstruction.summary), "" when not mapped."""
+    return f"{summary['models_before']} -> {summary['models_after']}" if summary else ""
 
 
 def _score(args) -> int:

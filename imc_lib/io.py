@@ -187,6 +187,16 @@ def atomic_file(path: Path, **open_kwargs):
         raise
 
 
+def write_json(path: Path, value) -> None:
+    """A small JSON record (a stage's summary), written atomically."""
+    with atomic_file(path) as handle:
+        json.dump(value, handle, indent=1, sort_keys=True)
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
 # ---- features and matches --------------------------------------------------------------------
 
 

@@ -295,7 +295,9 @@ def run_scene(
     progress=None,
     until: str | None = None,
 ) -> dict:
-    """One scene through STAGES, in order; returns {"poses": {name: (R, t)}, "model", "times", "spans", "paths"}.
+    """One scene through STAGES, in order; returns {"poses": {name: (R, t)}, "model", "clusters", "models",
+    "times", "spans", "paths"}: "clusters" the poses of every kept model (largest first), "models" what
+    joining the mapper's models did (reconstruction.summary).
 
     Stages reuse what their files hold (unless `overwrite`). `deadline` (time.monotonic seconds) is
     checked between stages and inside extraction and matching: past it, budget.OutOfTime.
@@ -328,7 +330,8 @@ class _SceneRun:
         self.nets, self.overwrite, self.deadline = nets, overwrite, deadline
         self.names = list(scene.image_names)
         self.fconfs = [self.sconfs["features"], *self.sconfs["also"]]
-        self.out = {"poses": {}, "model": None, "times": {}, "spans": [], "paths": self.paths}
+        self.out = {"poses": {}, "model": None, "clusters": [], "models": {}, "times": {}, "spans": [],
+                    "paths": self.paths}  # fmt: skip
         self.clock = _Clock(self.out["times"], self.out["spans"])
         self.report = _reporter(progress)
         self.fresh = overwrite  # a file is overwritten once per run, not again by a later step of the stage
@@ -416,7 +419,9 @@ class _SceneRun:
             model = reconstruction.main(self.sconfs["reconstruction"], self.scene.image_dir, self.names,
                                         paths["match_pairs"], paths["features"], paths["matches"], paths["sfm"],
                                         self.overwrite, progress=self.report("reconstruction"))  # fmt: skip
-        self.out.update(poses=reconstruction.poses(model), model=model)
+        clusters = reconstruction.clusters(paths["sfm"]) if model is not None else []
+        self.out.update(poses=reconstruction.poses(model), model=model, clusters=[reconstruction.poses(c) for c in
+                        clusters], models=reconstruction.summary(paths["sfm"]))  # fmt: skip
 
 
 def _reporter(progress):
@@ -508,7 +513,7 @@ def run(
     scene (complete, placeholders for the scenes to come), so a killed run still leaves one.
 
     A scene that fails is logged and still gets its rows (no pose); the run goes on. Returns
-    {"scenes": {key: {"registered", "images", "error", "times", "spans"}}, "times": {stage: seconds},
+    {"scenes": {key: {"registered", "images", "error", "times", "spans", "models"}}, "times": {stage: seconds},
     "submission": out, "confs": the stage configs used}; "spans" are (stage, start, end) in
     `time.perf_counter` seconds.
     """
@@ -603,7 +608,7 @@ def _run_one(scene, sconfs, work_dir, nets, overwrite, deadline=None) -> tuple[d
     `sconfs` None: a scene the time guard skipped."""
     names = list(scene.image_names)
     logger.info("scene %s: %d images", scene.key, len(names))
-    result = {"images": len(names), "registered": 0, "error": None, "times": {}, "spans": []}
+    result = {"images": len(names), "registered": 0, "error": None, "times": {}, "spans": [], "models": {}}
     found = {}
     if sconfs is None:
         result["error"] = "skipped: time limit"
@@ -612,7 +617,7 @@ def _run_one(scene, sconfs, work_dir, nets, overwrite, deadline=None) -> tuple[d
         with lock.scene_lock(Path(work_dir) / scene.key):  # another run on this scene stops this one
             out = run_scene(scene, sconfs, work_dir, nets, overwrite, deadline)
         found = out["poses"]
-        result.update(times=out["times"], spans=out["spans"])
+        result.update(times=out["times"], spans=out["spans"], models=out["models"])
     except (models.WeightsError, lock.SceneLockedError):
         raise  # set-up problems, not the scene's: missing weights fail every scene; a busy folder is another run's
     except budget.OutOfTime as err:

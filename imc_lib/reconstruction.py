@@ -2,7 +2,11 @@
 
 sfm/database.db   cameras (from image size / EXIF), keypoints, raw matches, verified geometries
 sfm/models/N/     every model the mapper found
-sfm/model/        the model that registers the most images (what the submission reads)
+sfm/models-held/  the same with radial distortion held at zero (a second try; see remap_held_below)
+sfm/clusters/K/   the final models, largest first: the mapper's parts of one scene joined and left-out
+                  photos registered (imc_lib/scenes.py); IMC 2025 folders keep several
+sfm/model/        the largest of them (what an IMC 2024 submission reads)
+sfm/summary.json  models and registered photos before and after the joining
 sfm.fingerprint   what the folder was made from (`fingerprint`: the features and matches it read, the
                   pairs, the conf); a rerun whose inputs differ rebuilds database and model from scratch
 
@@ -14,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pycolmap
 from PIL import ExifTags, Image
 
-from . import io
+from . import io, scenes
 from .progress import report as report_progress
 from .utils import full_conf, merge_conf
 
@@ -46,9 +51,16 @@ confs = {
         # 0.847). Held from the start everywhere, it costs elsewhere (imc-mini temple 0.910 -> 0.897,
         # fox 0.936 -> 0.926), so it is the second try of scenes that left photos out. None: map once.
         "remap_held_below": 0.9,
+        # What becomes of the mapper's models (imc_lib/scenes.py): "one" joins the parts of one scene
+        # into the largest model and registers what was left out (IMC 2024: a folder is a scene);
+        # "all" keeps every model as a cluster of its own unless geometry joins it to another (IMC 2025).
+        "keep": "one",
+        "scenes": {},  # over scenes.confs["join"]: join_share, max_passes, min_cluster_size
         "seed": 0,
     },
 }
+# IMC 2025: a folder holds several scenes and outliers; every cluster is kept, photos in none are outliers.
+confs["clusters"] = {**confs["incremental"], "output": "sfm-clusters", "keep": "all"}
 # pycolmap's global mapper (GLOMAP): rotation averaging + global positioning, then bundle adjustment.
 confs["global"] = {**confs["incremental"], "output": "sfm-global", "mapper": "global", "options": {"min_model_size": 3}}
 HELD_DISTORTION = {"ba_refine_extra_params": False, "mapper": {"abs_pose_refine_extra_params": False}}
@@ -143,10 +155,11 @@ def main(
     num_threads: int = -1,
     progress=None,
 ) -> pycolmap.Reconstruction | None:
-    """Reconstruct one scene; returns the largest model (also written to `sfm_dir/model`), or None
-    when no model could be built. A finished model made from the same inputs (`fingerprint`) is
-    reused unless `overwrite`; otherwise the whole folder, database included, is built afresh.
-    `progress`: callback(done, total, desc) at each of STEPS (none by default)."""
+    """Reconstruct one photo set; returns its largest cluster (also `sfm_dir/model`), or None when no
+    model could be built. Every kept cluster is written to `sfm_dir/clusters/K` (largest first; see
+    `clusters`), and what the joining did to `sfm_dir/summary.json` (`summary`). A finished result
+    made from the same inputs (`fingerprint`) is reused unless `overwrite`; otherwise the whole
+    folder, database included, is built afresh. `progress`: callback(done, total, desc) at each of STEPS."""
     conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     sfm_dir = Path(sfm_dir)
     model_dir = sfm_dir / "model"
@@ -179,59 +192,102 @@ def main(
 
     logger.info("%s: %s mapping of %d images", sfm_dir, conf["mapper"], n_images)
     report_progress(progress, 2, len(STEPS), STEPS[2])
-    models = _map(conf, database_path, Path(image_dir), sfm_dir, n_images, num_threads)
-    best = largest_model(models)
-    if best is None:
+    outcome = _final_clusters(conf, database_path, Path(image_dir), sfm_dir, n_images, num_threads)
+    if not outcome.clusters:
         return _no_model(sfm_dir, f"the mapper found no model in {len(image_names)} images", made_from)
-    tmp = sfm_dir / "model.tmp"
-    tmp.mkdir()
-    best.write(tmp)
-    tmp.rename(model_dir)
+    _write(outcome, sfm_dir)
     io.stamp(sfm_dir, made_from)
     report_progress(progress, 3, len(STEPS), "model written")
-    logger.info(
-        "%s: %d of %d images registered (%d models)", model_dir, best.num_reg_images(), len(image_names), len(models)
-    )
-    return best
+    return outcome.clusters[0]
 
 
-def _map(conf, database_path, image_dir, sfm_dir, n_images, num_threads) -> dict[int, pycolmap.Reconstruction]:
-    """Every model the mapper finds (`sfm_dir/models`); mapped again with distortion held (`sfm_dir/models-held`)
-    when the largest registers under `remap_held_below` of the photos and the held mapping does better."""
+def _write(outcome: scenes.Outcome, sfm_dir: Path) -> None:
+    """`clusters/K` for every cluster, `summary.json`, then `model` (the largest) last: its presence
+    marks a finished folder."""
+    for k, cluster in enumerate(outcome.clusters):
+        (sfm_dir / "clusters" / str(k)).mkdir(parents=True)
+        cluster.write(sfm_dir / "clusters" / str(k))
+    io.write_json(sfm_dir / "summary.json", outcome.summary())
+    tmp = sfm_dir / "model.tmp"
+    tmp.mkdir()
+    outcome.clusters[0].write(tmp)
+    tmp.rename(sfm_dir / "model")
 
-    def map_with(options: dict, out: str) -> dict[int, pycolmap.Reconstruction]:
-        return _mapping(conf, options, database_path, image_dir, sfm_dir / out, n_images, num_threads)
 
-    models = map_with(conf.get("options", {}), "models")
+def clusters(sfm_dir: Path) -> list[pycolmap.Reconstruction]:
+    """Every cluster `main` kept in `sfm_dir`, largest first (none without a model)."""
+    folders = sorted((Path(sfm_dir) / "clusters").glob("*/images.bin"), key=lambda p: int(p.parent.name))
+    return [pycolmap.Reconstruction(p.parent) for p in folders]
+
+
+def summary(sfm_dir: Path) -> dict:
+    """Models and registered photos before and after the joining (`scenes.Outcome.summary`); {} without."""
+    path = Path(sfm_dir) / "summary.json"
+    return io.read_json(path) if path.exists() else {}
+
+
+def _final_clusters(conf, database_path, image_dir, sfm_dir, n_images, num_threads) -> scenes.Outcome:
+    """The one place that decides a photo set's final model(s).
+
+    Map, then join the models of one scene and register left-out photos (`scenes.main`). When the
+    result still covers under `remap_held_below` of the photos, map again with radial distortion held
+    at zero (`models-held/`), join again, and keep the result covering more (ties: the held one)."""
+    options = conf.get("options", {})
+    outcome = _map_and_join(conf, options, database_path, image_dir, sfm_dir / "models", n_images, num_threads)
     share = conf.get("remap_held_below")
-    registered = _registered(models)
-    if conf["mapper"] != "incremental" or share is None or registered >= share * n_images:
-        return models
+    if conf["mapper"] != "incremental" or share is None or outcome.registered >= share * n_images:
+        return outcome
     logger.warning("%s: %d of %d photos registered; mapping again with radial distortion held at zero",
-                   sfm_dir, registered, n_images)  # fmt: skip
-    held = map_with(merge_conf(conf.get("options", {}), HELD_DISTORTION), "models-held")
-    held_registered = _registered(held)
-    logger.info("%s: %d of %d registered with distortion held (%d before)", sfm_dir, held_registered, n_images,
-                registered)  # fmt: skip
-    return held if held_registered >= registered else models
+                   sfm_dir, outcome.registered, n_images)  # fmt: skip
+    held_options = merge_conf(options, HELD_DISTORTION)
+    held = _map_and_join(conf, held_options, database_path, image_dir, sfm_dir / "models-held", n_images, num_threads)
+    logger.info("%s: %d of %d registered with distortion held (%d before)", sfm_dir, held.registered, n_images,
+                outcome.registered)  # fmt: skip
+    return held if held.registered >= outcome.registered else outcome
 
 
-def _registered(models: dict[int, pycolmap.Reconstruction]) -> int:
-    """Photos the largest of `models` registers (0 without a model)."""
-    best = largest_model(models)
-    return best.num_reg_images() if best is not None else 0
+def _map_and_join(conf, options, database_path, image_dir, out_dir, n_images, num_threads) -> scenes.Outcome:
+    """Every model the mapper finds (written to `out_dir`), joined into clusters by `scenes.main`."""
+    pipeline_options = _pipeline_options(conf, options, n_images, num_threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models = _mapping(conf, pipeline_options, database_path, image_dir, out_dir)
+    start = time.perf_counter()
+    join = {**conf.get("scenes", {}), "keep": conf.get("keep", "one")}
+    if conf["mapper"] != "incremental":
+        join["max_passes"] = 0  # the global mapper's options carry no incremental mapper settings
+    outcome = scenes.main(join, list(models.values()), database_path, _incremental_options(pipeline_options))
+    outcome.seconds, outcome.mapped_in = time.perf_counter() - start, out_dir.name
+    logger.info(
+        "%s: %d model(s) -> %d cluster(s), %d -> %d of %d photos registered (%d joined, %d added, %.1f s)",
+        out_dir, outcome.models_before, len(outcome.clusters), outcome.registered_before, outcome.registered,
+        n_images, outcome.joined, outcome.added, outcome.seconds,
+    )  # fmt: skip
+    for line in outcome.log:
+        logger.debug("%s: %s", out_dir, line)
+    return outcome
 
 
-def _mapping(conf, options, database_path, image_dir, out_dir, n_images, num_threads):
-    """pycolmap's incremental or global mapping of the database with `options` (a dict)."""
-    if conf["mapper"] == "global":
-        options, mapping = pycolmap.GlobalPipelineOptions(options), pycolmap.global_mapping
-    else:
-        options, mapping = pycolmap.IncrementalPipelineOptions(options), pycolmap.incremental_mapping
-    options.num_threads = num_threads
-    options.random_seed = conf.get("seed", -1)
-    options.min_model_size = min(options.min_model_size, n_images)  # a 2-photo scene is a model too
-    return mapping(database_path, image_dir, out_dir, options)
+def _pipeline_options(conf, options: dict, n_images: int, num_threads: int):
+    """pycolmap's incremental or global pipeline options from `options` (a dict)."""
+    kind = pycolmap.GlobalPipelineOptions if conf["mapper"] == "global" else pycolmap.IncrementalPipelineOptions
+    pipeline_options = kind(options)
+    pipeline_options.num_threads = num_threads
+    pipeline_options.random_seed = conf.get("seed", -1)
+    pipeline_options.min_model_size = min(pipeline_options.min_model_size, n_images)  # 2 photos: a model too
+    return pipeline_options
+
+
+def _incremental_options(pipeline_options) -> pycolmap.IncrementalPipelineOptions:
+    """The incremental options the joining registers photos with (the mapping's own when incremental)."""
+    if isinstance(pipeline_options, pycolmap.IncrementalPipelineOptions):
+        return pipeline_options
+    return pycolmap.IncrementalPipelineOptions(num_threads=pipeline_options.num_threads)
+
+
+def _mapping(conf, pipeline_options, database_path, image_dir, out_dir) -> dict[int, pycolmap.Reconstruction]:
+    """pycolmap's incremental or global mapping of the database."""
+    mapping = pycolmap.global_mapping if conf["mapper"] == "global" else pycolmap.incremental_mapping
+    return mapping(database_path, image_dir, out_dir, pipeline_options)
 
 
 def fingerprint(conf: dict, image_names: list[str], pairs_path: Path, feature_path: Path, match_path: Path) -> str:

@@ -1,0 +1,197 @@
+"""The mapper's models -> the photo set's clusters: one rule for "these two models are one scene".
+
+COLMAP's incremental mapper can end with several models. Some are parts of one scene (it stalled and
+started again: dino-full 350 + 13 photos); others are different scenes (an IMC 2025 folder) or a few
+unrelated photos that happen to match each other. One rule tells them apart, for both paths:
+
+    a smaller model joins a larger one when its photos register into the larger one by their own
+    verified matches (PnP against the larger model's 3D points, pycolmap's `register_next_image`),
+    at least `join_share` of them; photos both models hold count as registered.
+
+Geometry decides, never names: two scenes shot in one place that share views become one model, as
+they are. After the joins, each cluster (largest first) tries the photos left out of every model,
+and a cluster that grew is bundle-adjusted once. `keep="one"` (IMC 2024: a folder is one scene)
+also lets the largest cluster take photos of the clusters that did not join it, and keeps it
+alone; `keep="all"` (IMC 2025) keeps every cluster of `min_cluster_size`+ photos, and a photo in two
+models stays with the larger.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pycolmap
+
+logger = logging.getLogger(__name__)
+
+confs = {
+    "join": {
+        # A model whose photos register into a larger one at this share or more is the same scene.
+        "join_share": 0.5,
+        # Registration passes over the photos still out: a photo may need its neighbours in first.
+        "max_passes": 3,
+        # "one": the largest cluster only (IMC 2024); "all": every cluster of min_cluster_size+ photos.
+        "keep": "one",
+        "min_cluster_size": 3,
+    },
+}
+
+
+@dataclass
+class Outcome:
+    """What `main` did: the clusters (largest first) and the counts its log line reports."""
+
+    clusters: list[pycolmap.Reconstruction]
+    models_before: int
+    registered_before: int
+    joined: int = 0
+    added: int = 0
+    seconds: float = 0.0
+    mapped_in: str = ""  # the folder of mapper models the clusters came from
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def registered(self) -> int:
+        """Photos in the kept clusters (the first one alone for keep="one")."""
+        return sum(c.num_reg_images() for c in self.clusters)
+
+    def summary(self) -> dict:
+        return {
+            "models_before": self.models_before,
+            "models_after": len(self.clusters),
+            "registered_before": self.registered_before,
+            "registered_after": self.registered,
+            "joined": self.joined,
+            "added": self.added,
+            "seconds": round(self.seconds, 2),
+            "mapped_in": self.mapped_in,
+        }
+
+
+def main(
+    conf: dict,
+    models: list[pycolmap.Reconstruction],
+    database_path: Path,
+    options: pycolmap.IncrementalPipelineOptions,
+) -> Outcome:
+    """Join the models of one scene, register left-out photos, keep what `conf["keep"]` asks for.
+
+    `options`: the mapping's own options (its mapper, triangulation and bundle adjustment settings,
+    distortion held or not), so the photos added here are treated as the mapper treated the others.
+    """
+    conf = {**confs["join"], **conf}
+    ordered = sorted(models, key=_size, reverse=True)
+    before = ordered[0].num_reg_images() if conf["keep"] == "one" and ordered else sum(map(_size, ordered))
+    outcome = Outcome([], len(ordered), before)
+    if not ordered:
+        return outcome
+    with pycolmap.Database.open(database_path) as db:
+        cache = pycolmap.DatabaseCache.create(
+            db, pycolmap.DatabaseCacheOptions(min_num_matches=options.min_num_matches)
+        )
+    session = _Session(cache, options, conf["max_passes"])
+    clusters: list[_Cluster] = []
+    for model in ordered:
+        if not _join_any(session, clusters, model, conf["join_share"], outcome):
+            clusters.append(_Cluster(pycolmap.Reconstruction(model)))
+    _share_out(clusters)
+    if conf["keep"] == "one":
+        clusters = clusters[:1]
+    for cluster in clusters:  # largest first: a left-out photo goes to the first that takes it
+        taken = set().union(*(c.image_ids() for c in clusters))
+        outcome.added += session.extend(cluster, _free_images(cache) - taken)
+        if cluster.grew:
+            session.refine(cluster)
+    kept = [c.model for c in clusters if c.model.num_reg_images() >= min(conf["min_cluster_size"], _size(ordered[0]))]
+    outcome.clusters = sorted(kept, key=_size, reverse=True)
+    return outcome
+
+
+def _size(model: pycolmap.Reconstruction) -> int:
+    return model.num_reg_images()
+
+
+def _free_images(cache: pycolmap.DatabaseCache) -> set[int]:
+    return {int(i) for i in cache.images}
+
+
+@dataclass
+class _Cluster:
+    model: pycolmap.Reconstruction
+    grew: bool = False
+
+    def image_ids(self) -> set[int]:
+        return {int(i) for i in self.model.reg_image_ids()}
+
+
+def _join_any(session, clusters: list[_Cluster], model, join_share: float, outcome: Outcome) -> bool:
+    """Join `model` into the first (largest) cluster its photos register into; True when one took it."""
+    own = {int(i) for i in model.reg_image_ids()}
+    for cluster in clusters:
+        trial = _Cluster(pycolmap.Reconstruction(cluster.model))
+        shared = own & trial.image_ids()
+        added = session.extend(trial, own - shared)
+        share = (len(shared) + added) / len(own)
+        outcome.log.append(f"model of {len(own)}: {len(shared)} shared, {added} registered into one of "
+                           f"{len(cluster.image_ids())} ({share:.0%})")  # fmt: skip
+        if share >= join_share:
+            cluster.model, cluster.grew = trial.model, True
+            outcome.joined += 1
+            return True
+    return False
+
+
+def _share_out(clusters: list[_Cluster]) -> None:
+    """A photo in several clusters stays in the largest (the first) and leaves the others."""
+    seen: set[int] = set()
+    for cluster in clusters:
+        for image_id in cluster.image_ids() & seen:
+            cluster.model.deregister_frame(cluster.model.image(image_id).frame_id)
+        seen |= cluster.image_ids()
+
+
+class _Session:
+    """pycolmap's incremental mapper over the database, used to add photos to an existing model."""
+
+    def __init__(self, cache: pycolmap.DatabaseCache, options: pycolmap.IncrementalPipelineOptions, passes: int):
+        self.cache, self.passes = cache, passes
+        self.mapper_options = options.get_mapper()
+        self.triangulation = options.get_triangulation()
+        self.bundle = options.get_global_bundle_adjustment()
+        self.options = options
+
+    def extend(self, cluster: _Cluster, candidates: set[int]) -> int:
+        """Register what of `candidates` registers into `cluster` (triangulating each); the number added."""
+        if not candidates:
+            return 0
+        mapper = pycolmap.IncrementalMapper(self.cache)
+        mapper.begin_reconstruction(cluster.model)
+        added = 0
+        for _ in range(self.passes):
+            before = added
+            for image_id in sorted(candidates):
+                if mapper.register_next_image(self.mapper_options, image_id):
+                    mapper.triangulate_image(self.triangulation, image_id)
+                    candidates.discard(image_id)
+                    added += 1
+            if added == before or not candidates:
+                break
+        mapper.end_reconstruction(False)
+        cluster.grew |= added > 0
+        return added
+
+    def refine(self, cluster: _Cluster) -> None:
+        """Tracks completed and merged, then global bundle adjustment and filtering, as the mapper ends a model."""
+        mapper = pycolmap.IncrementalMapper(self.cache)
+        mapper.begin_reconstruction(cluster.model)
+        mapper.iterative_global_refinement(
+            self.options.ba_global_max_refinements,
+            self.options.ba_global_max_refinement_change,
+            self.mapper_options,
+            self.bundle,
+            self.triangulation,
+            False,
+        )
+        mapper.end_reconstruction(False)

@@ -1,0 +1,105 @@
+"""The joining rule (imc_lib/scenes.py) on real photos: two parts of one scene become one model that
+scores like the whole scene; two unrelated scenes in one photo set stay apart."""
+
+from __future__ import annotations
+
+import os
+
+import pycolmap
+import pytest
+
+from imc_lib import data, metric, pipeline, reconstruction, scenes, submission
+
+SCENE = "fountain"  # 11 photos along a facade: an overlap of 3 ties the two halves
+
+
+@pytest.fixture(scope="module")
+def fountain(tmp_path_factory, imc_data_dir, weights_dir):
+    """fountain's verified matches in a COLMAP database, and the scene record."""
+    (scene,) = data.load_scenes(imc_data_dir, "train", [SCENE])
+    work = tmp_path_factory.mktemp("fountain")
+    sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
+    nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
+    paths = pipeline.run_scene(scene, sconfs, work, nets, until="matching")["paths"]
+    conf = reconstruction.confs["incremental"]
+    database = work / "database.db"
+    names = list(scene.image_names)
+    reconstruction.create_database(
+        conf, scene.image_dir, names, paths["match_pairs"], paths["features"], paths["matches"], database
+    )
+    pycolmap.geometric_verification(database, two_view_geometry_options=pycolmap.TwoViewGeometryOptions(
+        conf["verification"]))  # fmt: skip
+    return scene, database, work
+
+
+def _map_part(scene, database, names, out):
+    """The mapper's model of `names` alone, over the whole scene's database (same image ids)."""
+    options = pycolmap.IncrementalPipelineOptions(reconstruction.confs["incremental"]["options"])
+    options.image_names, options.random_seed, options.num_threads = names, 0, 1
+    models = pycolmap.incremental_mapping(database, scene.image_dir, out, options)
+    return max(models.values(), key=lambda m: m.num_reg_images()), options
+
+
+def _score(scene, imc_data_dir, model, tmp_path) -> float:
+    path = tmp_path / "submission.csv"
+    submission.write_submission(submission.scene_rows(scene, reconstruction.poses(model)), path)
+    table = metric.score(imc_data_dir / "train" / "train_labels.csv", path)
+    return table[table["scene"] == scene.key]["mAA"].iloc[0]
+
+
+def test_two_parts_of_one_scene_join_into_one_model_that_scores_as_the_whole(fountain, imc_data_dir, tmp_path):
+    scene, database, work = fountain
+    names = sorted(scene.image_names)
+    first, options = _map_part(scene, database, names[:7], tmp_path / "a")
+    second, _ = _map_part(scene, database, names[4:], tmp_path / "b")
+    assert first.num_reg_images() == 7 and second.num_reg_images() == 7  # two models sharing 3 photos
+    alone = _score(scene, imc_data_dir, first, tmp_path)
+    assert alone < 0.8  # 4 of 11 photos missing
+
+    outcome = scenes.main({"keep": "one"}, [second, first], database, options)
+    (model,) = outcome.clusters
+    assert model.num_reg_images() == 11
+    summary = outcome.summary()
+    assert (summary["models_before"], summary["models_after"]) == (2, 1)
+    assert (summary["registered_before"], summary["registered_after"]) == (7, 11)
+    assert _score(scene, imc_data_dir, model, tmp_path) >= 0.95  # the whole scene mapped at once: 1.0
+
+
+def test_a_model_that_does_not_register_stays_apart(fountain, tmp_path):
+    """Below `join_share` nothing is joined: a model of 4 photos whose photos cannot register into
+    another (a join_share above 1 makes any model such a one) is a cluster of its own with keep="all"."""
+    scene, database, _ = fountain
+    names = sorted(scene.image_names)
+    first, options = _map_part(scene, database, names[:7], tmp_path / "a")
+    second, _ = _map_part(scene, database, names[7:], tmp_path / "b")
+    outcome = scenes.main({"keep": "all", "join_share": 1.01}, [first, second], database, options)
+    sizes = [c.num_reg_images() for c in outcome.clusters]
+    assert sizes == [7, 4] and outcome.joined == 0
+    kept = [{m.images[i].name for i in m.reg_image_ids()} for m in outcome.clusters]
+    assert kept[0].isdisjoint(kept[1])
+
+
+@pytest.mark.slow
+def test_unrelated_scenes_in_one_photo_set_stay_apart(tmp_path, imc_data_dir, weights_dir):
+    """herzjesu-p8 (a facade) and temple (an object) in one folder: every cluster holds one scene only."""
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    for key in ("herzjesu-p8", "temple"):
+        for photo in sorted((imc_data_dir / "train" / key / "images").iterdir()):
+            os.symlink(photo, image_dir / f"{key}_{photo.name}")
+    names = tuple(sorted(p.name for p in image_dir.iterdir()))
+    mixed = data.Scene("two", "two", image_dir, names, names)
+    sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
+    sconfs["reconstruction"] = dict(reconstruction.confs["clusters"])
+    nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
+    out = pipeline.run_scene(mixed, sconfs, tmp_path / "work", nets)
+    clusters = reconstruction.clusters(out["paths"]["sfm"])
+    scenes_in = [{mixed_name.split("_")[0] for mixed_name in _names(c)} for c in clusters]
+    assert all(len(s) == 1 for s in scenes_in), scenes_in
+    assert {"herzjesu-p8"} in scenes_in and {"temple"} in scenes_in
+    herzjesu = [c for c, s in zip(clusters, scenes_in) if s == {"herzjesu-p8"}]
+    assert len(herzjesu) == 1 and herzjesu[0].num_reg_images() == 8  # a whole scene, one cluster
+
+
+def _names(model: pycolmap.Reconstruction) -> set[str]:
+    return {model.images[i].name for i in model.reg_image_ids()}
