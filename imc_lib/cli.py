@@ -87,8 +87,7 @@ def _models(summary: dict) -> str:
 def _score(args) -> int:
     from . import metric
 
-    table = metric.main(args.labels, args.submission, args.categories)
-    print(metric.format_table(table))
+    print(metric.report(args.labels, args.submission, args.categories, args.thresholds))
     return 0
 
 
@@ -123,7 +122,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="reconstruct every scene and write submission.csv")
-    r.add_argument("data_dir", type=Path, help="IMC 2024 folder (holding train/ or test/ + sample_submission.csv)")
+    r.add_argument(
+        "data_dir", type=Path, help="IMC 2024 or 2025 folder (holding train/ or test/ + sample_submission.csv)"
+    )
     r.add_argument("--split", choices=["train", "test"], default="train")
     r.add_argument("--out", type=Path, default=Path("submission.csv"))
     r.add_argument("--work", type=Path, default=Path("work"), help="intermediate files; a rerun reuses them")
@@ -173,10 +174,15 @@ def parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=_run)
 
-    s = sub.add_parser("score", help="IMC 2024 mAA of a submission against labels")
+    s = sub.add_parser(
+        "score",
+        help="score a submission against labels: IMC 2024 mAA per scene, or IMC 2025 score, mAA and "
+        "clusterness per dataset (the year told by the files' columns)",
+    )
     s.add_argument("labels", type=Path, help="train_labels.csv")
     s.add_argument("submission", type=Path, help="submission.csv")
-    s.add_argument("--categories", type=Path, help="categories.csv (default: beside the labels)")
+    s.add_argument("--categories", type=Path, help="IMC 2024: categories.csv (default: beside the labels)")
+    s.add_argument("--thresholds", type=Path, help="IMC 2025: train_thresholds.csv (default: beside the labels)")
     s.set_defaults(func=_score)
     k = sub.add_parser("kaggle", help="Kaggle packaging: assemble the kernel and wheels/weights dataset folders")
     kaggle_sub = k.add_subparsers(dest="kaggle_command", required=True)

@@ -1,11 +1,21 @@
-"""IMC 2024 folders and tables -> scene records.
+"""IMC folders and tables -> scene records, for both competition layouts.
 
-Layout (as on Kaggle, `/kaggle/input/image-matching-challenge-2024`):
+IMC 2024 (`/kaggle/input/image-matching-challenge-2024`): one folder per scene.
     DATA_DIR/train/<dataset>/images/*.jpg|png
     DATA_DIR/train/train_labels.csv     dataset,scene,image_name,rotation_matrix,translation_vector
     DATA_DIR/train/categories.csv       scene,categories
     DATA_DIR/test/<dataset>/images/*
     DATA_DIR/sample_submission.csv      image_path,dataset,scene,rotation_matrix,translation_vector
+
+IMC 2025 (`/kaggle/input/image-matching-challenge-2025`): one flat folder per dataset, holding
+photos of several scenes and outliers; each dataset becomes one `Scene` with `mixed=True`.
+    DATA_DIR/train/<dataset>/*.jpg|png
+    DATA_DIR/train_labels.csv           dataset,scene,image,rotation_matrix,translation_vector
+    DATA_DIR/train_thresholds.csv       dataset,scene,thresholds (for the metric)
+    DATA_DIR/test/<dataset>/*
+    DATA_DIR/sample_submission.csv      image_id,dataset,scene,image,rotation_matrix,translation_vector
+
+`layout` tells them apart by these files alone (no flag).
 """
 
 from __future__ import annotations
@@ -19,18 +29,26 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+# The column that names a photo in each year's tables (labels, sample_submission, submission).
+KEY_COLUMNS = {"2024": ("image_path", "image_name"), "2025": ("image",)}
 
 
 @dataclass(frozen=True)
 class Scene:
-    """One scene to reconstruct: its images and the `image_path` each gets in the submission."""
+    """One photo set to reconstruct: its images and the `image_path` each gets in the submission.
+
+    An IMC 2025 dataset is one Scene (`mixed`: its photos show several scenes and outliers), whose
+    `image_ids` carry sample_submission's `image_id` per image (test split; empty for train).
+    """
 
     dataset: str
     scene: str
     image_dir: Path
     image_names: tuple[str, ...]  # file names relative to image_dir
-    image_paths: tuple[str, ...]  # submission `image_path` values, same order
+    image_paths: tuple[str, ...]  # submission `image_path` values (2025: path under DATA_DIR), same order
     categories: tuple[str, ...] = ()  # from <split>/categories.csv when present (e.g. transparent)
+    mixed: bool = False
+    image_ids: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -49,46 +67,161 @@ def read_table(path: Path, required: list[str]) -> pd.DataFrame:
     return df
 
 
-def load_scenes(data_dir: Path, split: str = "train", scenes: list[str] | None = None) -> list[Scene]:
-    """List the scenes of a split with their images.
+def table_format(path: Path) -> str:
+    """'2024' or '2025': the year of an IMC table (labels, sample_submission, submission) by the
+    column that names its photos; ValueError naming the file when it has neither."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    columns = set(pd.read_csv(path, dtype=str, nrows=0).columns)
+    for year, keys in KEY_COLUMNS.items():
+        if columns & set(keys):
+            return year
+    raise ValueError(
+        f"{path}: not an IMC table: no column {' or '.join(k for keys in KEY_COLUMNS.values() for k in keys)} "
+        f"(IMC 2024 names photos by image_path/image_name, IMC 2025 by image); columns are {sorted(columns)}"
+    )
 
-    train: images from `train/train_labels.csv` when present, else every image in each
-    `train/<dataset>/images`; test: from `sample_submission.csv`, as the Kaggle kernel sees it.
-    Each scene carries its categories from `<split>/categories.csv` when that file exists.
+
+def layout(data_dir: Path, split: str = "train") -> str:
+    """'2024' or '2025': which competition's layout `data_dir` has for `split` (module docstring).
+
+    test: by sample_submission.csv's columns; train: `train_labels.csv` at the root (2025) or in
+    `train/` (2024), else photos in `train/<dataset>/images/` (2024) or in `train/<dataset>/` (2025).
+    """
+    data_dir = Path(data_dir)
+    if split == "test":
+        return table_format(data_dir / "sample_submission.csv")
+    root, inner = data_dir / "train_labels.csv", data_dir / "train" / "train_labels.csv"
+    if root.is_file() and inner.is_file():
+        raise ValueError(
+            f"{data_dir}: both {root} (IMC 2025) and {inner} (IMC 2024); keep the one of this folder's year"
+        )
+    if root.is_file() or inner.is_file():
+        return "2025" if root.is_file() else "2024"
+    folders = sorted(p for p in (data_dir / "train").glob("*/") if p.is_dir())
+    if any((d / "images").is_dir() for d in folders):
+        return "2024"
+    if any(_is_image(f) for d in folders for f in d.iterdir()):
+        return "2025"
+    raise FileNotFoundError(
+        f"{data_dir}: neither IMC layout: looked for train_labels.csv (IMC 2025), train/train_labels.csv "
+        "(IMC 2024), photos in train/<dataset>/images/ (IMC 2024) or in train/<dataset>/ (IMC 2025)"
+    )
+
+
+def load_scenes(data_dir: Path, split: str = "train", scenes: list[str] | None = None) -> list[Scene]:
+    """List the scenes of a split with their images (IMC 2025: one mixed Scene per dataset).
+
+    train: images from the labels table when present, else every image in the dataset folders;
+    test: from `sample_submission.csv`, as the Kaggle kernel sees it. `scenes`: only these scenes
+    (IMC 2025: datasets). Each scene carries its categories from `<split>/categories.csv` when that
+    file exists.
     """
     data_dir = Path(data_dir)
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    year = layout(data_dir, split)
+    table = _table_2025(data_dir, split) if year == "2025" else _table_2024(data_dir, split)
+    table = _drop_repeated(table, data_dir)
+    if scenes:
+        unknown = sorted(set(scenes) - set(table["scene"]))
+        if unknown:
+            raise ValueError(f"scene(s) {unknown} not in {data_dir} ({split}); known: {sorted(set(table['scene']))}")
+        table = table[table["scene"].isin(scenes)]
+    categories = load_categories(data_dir / split / "categories.csv")
+    return [
+        _scene(dataset, scene, group, categories.get(scene, ()), year == "2025")
+        for (dataset, scene), group in table.groupby(["dataset", "scene"], sort=False)
+    ]
+
+
+def _scene(dataset: str, scene: str, group: pd.DataFrame, categories, mixed: bool) -> Scene:
+    dirs = group["image_dir"].unique()
+    if len(dirs) != 1:
+        raise ValueError(f"scene {dataset}/{scene} spans several image folders: {list(dirs)}")
+    ids = tuple(group["image_id"]) if "image_id" in group else ()
+    return Scene(
+        dataset=dataset,
+        scene=scene,
+        image_dir=Path(dirs[0]),
+        image_names=tuple(group["image_name"]),
+        image_paths=tuple(group["image_path"]),
+        categories=tuple(categories),
+        mixed=mixed,
+        image_ids=ids,
+    )
+
+
+def _table_2024(data_dir: Path, split: str) -> pd.DataFrame:
+    """dataset, scene, image_name, image_dir, image_path of a 2024 split."""
     if split == "test":
         table = read_table(data_dir / "sample_submission.csv", ["image_path", "dataset", "scene"])
         table["image_name"] = table["image_path"].map(lambda p: Path(p).name)
         table["image_dir"] = table["image_path"].map(lambda p: str(data_dir / Path(p).parent))
+        return table
+    labels = data_dir / "train" / "train_labels.csv"
+    if labels.is_file():
+        table = read_table(labels, ["dataset", "scene", "image_name"])
     else:
-        labels = data_dir / "train" / "train_labels.csv"
-        if labels.is_file():
-            table = read_table(labels, ["dataset", "scene", "image_name"])
-        else:
-            rows = []
-            for d in sorted((data_dir / "train").glob("*/")):
-                if not (d / "images").is_dir():
-                    continue
-                files = sorted((d / "images").iterdir())
-                images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
-                if len(images) < len(files):
-                    logger.warning(
-                        "%s: ignoring %d file(s) that are not images by their suffix, e.g. %s",
-                        d / "images",
-                        len(files) - len(images),
-                        next(f.name for f in files if f not in images),
-                    )
-                if not images:
-                    logger.warning("%s: no images; scene %s skipped", d / "images", d.name)
-                rows += [{"dataset": d.name, "scene": d.name, "image_name": f.name} for f in images]
-            if not rows:
-                raise FileNotFoundError(f"{data_dir / 'train'}: no <dataset>/images folders with images found")
-            table = pd.DataFrame(rows)
-        table["image_dir"] = table["dataset"].map(lambda d: str(data_dir / "train" / d / "images"))
-        table["image_path"] = [f"train/{d}/images/{n}" for d, n in zip(table["dataset"], table["image_name"])]
+        rows = [
+            {"dataset": d.name, "scene": d.name, "image_name": name}
+            for d in sorted((data_dir / "train").glob("*/"))
+            if (d / "images").is_dir()
+            for name in list_images(d / "images", f"scene {d.name}")
+        ]
+        if not rows:
+            raise FileNotFoundError(f"{data_dir / 'train'}: no <dataset>/images folders with images found")
+        table = pd.DataFrame(rows)
+    table["image_dir"] = table["dataset"].map(lambda d: str(data_dir / "train" / d / "images"))
+    table["image_path"] = [f"train/{d}/images/{n}" for d, n in zip(table["dataset"], table["image_name"])]
+    return table
+
+
+def _table_2025(data_dir: Path, split: str) -> pd.DataFrame:
+    """dataset, scene (= dataset), image_name, image_dir, image_path (+ image_id for test) of a 2025 split."""
+    if split == "test":
+        columns = ["image_id", "dataset", "image"]
+        table = read_table(data_dir / "sample_submission.csv", columns)[columns]
+    elif (data_dir / "train_labels.csv").is_file():
+        table = read_table(data_dir / "train_labels.csv", ["dataset", "image"])[["dataset", "image"]]
+    else:
+        rows = [
+            {"dataset": d.name, "image": name}
+            for d in sorted((data_dir / "train").glob("*/"))
+            if d.is_dir()
+            for name in list_images(d, f"dataset {d.name}")
+        ]
+        table = pd.DataFrame(rows, columns=["dataset", "image"])
+    table = table.rename(columns={"image": "image_name"})
+    table["scene"] = table["dataset"]
+    table["image_dir"] = table["dataset"].map(lambda d: str(data_dir / split / d))
+    table["image_path"] = [f"{split}/{d}/{n}" for d, n in zip(table["dataset"], table["image_name"])]
+    return table
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: Path, what: str) -> list[str]:
+    """Names of the image files in `folder` (by suffix), sorted; the others and an empty folder are logged."""
+    files = sorted(f for f in folder.iterdir() if not f.is_dir())
+    images = [f.name for f in files if _is_image(f)]
+    if len(images) < len(files):
+        logger.warning(
+            "%s: ignoring %d file(s) that are not images by their suffix, e.g. %s",
+            folder,
+            len(files) - len(images),
+            next(f.name for f in files if f.name not in images),
+        )
+    if not images:
+        logger.warning("%s: no images; %s skipped", folder, what)
+    return images
+
+
+def _drop_repeated(table: pd.DataFrame, data_dir: Path) -> pd.DataFrame:
+    """`table` without repeated (dataset, scene, image_name) rows, logged."""
     repeated = table.duplicated(["dataset", "scene", "image_name"])
     if repeated.any():
         first = table[repeated].iloc[0]
@@ -99,29 +232,7 @@ def load_scenes(data_dir: Path, split: str = "train", scenes: list[str] | None =
             first["scene"],
             first["image_name"],
         )
-        table = table[~repeated]
-    if scenes:
-        unknown = sorted(set(scenes) - set(table["scene"]))
-        if unknown:
-            raise ValueError(f"scene(s) {unknown} not in {data_dir} ({split}); known: {sorted(set(table['scene']))}")
-        table = table[table["scene"].isin(scenes)]
-    categories = load_categories(data_dir / split / "categories.csv")
-    out = []
-    for (dataset, scene), group in table.groupby(["dataset", "scene"], sort=False):
-        dirs = group["image_dir"].unique()
-        if len(dirs) != 1:
-            raise ValueError(f"scene {dataset}/{scene} spans several image folders: {list(dirs)}")
-        out.append(
-            Scene(
-                dataset=dataset,
-                scene=scene,
-                image_dir=Path(dirs[0]),
-                image_names=tuple(group["image_name"]),
-                image_paths=tuple(group["image_path"]),
-                categories=tuple(categories.get(scene, ())),
-            )
-        )
-    return out
+    return table[~repeated]
 
 
 def load_categories(path: Path | None) -> dict[str, list[str]]:

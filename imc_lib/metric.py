@@ -1,5 +1,7 @@
-"""The IMC 2024 score: mean average accuracy (mAA) of camera centres after the best similarity
-registration of the submitted cameras onto the ground truth, scene by scene.
+"""The IMC scores. 2024: mean average accuracy (mAA) of camera centres after the best similarity
+registration of the submitted cameras onto the ground truth, scene by scene. 2025 (`score_2025`):
+the same registration per ground-truth scene inside the cluster matched to it, and how pure the
+matched clusters are (clusterness), per dataset of mixed photos.
 
 Registration follows the competition's `register_by_Horn`: a similarity fit to every triplet of
 registered cameras (a fixed-seed sample of `MAX_TRIPLETS` when there are more; the competition
@@ -24,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import load_categories
-from .submission import read_poses
+from .data import load_categories, read_table, table_format
+from .submission import OUTLIERS, parse_values, read_poses
 
 logger = logging.getLogger(__name__)
 
@@ -206,16 +208,16 @@ def scene_thresholds(scene: str, categories: Mapping[str, Sequence[str]], overri
     return tuple(th * scale for th in DEFAULT_THRESHOLDS)
 
 
-def _poses(table, kind: str) -> pd.DataFrame:
-    """A poses table from a path or an already-read DataFrame; duplicates raise ValueError."""
+def _poses(table, kind: str, key: list[str] = KEY) -> pd.DataFrame:
+    """A poses table from a path or an already-read DataFrame; rows repeating `key` raise ValueError."""
     poses = table if isinstance(table, pd.DataFrame) else read_poses(table, kind)
     source = "" if isinstance(table, pd.DataFrame) else f"{table}: "
-    dup = poses.duplicated(KEY, keep=False)
+    dup = poses.duplicated(key, keep=False)
     if dup.any():
         first = poses[dup].iloc[0]
         raise ValueError(
             f"{source}{kind} has {int(dup.sum())} rows for repeated images, e.g. "
-            f"{first['dataset']}/{first['scene']}/{first['image_name']}; keep one row per image"
+            f"{'/'.join(str(first[k]) for k in key)}; keep one row per image"
         )
     return poses
 
@@ -295,3 +297,193 @@ def format_table(df: pd.DataFrame) -> str:
 def main(labels, submission, categories=None) -> pd.DataFrame:
     """Score a submission against labels (what `imc-lib score` runs; it prints `format_table`)."""
     return score(labels, submission, categories)
+
+
+# IMC 2025: datasets of several scenes and outliers, submitted as clusters.
+
+SCORED_THRESHOLDS = 4  # mAA counts the four largest of a scene's six thresholds (all six take part in the fits)
+KEY_2025 = ["dataset", "image_name"]
+DATASET_COLUMNS = [
+    "dataset", "images", "scenes", "clusters", "score", "mAA", "clusterness", "outliers", "outliers_found",
+    "labelled_outliers",
+]  # fmt: skip
+SCENE_COLUMNS_2025 = ["dataset", "scene", "images", "cluster", "shared", "cluster_size", "registered", "mAA"]
+
+
+def read_thresholds(path: Path) -> dict[tuple[str, str], tuple[float, ...]]:
+    """{(dataset, scene): thresholds} of `train_thresholds.csv` (six `;`-joined values, metres)."""
+    table = read_table(path, ["dataset", "scene", "thresholds"])
+    return {
+        (d, s): tuple(parse_values(text, 6, f"{path} row {i + 2}, thresholds"))
+        for i, (d, s, text) in enumerate(zip(table["dataset"], table["scene"], table["thresholds"]))
+    }
+
+
+def score_2025(
+    labels, submission, thresholds=None, max_triplets: int = MAX_TRIPLETS, seed: int = SEED
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """IMC 2025 scores: (one row per dataset, DATASET_COLUMNS; one per ground-truth scene, SCENE_COLUMNS_2025).
+
+    Per dataset: each scene is matched to the cluster sharing the most photos with it (ties: the
+    higher mAA, then the first cluster by name; a cluster may serve several scenes, a scene sharing
+    no photo has none); mAA = a / b with a = the sum over scenes and the four largest thresholds of
+    max(0, inliers - 3), inliers counted among the photos in both after the IMC 2024 registration
+    (`_register`), and b = 4 * sum over scenes of max(0, size - 3); clusterness = sum |S ∩ C(S)| /
+    sum |C(S)|; score = their harmonic mean. The final score is the mean of `score`.
+    `outliers_found`: true outliers labelled `outliers`, of `outliers`.
+
+    `labels` / `submission`: paths or `submission.read_poses_2025` tables; rows match on (dataset,
+    image). `thresholds`: a train_thresholds.csv path or {(dataset, scene): thresholds}; by default
+    the file beside a labels path. A photo of the labels with no row in a dataset the submission
+    holds is an error (Kaggle takes every photo or none); a dataset it lacks scores 0 (logged).
+    """
+    thresholds = _thresholds(labels, thresholds)
+    gt, est = _poses(labels, "2025", KEY_2025), _poses(submission, "2025", KEY_2025)
+    est = _checked_rows_2025(gt, est)
+    datasets, scenes = [], []
+    for dataset, truth in gt.groupby("dataset", sort=True):
+        theirs = est[est["dataset"] == dataset]
+        scene_rows = [
+            _match_scene(group, theirs, _scene_thresholds(thresholds, dataset, scene), max_triplets, seed)
+            for scene, group in truth.groupby("scene", sort=True)
+            if scene != OUTLIERS
+        ]
+        datasets.append(_dataset_row(truth, theirs, scene_rows))
+        scenes += scene_rows
+    return pd.DataFrame(datasets, columns=DATASET_COLUMNS), pd.DataFrame(scenes, columns=SCENE_COLUMNS_2025)
+
+
+def _thresholds(labels, thresholds) -> Mapping:
+    """The thresholds mapping: given, read from a path, or from train_thresholds.csv beside `labels`."""
+    if isinstance(thresholds, Mapping):
+        return thresholds
+    if thresholds is None:
+        if isinstance(labels, pd.DataFrame):
+            raise ValueError("labels given as a table: pass thresholds (train_thresholds.csv or a mapping)")
+        thresholds = Path(labels).parent / "train_thresholds.csv"
+        if not thresholds.is_file():
+            raise FileNotFoundError(f"{thresholds}: file not found; the IMC 2025 metric needs each scene's "
+                                    "thresholds (imc-lib score ... --thresholds FILE)")  # fmt: skip
+    return read_thresholds(thresholds)
+
+
+def _scene_thresholds(thresholds: Mapping, dataset: str, scene: str) -> np.ndarray:
+    if (dataset, scene) not in thresholds:
+        raise ValueError(f"no thresholds for scene {dataset}/{scene}; add a row to train_thresholds.csv")
+    return np.sort(np.asarray(thresholds[(dataset, scene)], dtype=float))
+
+
+def _checked_rows_2025(gt: pd.DataFrame, est: pd.DataFrame) -> pd.DataFrame:
+    """`est` without rows for photos not in the labels (logged); ValueError for label photos of a
+    scene without a pose and for photos the submission dropped; datasets it lacks are logged."""
+    unposed = [f"{d}/{n}" for d, s, n, R in gt[["dataset", "scene", "image_name", "R"]].itertuples(index=False)
+               if s != OUTLIERS and not np.isfinite(R).all()]  # fmt: skip
+    if unposed:
+        raise ValueError(f"labels: {len(unposed)} photo(s) of a scene have nan poses, e.g. {unposed[0]}")
+    gt_keys, est_keys = set(map(tuple, gt[KEY_2025].to_numpy())), set(map(tuple, est[KEY_2025].to_numpy()))
+    present = set(est["dataset"])
+    dropped = sorted(k for k in gt_keys - est_keys if k[0] in present)
+    if dropped:
+        raise ValueError(
+            f"submission: no row for {len(dropped)} photo(s) of the labels, e.g. {'/'.join(dropped[0])}; every "
+            f"photo needs one ({OUTLIERS}, with nan values, for a photo in no cluster)"
+        )
+    absent = sorted(set(gt["dataset"]) - present)
+    if absent:
+        logger.warning("dataset(s) %s have no rows in the submission: scored 0", absent)
+    extra = est_keys - gt_keys
+    if extra:
+        logger.warning("%d submission rows not in the labels are ignored, e.g. %s", len(extra), "/".join(min(extra)))
+    return est[[k not in extra for k in map(tuple, est[KEY_2025].to_numpy())]]
+
+
+def _match_scene(truth: pd.DataFrame, est: pd.DataFrame, thresholds: np.ndarray, max_triplets: int, seed: int):
+    """The row of one ground-truth scene: its cluster (the one sharing most photos; ties: more hits,
+    then the name) and `hits`, its part of the dataset's mAA numerator."""
+    names = list(truth["image_name"])
+    gt_centres = dict(zip(names, camera_centres(truth)))
+    est_centres = dict(zip(est["image_name"], camera_centres(est)))
+    clusters = {c: list(g["image_name"]) for c, g in est.groupby("scene", sort=True) if c != OUTLIERS}
+    shared = {c: [n for n in members if n in gt_centres] for c, members in clusters.items()}
+    most = max(map(len, shared.values()), default=0)
+    best = {"cluster": "", "shared": 0, "cluster_size": 0, "registered": 0, "hits": 0}
+    for cluster in [c for c, common in shared.items() if most and len(common) == most]:
+        gt = np.array([gt_centres[n] for n in shared[cluster]])
+        ours = np.array([est_centres[n] for n in shared[cluster]])
+        hits = _hits(gt, ours, thresholds, max_triplets, seed)
+        if not best["cluster"] or hits > best["hits"]:
+            registered = int(np.isfinite(ours).all(axis=1).sum())
+            best = {"cluster": cluster, "shared": most, "cluster_size": len(clusters[cluster]),
+                    "registered": registered, "hits": hits}  # fmt: skip
+    n = len(names)
+    scene_maa = best["hits"] / (SCORED_THRESHOLDS * (n - 3)) if n > 3 else float(best["registered"] == n)
+    return {"dataset": truth["dataset"].iloc[0], "scene": truth["scene"].iloc[0], "images": n, **best, "mAA": scene_maa}
+
+
+def _hits(gt: np.ndarray, est: np.ndarray, thresholds: np.ndarray, max_triplets: int, seed: int) -> int:
+    """Sum over the four largest thresholds of max(0, inliers - 3) after registering `est` onto `gt`
+    (NaN rows of `est`, photos without a pose, are never inliers)."""
+    ok = np.isfinite(est).all(axis=1)
+    counts, _ = _register(gt[ok], est[ok], thresholds, max_triplets, seed)
+    return int(np.maximum(counts[-SCORED_THRESHOLDS:] - 3, 0).sum())
+
+
+def _dataset_row(truth: pd.DataFrame, est: pd.DataFrame, scenes: list[dict]) -> dict:
+    """One dataset's mAA, clusterness, harmonic-mean score and outlier counts from its scene rows."""
+    possible = SCORED_THRESHOLDS * sum(max(s["images"] - 3, 0) for s in scenes)
+    # scenes of 3 photos or fewer have nothing to measure past the trivial alignment (as in 2024)
+    maa = sum(s["hits"] for s in scenes) / possible if possible else float(all(s["mAA"] == 1 for s in scenes))
+    size = sum(s["cluster_size"] for s in scenes)
+    clusterness = sum(s["shared"] for s in scenes) / size if size else 0.0
+    true_outliers = set(truth.loc[truth["scene"] == OUTLIERS, "image_name"])
+    labelled = set(est.loc[est["scene"] == OUTLIERS, "image_name"])
+    return {
+        "dataset": truth["dataset"].iloc[0],
+        "images": len(truth),
+        "scenes": len(scenes),
+        "clusters": est.loc[est["scene"] != OUTLIERS, "scene"].nunique(),
+        "score": 2 * maa * clusterness / (maa + clusterness) if maa + clusterness else 0.0,
+        "mAA": maa,
+        "clusterness": clusterness,
+        "outliers": len(true_outliers),
+        "outliers_found": len(true_outliers & labelled),
+        "labelled_outliers": len(labelled),
+    }
+
+
+def format_table_2025(datasets: pd.DataFrame, scenes: pd.DataFrame) -> str:
+    """Plain text of `score_2025`: per dataset score, mAA, clusterness, outliers found, then the
+    mean (the final score); below, each scene's matched cluster, shared photos and mAA."""
+    top = pd.DataFrame(
+        {
+            "dataset": [*datasets["dataset"], "mean"],
+            **{k: [f"{v:.3f}" for v in [*datasets[k], datasets[k].mean()]] for k in ("score", "mAA", "clusterness")},
+            "outliers found": [f"{f}/{n}" for f, n in zip(datasets["outliers_found"], datasets["outliers"])] + [""],
+        }
+    )
+    bottom = pd.DataFrame(
+        {
+            "dataset": scenes["dataset"],
+            "scene": scenes["scene"],
+            "cluster": [c or "-" for c in scenes["cluster"]],
+            "in cluster": [f"{s}/{n}" for s, n in zip(scenes["shared"], scenes["images"])],
+            "cluster size": scenes["cluster_size"],
+            "mAA": [f"{v:.3f}" for v in scenes["mAA"]],
+        }
+    )
+    return top.to_string(index=False) + "\n\n" + bottom.to_string(index=False)
+
+
+def report(labels, submission, categories=None, thresholds=None) -> str:
+    """What `imc-lib score` prints, the year told by the columns of both files (2024: `format_table`
+    of `main`; 2025: `format_table_2025` of `score_2025`)."""
+    year = table_format(labels)
+    if table_format(submission) != year:
+        raise ValueError(f"{labels} is an IMC {year} table, {submission} is not; score against labels of its year")
+    if year == "2025":
+        if categories is not None:
+            raise ValueError("--categories is for IMC 2024 labels; IMC 2025 takes train_thresholds.csv (--thresholds)")
+        return format_table_2025(*score_2025(labels, submission, thresholds))
+    if thresholds is not None:
+        raise ValueError("--thresholds is for IMC 2025 labels; IMC 2024 thresholds follow categories.csv")
+    return format_table(main(labels, submission, categories))

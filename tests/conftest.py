@@ -18,6 +18,25 @@ def imc_data_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def imc25_dir(tmp_path_factory) -> Path:
+    """An IMC 2025-layout folder (datasets `small`, `tabletop`; `test/` + sample_submission for `small`),
+    built once per session by `$IMC25_COMPOSE` (default: imc25-mix/compose.py beside the imc-mini
+    folder) with hard links; skips when the script is absent."""
+    import subprocess
+    import sys
+
+    mini = Path(os.environ.get("IMC_DATA_DIR", DEFAULT_DATA_DIR))
+    script = Path(os.environ.get("IMC25_COMPOSE", mini.parent / "imc25-mix" / "compose.py"))
+    if not script.is_file():
+        pytest.skip(f"{script}: not found; set IMC25_COMPOSE to imc25-mix/compose.py")
+    out = tmp_path_factory.mktemp("imc25") / "data"
+    done = subprocess.run([sys.executable, script, out, "--link"], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"{script} failed: {done.stderr.strip()[-500:]}")
+    return out
+
+
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "shared" / "weights"
 
 

@@ -81,3 +81,71 @@ def test_repeated_rows_and_empty_folders_are_reported(tmp_path, caplog):
     assert [s.scene for s in data.load_scenes(tmp_path, "train")] == ["full"]
     assert "empty/images: no images; scene empty skipped" in caplog.text
     assert "ignoring 1 file(s) that are not images by their suffix, e.g. readme.md" in caplog.text
+
+
+# IMC 2025: flat dataset folders of several scenes + outliers, read as one mixed Scene per dataset.
+
+
+def test_2025_train_is_one_mixed_scene_per_dataset(imc25_dir):
+    assert data.layout(imc25_dir, "train") == "2025"
+    scenes = {s.key: s for s in data.load_scenes(imc25_dir, "train")}
+    assert sorted(scenes) == ["small", "tabletop"]
+    small = scenes["small"]
+    assert small.mixed and small.dataset == small.scene == "small" and small.image_ids == ()
+    assert small.image_dir == imc25_dir / "train" / "small"
+    assert len(small.image_names) == 11 + 8 + 16 + 3 and len(scenes["tabletop"].image_names) == 47 + 49 + 50 + 9
+    assert all((small.image_dir / n).is_file() for n in small.image_names)
+    assert small.image_paths[0] == f"train/small/{small.image_names[0]}"
+    labels = pd.read_csv(imc25_dir / "train_labels.csv")
+    assert list(small.image_names) == list(labels[labels["dataset"] == "small"]["image"])  # outliers included
+    assert [s.key for s in data.load_scenes(imc25_dir, "train", ["tabletop"])] == ["tabletop"]
+    with pytest.raises(ValueError, match=r"\['temple'\] not in .*known: \['small', 'tabletop'\]"):
+        data.load_scenes(imc25_dir, "train", ["temple"])
+
+
+def test_2025_test_split_carries_image_ids(imc25_dir):
+    assert data.layout(imc25_dir, "test") == "2025"
+    (scene,) = data.load_scenes(imc25_dir, "test")
+    sample = pd.read_csv(imc25_dir / "sample_submission.csv")
+    assert scene.mixed and scene.key == "small" and scene.image_dir == imc25_dir / "test" / "small"
+    assert scene.image_names == tuple(sample["image"]) and scene.image_ids == tuple(sample["image_id"])
+    assert all((scene.image_dir / n).is_file() for n in scene.image_names)
+
+
+def test_2025_train_without_labels_lists_the_flat_folders(tmp_path, caplog):
+    _touch_images(tmp_path / "train/trip", ["b.JPG", "a.png", "notes.txt"])
+    _touch_images(tmp_path / "train/empty", [])
+    assert data.layout(tmp_path) == "2025"
+    (scene,) = data.load_scenes(tmp_path, "train")
+    assert (scene.key, scene.mixed, scene.image_names) == ("trip", True, ("a.png", "b.JPG"))
+    assert "ignoring 1 file(s) that are not images by their suffix, e.g. notes.txt" in caplog.text
+    assert "empty: no images; dataset empty skipped" in caplog.text
+
+
+def test_2024_folders_are_read_as_before(imc_data_dir):
+    assert data.layout(imc_data_dir, "train") == "2024"
+    assert not any(s.mixed or s.image_ids for s in data.load_scenes(imc_data_dir, "train"))
+
+
+def test_neither_layout_names_what_was_looked_for(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"neither IMC layout: looked for train_labels.csv \(IMC 2025\), "):
+        data.load_scenes(tmp_path, "train")
+    _touch_images(tmp_path / "train/x", ["readme.md"])
+    with pytest.raises(FileNotFoundError, match="train/<dataset>/images/"):
+        data.layout(tmp_path)
+    (tmp_path / "sample_submission.csv").write_text("id,dataset,scene\n1,a,b\n")
+    with pytest.raises(ValueError, match=r"sample_submission.csv: not an IMC table: no column image_path or "):
+        data.load_scenes(tmp_path, "test")
+    (tmp_path / "sample_submission.csv").write_text("dataset,scene,image\na,b,c.png\n")
+    with pytest.raises(ValueError, match=r"sample_submission.csv: missing column\(s\) \['image_id'\]"):
+        data.load_scenes(tmp_path, "test")
+
+
+def test_both_labels_tables_is_an_error(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train_labels.csv").write_text("dataset,scene,image\n")
+    (tmp_path / "train/train_labels.csv").write_text("dataset,scene,image_name\n")
+    with pytest.raises(
+        ValueError, match="both .*train_labels.csv \\(IMC 2025\\) and .*train_labels.csv \\(IMC 2024\\)"
+    ):
+        data.layout(tmp_path)

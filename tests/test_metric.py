@@ -302,3 +302,195 @@ def test_non_orthonormal_rotation_is_scored_with_a_warning(gt, caplog):
     row = score(gt, bad).iloc[0]
     assert "not orthonormal" in caplog.text and "/".join([bad.at[4, "dataset"], bad.at[4, "scene"]]) in caplog.text
     assert row["registered"] == 10 and row["mAA"] < 1.0
+
+
+# IMC 2025: scenes + outliers per dataset, submitted as clusters.
+
+BUILDING = (0.025, 0.05, 0.1, 0.2, 0.5, 1.0)
+NAN_POSE = (np.full((3, 3), np.nan), np.full(3, np.nan))
+
+
+def mixed_labels(scenes: dict, outliers: int = 2, dataset="d"):
+    """A read_poses_2025-style labels table: each scene's cameras at the given centres (random
+    rotations), then `outliers` photos with nan poses; photos are named <scene>_<i>."""
+    rng = np.random.default_rng(7)
+    rows = [
+        (dataset, scene, f"{scene}_{i}", R, -R @ c)
+        for scene, centres in scenes.items()
+        for i, (c, R) in enumerate((c, random_rotation(rng)) for c in centres)
+    ]
+    rows += [(dataset, "outliers", f"junk_{i}", *NAN_POSE) for i in range(outliers)]
+    return pd.DataFrame(rows, columns=["dataset", "scene", "image_name", "R", "t"])
+
+
+def clustered(labels, assign: dict, seed=8):
+    """A submission: each photo in the cluster `assign` names (default: its true scene), every cluster
+    in its own world frame (a random similarity of the truth); "outliers" rows get nan poses."""
+    rng = np.random.default_rng(seed)
+    out = labels.assign(scene=[assign.get(n, s) for n, s in zip(labels["image_name"], labels["scene"])])
+    parts = []
+    for cluster, group in out.groupby("scene", sort=False):
+        if cluster == "outliers":
+            parts.append(group.assign(R=[NAN_POSE[0]] * len(group), t=[NAN_POSE[1]] * len(group)))
+        else:
+            parts.append(transform_world(group, *random_similarity(rng)))
+    return pd.concat(parts).loc[labels.index]
+
+
+SCENES = {"a": CENTRES, "b": CUBE[:7] * 0.5 + 3}  # 10 and 7 photos, + 2 outliers
+THRESHOLDS = {("d", "a"): BUILDING, ("d", "b"): BUILDING}
+
+
+def score25(labels, sub, **kw):
+    datasets, scenes = metric.score_2025(labels, sub, THRESHOLDS, **kw)
+    return datasets.iloc[0], scenes.set_index("scene")
+
+
+def test_2025_perfect_scores_one():
+    labels = mixed_labels(SCENES)
+    row, scenes = score25(labels, clustered(labels, {}))
+    assert (row["score"], row["mAA"], row["clusterness"]) == (1.0, 1.0, 1.0)
+    assert (row["outliers"], row["outliers_found"], row["labelled_outliers"], row["clusters"]) == (2, 2, 2, 2)
+    assert scenes["cluster"].to_dict() == {"a": "a", "b": "b"} and scenes["mAA"].tolist() == [1.0, 1.0]
+
+
+def test_2025_one_cluster_of_everything():
+    """True poses, one cluster of every photo: every scene is perfect inside it (mAA 1), and the cluster
+    serves each scene, so clusterness = sum |S| / (scenes * N): the mean of the scenes' shares, which is
+    the scene's share when there is one scene (the issue's "largest scene's share" holds for that case)."""
+    labels = mixed_labels(SCENES)
+    sub = labels.assign(scene="all")  # true poses: each scene in its own true frame
+    row, scenes = score25(labels, sub)
+    assert row["mAA"] == 1.0 and scenes["cluster"].tolist() == ["all", "all"]
+    assert row["clusterness"] == pytest.approx((10 + 7) / (2 * 19))
+    assert row["score"] == pytest.approx(2 * row["clusterness"] / (1 + row["clusterness"]))
+    assert (row["outliers_found"], row["labelled_outliers"]) == (0, 0)
+    single = mixed_labels({"a": CENTRES}, outliers=3)
+    row, _ = metric.score_2025(single, single.assign(scene="all"), {("d", "a"): BUILDING})
+    assert row.loc[0, "mAA"] == 1.0 and row.loc[0, "clusterness"] == pytest.approx(10 / 13)
+
+
+def test_2025_dropped_photo_is_an_error_and_an_outlier_label_is_wrong():
+    labels = mixed_labels(SCENES)
+    sub = clustered(labels, {})
+    with pytest.raises(ValueError, match="no row for 1 photo.*d/a_3; every photo needs one"):
+        metric.score_2025(labels, sub.drop(index=3), THRESHOLDS)
+    row, scenes = score25(labels, clustered(labels, {"a_3": "outliers"}))  # a scene photo called an outlier
+    assert scenes.loc["a", "mAA"] == pytest.approx(4 * (9 - 3) / (4 * (10 - 3)))
+    assert row["mAA"] == pytest.approx((4 * 6 + 4 * 4) / (4 * (7 + 4)))
+    assert row["clusterness"] == 1.0 and row["labelled_outliers"] == 3
+
+
+def test_2025_outliers_in_a_cluster_lower_clusterness():
+    labels = mixed_labels(SCENES)
+    sub = clustered(labels, {"junk_0": "a", "junk_1": "a"})
+    sub.loc[sub["image_name"].str.startswith("junk"), ["R", "t"]] = sub.loc[[0, 1], ["R", "t"]].to_numpy()
+    row, scenes = score25(labels, sub)
+    assert row["mAA"] == 1.0 and scenes.loc["a", "cluster_size"] == 12
+    assert row["clusterness"] == pytest.approx((10 + 7) / (12 + 7))
+    assert row["outliers_found"] == 0
+
+
+def test_2025_nan_poses_are_wrong_but_stay_in_their_cluster():
+    labels = mixed_labels(SCENES)
+    sub = clustered(labels, {})
+    sub.loc[[2, 5], "R"] = pd.Series([NAN_POSE[0]] * 2, index=[2, 5])
+    row, scenes = score25(labels, sub)
+    assert scenes.loc["a", "registered"] == 8 and scenes.loc["a", "mAA"] == pytest.approx(5 / 7)
+    assert row["clusterness"] == 1.0 and row["mAA"] == pytest.approx((4 * 5 + 4 * 4) / (4 * 11))
+
+
+def test_2025_ties_go_to_the_higher_maa_then_the_name():
+    labels = mixed_labels(SCENES)
+    half = {f"a_{i}": "x" if i < 5 else "y" for i in range(10)}
+    sub = clustered(labels, half)
+    sub.loc[[0, 1], "t"] = pd.Series([sub.loc[0, "t"] + 100, sub.loc[1, "t"] - 100], index=[0, 1])  # x: 2 far off
+    _, scenes = score25(labels, sub)
+    assert scenes.loc["a", "cluster"] == "y" and scenes.loc["a", "shared"] == 5
+    assert scenes.loc["a", "mAA"] == pytest.approx(4 * (5 - 3) / (4 * 7))
+    _, scenes = score25(labels, clustered(labels, half))  # both halves exact: the first by name
+    assert scenes.loc["a", "cluster"] == "x"
+
+
+def test_2025_a_cluster_serving_two_scenes():
+    labels = mixed_labels(SCENES)
+    assign = {**{f"a_{i}": "c" for i in range(10)}, **{f"b_{i}": "c" if i < 5 else "d" for i in range(7)}}
+    sub = labels.assign(scene=[assign.get(n, s) for n, s in zip(labels["image_name"], labels["scene"])])
+    row, scenes = score25(labels, sub)  # true poses: each scene registers in its own frame inside c
+    assert scenes["cluster"].to_dict() == {"a": "c", "b": "c"} and scenes["cluster_size"].tolist() == [15, 15]
+    assert row["clusterness"] == pytest.approx((10 + 5) / (15 + 15))
+    assert scenes.loc["b", "mAA"] == pytest.approx(4 * (5 - 3) / (4 * 4))
+
+
+def test_2025_only_the_four_largest_thresholds_count():
+    est = CENTRES.copy()
+    est[8] += [0.45, 0.0, 0.0]  # the two interior cameras: inliers at 0.5 and 1.0 only (see the 2024 test)
+    est[9] += [0.0, -0.27, 0.36]
+    labels = mixed_labels({"a": CENTRES}, outliers=0)
+    sub = labels.copy()
+    sub["t"] = [-R @ c for R, c in zip(sub["R"], est)]
+    row, _ = metric.score_2025(labels, sub, {("d", "a"): BUILDING})
+    assert row.loc[0, "mAA"] == pytest.approx((5 + 5 + 7 + 7) / (4 * 7))
+
+
+def test_2025_scene_without_a_cluster_and_missing_dataset(caplog):
+    labels = pd.concat([mixed_labels(SCENES), mixed_labels({"a": CENTRES}, dataset="e")], ignore_index=True)
+    sub = clustered(labels, {f"b_{i}": "outliers" for i in range(7)})
+    sub = sub[sub["dataset"] == "d"]
+    datasets, scenes = metric.score_2025(labels, sub, {**THRESHOLDS, ("e", "a"): BUILDING})
+    assert "dataset(s) ['e'] have no rows in the submission: scored 0" in caplog.text
+    assert datasets["score"].tolist()[1] == 0.0 and datasets["mAA"].tolist() == [pytest.approx(28 / 44), 0.0]
+    assert scenes["cluster"].tolist() == ["a", "", ""]
+    with pytest.raises(ValueError, match="no thresholds for scene d/b"):
+        metric.score_2025(labels, sub, {("d", "a"): BUILDING})
+
+
+@pytest.fixture(scope="module")
+def perfect_2025(imc25_dir, tmp_path_factory):
+    """A submission of the composed set's train split: each true scene a cluster with its true poses."""
+    from imc_lib import data, submission
+
+    truth = submission.read_poses(imc25_dir / "train_labels.csv", "2025")
+    rows = []
+    for scene in data.load_scenes(imc25_dir, "train"):
+        mine = truth[(truth["dataset"] == scene.dataset) & (truth["scene"] != "outliers")]
+        clusters = [dict(zip(g["image_name"], zip(g["R"], g["t"]))) for _, g in mine.groupby("scene")]
+        rows += submission.scene_rows(scene, {}, sorted(clusters, key=len, reverse=True))
+    return submission.write_submission(rows, tmp_path_factory.mktemp("sub25") / "submission.csv")
+
+
+def test_2025_composed_set_scores_one(imc25_dir, perfect_2025):
+    datasets, scenes = metric.score_2025(imc25_dir / "train_labels.csv", perfect_2025)
+    assert datasets["dataset"].tolist() == ["small", "tabletop"]
+    assert datasets["score"].tolist() == [1.0, 1.0] and datasets["clusterness"].tolist() == [1.0, 1.0]
+    assert datasets["outliers_found"].tolist() == [3, 9] and datasets["outliers"].tolist() == [3, 9]
+    assert scenes.set_index("scene")["cluster"].to_dict() == {
+        "fountain": "cluster1", "herzjesu-p8": "cluster2", "temple": "cluster0",
+        "dtu-scan24": "cluster1", "fox": "cluster0", "temple-ring": "cluster2",
+    }  # fmt: skip
+
+
+def test_2025_cli_score(imc25_dir, perfect_2025, capsys):
+    from imc_lib import cli
+
+    assert cli.main(["score", str(imc25_dir / "train_labels.csv"), str(perfect_2025)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["dataset", "score", "mAA", "clusterness", "outliers", "found"]
+    assert lines[1].split() == ["small", "1.000", "1.000", "1.000", "3/3"]
+    assert lines[3].split() == ["mean", "1.000", "1.000", "1.000"]
+    assert ["tabletop", "fox", "cluster0", "50/50", "50", "1.000"] in [line.split() for line in lines[5:]]
+
+
+def test_2025_cli_score_errors(imc_data_dir, imc25_dir, perfect_2025, tmp_path, capsys):
+    from imc_lib import cli
+
+    assert cli.main(["score", str(imc_data_dir / "train/train_labels.csv"), str(perfect_2025)]) == 2
+    assert "is an IMC 2024 table" in capsys.readouterr().err
+    labels = tmp_path / "train_labels.csv"
+    labels.write_bytes((imc25_dir / "train_labels.csv").read_bytes())
+    assert cli.main(["score", str(labels), str(perfect_2025)]) == 2
+    assert "train_thresholds.csv: file not found" in capsys.readouterr().err
+    assert (
+        cli.main(["score", str(labels), str(perfect_2025), "--thresholds", str(imc25_dir / "train_thresholds.csv")])
+        == 0
+    )

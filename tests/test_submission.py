@@ -1,17 +1,21 @@
 import logging
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from imc_lib.data import Scene, load_scenes
 from imc_lib.submission import (
     LABEL_COLUMNS,
     POSE_COLUMNS,
     SUBMISSION_COLUMNS,
+    SUBMISSION_COLUMNS_2025,
     format_pose,
     parse_values,
     read_poses,
+    scene_rows,
     write_submission,
 )
 
@@ -144,3 +148,95 @@ def test_read_real_labels(imc_data_dir):
     assert poses["image_name"][0] == "0000.jpg"
     for R in poses["R"]:
         np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-5)
+
+
+# IMC 2025: clusters and outliers of a mixed folder.
+
+
+def mixed_scene(n=6, ids=()):
+    names = tuple(f"image_{i}.jpg" for i in range(n))
+    return Scene("trip", "trip", Path("/nowhere"), names, tuple(f"train/trip/{m}" for m in names), mixed=True,
+                 image_ids=tuple(ids))  # fmt: skip
+
+
+def test_mixed_rows_name_clusters_and_outliers(tmp_path):
+    rng = np.random.default_rng(0)
+    pose = [(random_rotation(rng), rng.normal(size=3)) for _ in range(6)]
+    scene = mixed_scene()
+    clusters = [{"image_3.jpg": pose[3], "image_0.jpg": pose[0], "image_5.jpg": pose[5]}, {}, {"image_1.jpg": pose[1]}]
+    rows = scene_rows(scene, {}, clusters)
+    assert [r["image"] for r in rows] == list(scene.image_names)  # one row per photo, in the scene's order
+    assert [r["scene"] for r in rows] == ["cluster0", "cluster1", "outliers", "cluster0", "outliers", "cluster0"]
+    assert rows[0]["image_id"] == "trip_image_0.jpg_public"
+    out = write_submission(rows, tmp_path / "submission.csv")
+    raw = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert list(raw.columns) == SUBMISSION_COLUMNS_2025
+    assert raw.loc[2, "rotation_matrix"] == "nan;nan;nan;nan;nan;nan;nan;nan;nan"
+    assert raw.loc[4, "translation_vector"] == "nan;nan;nan"
+    poses = read_poses(out, "2025")
+    assert list(poses.columns) == POSE_COLUMNS and list(poses["image_name"]) == list(scene.image_names)
+    np.testing.assert_allclose(poses["R"][3], pose[3][0], atol=1e-6)
+    np.testing.assert_allclose(poses["t"][1], pose[1][1], atol=1e-6)
+    assert np.isnan(poses["R"][2]).all() and np.isnan(poses["t"][4]).all()
+
+
+def test_mixed_rows_without_clusters_read_found_as_one(tmp_path):
+    scene = mixed_scene(3, ids=["a", "b", "c"])
+    rows = scene_rows(scene, {"image_1.jpg": (np.eye(3), np.ones(3))})
+    assert [(r["image_id"], r["scene"]) for r in rows] == [("a", "outliers"), ("b", "cluster0"), ("c", "outliers")]
+    assert {r["scene"] for r in scene_rows(scene, {})} == {"outliers"}  # a failed folder: every photo an outlier
+
+
+def test_mixed_rows_reject_bad_clusters():
+    scene = mixed_scene(3)
+    pose = (np.eye(3), np.zeros(3))
+    with pytest.raises(ValueError, match="'image_0.jpg' is in cluster0 and cluster1; keep it in one"):
+        scene_rows(scene, {}, [{"image_0.jpg": pose}, {"image_0.jpg": pose}])
+    with pytest.raises(ValueError, match="cluster0 holds 'x.jpg', which is not one of its photos"):
+        scene_rows(scene, {}, [{"x.jpg": pose}])
+    single = Scene("d", "d", Path("."), ("a.jpg",), ("train/d/images/a.jpg",))
+    with pytest.raises(ValueError, match="clusters are for mixed"):
+        scene_rows(single, {}, [{"a.jpg": pose}])
+
+
+def test_write_2025_checks_rows(tmp_path, caplog):
+    rows = scene_rows(mixed_scene(3), {}, [{"image_0.jpg": (None, None), "image_1.jpg": (np.eye(3), np.zeros(3))}])
+    with caplog.at_level(logging.INFO, logger="imc_lib.submission"):
+        write_submission(rows, tmp_path / "a.csv")
+    assert "1 of 3 photos in no cluster" in caplog.text and "1 of 3 clustered photos have no pose" in caplog.text
+    raw = pd.read_csv(tmp_path / "a.csv", dtype=str)
+    assert raw.loc[0, "scene"] == "cluster0" and raw.loc[0, "translation_vector"] == "nan;nan;nan"
+    with pytest.raises(ValueError, match="trip/image_2.jpg: an outliers row has a pose"):
+        write_submission([*rows[:2], {**rows[2], "R": np.eye(3), "t": np.zeros(3)}], tmp_path / "b.csv")
+    with pytest.raises(ValueError, match="rows of IMC 2024 .* and IMC 2025"):
+        write_submission(rows + pose_rows(1), tmp_path / "c.csv")
+
+
+def test_2025_test_split_keeps_every_image_id(imc25_dir, tmp_path):
+    (scene,) = load_scenes(imc25_dir, "test")
+    sample = pd.read_csv(imc25_dir / "sample_submission.csv", dtype=str)
+    cluster = {n: (np.eye(3), np.zeros(3)) for n in scene.image_names[:10]}
+    write_submission(scene_rows(scene, {}, [cluster]), tmp_path / "submission.csv")
+    written = pd.read_csv(tmp_path / "submission.csv", dtype=str)
+    assert list(written.columns) == list(sample.columns)
+    assert list(written["image_id"]) == list(sample["image_id"]) and list(written["image"]) == list(sample["image"])
+    assert (written["scene"] == "cluster0").sum() == 10 and (written["scene"] == "outliers").sum() == len(sample) - 10
+    # a train run writes the same ids for the same photos
+    (train,) = [s for s in load_scenes(imc25_dir, "train") if s.dataset == "small"]
+    assert {r["image_id"] for r in scene_rows(train, {})} == set(sample["image_id"])
+
+
+def test_read_2025_labels(imc25_dir):
+    poses = read_poses(imc25_dir / "train_labels.csv", "2025")
+    assert len(poses) == 38 + 155
+    outliers = poses[poses["scene"] == "outliers"]
+    assert len(outliers) == 12 and all(np.isnan(R).all() for R in outliers["R"])
+    assert all(np.isfinite(R).all() for R in poses[poses["scene"] != "outliers"]["R"])
+
+
+def test_parse_values_nan_only_when_allowed():
+    assert np.isnan(parse_values("nan;NaN;nan", 3, "w", allow_nan=True)).all()
+    with pytest.raises(ValueError, match="non-finite"):
+        parse_values("nan;1;nan", 3, "w", allow_nan=True)
+    with pytest.raises(ValueError, match="non-finite"):
+        parse_values("nan;nan;nan", 3, "w")
