@@ -38,9 +38,12 @@ def _run(args) -> int:
     print(scene_table(result["scenes"]))
     times = result["times"]
     print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()) + f", total {sum(times.values()):.1f}s")
-    missing = sum(r["images"] - r["registered"] for r in result["scenes"].values())
+    missing = sum(r["images"] - r["registered"] - r.get("outliers", 0) for r in result["scenes"].values())
+    outliers = sum(r.get("outliers", 0) for r in result["scenes"].values())
     print(
-        f"wrote {result['submission']}" + (f" ({missing} image(s) without a pose: placeholder rows)" if missing else "")
+        f"wrote {result['submission']}"
+        + (f" ({missing} image(s) without a pose: placeholder rows)" if missing else "")
+        + (f" ({outliers} photo(s) of mixed folders in no cluster: outliers)" if outliers else "")
     )
     # Scenes the time guard skipped or stopped ("skipped: ...") were a decision, not a failure.
     failed = [key for key, r in result["scenes"].items() if r["error"] and not r["error"].startswith("skipped")]
@@ -72,6 +75,7 @@ def scene_table(scenes: dict) -> str:
         {
             "registered": [f"{r['registered']}/{r['images']}" for r in scenes.values()],
             "models": [_models(r.get("models") or {}) for r in scenes.values()],
+            "outliers": [r.get("outliers", "") for r in scenes.values()],
             "status": [r["error"] or "ok" for r in scenes.values()],
         },
         index=pd.Index(list(scenes), name="scene"),

@@ -175,9 +175,16 @@ def choose_pairs(requested: str | None, scenes: list[data.Scene], dinov2=None, n
 CATEGORY_PAIRS = {"transparent": "exhaustive"}
 
 
+# What a mixed photo set (an IMC 2025 dataset: several scenes and outliers) changes in the
+# reconstruction conf: every model the joining keeps apart is a cluster (reconstruction.confs["clusters"]).
+MIXED_RECONSTRUCTION = {k: reconstruction.confs["clusters"][k] for k in ("output", "keep")}
+
+
 def scene_confs(sconfs: dict, scene: data.Scene) -> dict:
     """`sconfs` for one scene: retrieval turns into exhaustive pairs (so named) below its size
-    threshold, or for a category of CATEGORY_PAIRS."""
+    threshold, or for a category of CATEGORY_PAIRS; a mixed folder keeps every cluster."""
+    if scene.mixed:
+        sconfs = {**sconfs, "reconstruction": merge_conf(sconfs["reconstruction"], MIXED_RECONSTRUCTION)}
     threshold = sconfs["pairs"].get("exhaustive_if_less")
     by_category = [CATEGORY_PAIRS[c] for c in scene.categories if c in CATEGORY_PAIRS]
     if by_category and by_category[0] != sconfs["pairs"]["method"]:
@@ -529,21 +536,19 @@ def run(
     results, rows = {}, []
     for i, scene in enumerate(scene_list):
         planned, setting = _plan(guard, scene_list[i:], sconfs, conf, device, dinov2, overrides)
-        result, found = _run_one(scene, planned, work_dir, nets, overwrite, guard and guard.deadline)
+        result, clusters = _run_one(scene, planned, work_dir, nets, overwrite, guard and guard.deadline)
         if guard and planned:
             guard.record(result["images"], setting, result["times"])
         for stage, seconds in result["times"].items():
             times[stage] += seconds
         results[scene.key] = result
-        rows += submission.scene_rows(scene, found)
+        rows += _rows(scene, clusters)
         if guard:  # a complete file after every scene: the rest as placeholders
-            submission.write_submission(
-                rows + [r for s in scene_list[i + 1 :] for r in submission.scene_rows(s, {})], out
-            )
+            submission.write_submission(rows + [r for s in scene_list[i + 1 :] for r in _rows(s, [])], out)
     with _Clock(times)("submission"):
         submission.write_submission(rows, out)
     failed = [k for k, r in results.items() if r["error"]]
-    unregistered = sum(r["images"] - r["registered"] for r in results.values())
+    unregistered = sum(r["images"] - r["registered"] - r.get("outliers", 0) for r in results.values())
     if failed or unregistered:
         logger.warning(
             "%d image(s) without a pose, %d scene(s) failed %s; their rows carry a placeholder pose",
@@ -603,20 +608,28 @@ def _measure_costs(sconfs: dict, scene: data.Scene, nets: Networks) -> budget.Co
                         keypoints=fconf["model"]["max_num_keypoints"], exponent=default.exponent)  # fmt: skip
 
 
-def _run_one(scene, sconfs, work_dir, nets, overwrite, deadline=None) -> tuple[dict, dict]:
+def _rows(scene: data.Scene, clusters: list[dict]) -> list[dict]:
+    """A scene's submission rows: its model's poses (IMC 2024), or every cluster (a mixed folder)."""
+    if scene.mixed:
+        return submission.scene_rows(scene, {}, clusters)
+    return submission.scene_rows(scene, clusters[0] if clusters else {})
+
+
+def _run_one(scene, sconfs, work_dir, nets, overwrite, deadline=None) -> tuple[dict, list[dict]]:
     """`run_scene`, with a failure logged and recorded instead of raised (set-up problems excepted);
+    returns the scene's result and its clusters' poses (largest first; one for an IMC 2024 scene).
     `sconfs` None: a scene the time guard skipped."""
     names = list(scene.image_names)
     logger.info("scene %s: %d images", scene.key, len(names))
     result = {"images": len(names), "registered": 0, "error": None, "times": {}, "spans": [], "models": {}}
-    found = {}
+    clusters = []
     if sconfs is None:
         result["error"] = "skipped: time limit"
-        return result, found
+        return result, clusters
     try:
         with lock.scene_lock(Path(work_dir) / scene.key):  # another run on this scene stops this one
             out = run_scene(scene, sconfs, work_dir, nets, overwrite, deadline)
-        found = out["poses"]
+        clusters = out["clusters"] if scene.mixed else [out["poses"]]
         result.update(times=out["times"], spans=out["spans"], models=out["models"])
     except (models.WeightsError, lock.SceneLockedError):
         raise  # set-up problems, not the scene's: missing weights fail every scene; a busy folder is another run's
@@ -629,5 +642,8 @@ def _run_one(scene, sconfs, work_dir, nets, overwrite, deadline=None) -> tuple[d
     finally:
         if nets.device.type == "cuda":
             torch.cuda.empty_cache()
-    result["registered"] = sum(n in found for n in names)
-    return result, found
+    placed = set().union(*clusters)
+    result["registered"] = sum(n in placed for n in names)
+    if scene.mixed:  # photos in no cluster are its outliers, not failures
+        result.update(clusters=len(clusters), outliers=len(names) - result["registered"])
+    return result, clusters
