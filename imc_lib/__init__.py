@@ -1,4 +1,4 @@
-"""imc_lib: from folders of unordered photos to camera poses and an IMC 2024 submission.csv.
+"""imc_lib: from folders of unordered photos to camera poses and an IMC 2024 or 2025 submission.csv.
 
 Stages, in pipeline order (each a module with `confs` and `main(conf, ...)`):
 pairs -> features -> matching -> reconstruction -> submission; `metric` scores the result.
