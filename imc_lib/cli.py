@@ -112,7 +112,7 @@ def _not_in_wheel(module: str, command: str):
 
 def _kaggle_build(args) -> int:
     kaggle = _not_in_wheel("tools.kaggle", "kaggle build")
-    return kaggle.build(args.out_dir, offline=args.offline, weights=args.weights)
+    return kaggle.build(args.out_dir, offline=args.offline, weights=args.weights, competition=args.competition)
 
 
 def _app(args) -> int:
@@ -194,6 +194,11 @@ def parser() -> argparse.ArgumentParser:
     kb.add_argument("out_dir", type=Path)
     kb.add_argument("--offline", action="store_true", help="skip downloads (dependency wheels); for tests")
     kb.add_argument("--weights", type=Path, help="folder of weights to pack (default $IMC_WEIGHTS_DIR)")
+    kb.add_argument(
+        "--competition",
+        help="2024 (default, or $IMC_KAGGLE_COMPETITION) or 2025: the competition the kernel attaches "
+        "(the notebook reads either year's data)",
+    )
     kb.set_defaults(func=_kaggle_build)
 
     # Other options go to `streamlit run` as given, in order: no REMAINDER positional, whose split

@@ -4,12 +4,14 @@ Kaggle has mounted the same attached inputs in two layouts:
 
     2024  /kaggle/input/image-matching-challenge-2024   /kaggle/input/<dataset>
           /kaggle/input/dinov2/pytorch/base/1
+          (the 2025 competition alike: /kaggle/input/image-matching-challenge-2025)
     2026  /kaggle/input/competitions/<slug>   /kaggle/input/datasets/<owner>/<slug>
           /kaggle/input/models/<owner>/<model>/<framework>/<variation>/<version>
 
 `find_inputs` walks the input root breadth first (sorted, at most MAX_DEPTH levels, never into a
 folder it has recognised) and knows each input by what it holds: the competition by a
-`sample_submission.csv` beside a `test/` folder, the offline dataset of `imc-lib kaggle build` by
+`sample_submission.csv` beside a `test/` folder (of either competition, IMC 2024 or 2025:
+`data.layout` then tells which by its files), the offline dataset of `imc-lib kaggle build` by
 its `requirements.txt` beside an imc_lib wheel, a DINOv2 model by a `config.json` whose
 `model_type` is "dinov2". $IMC_DATA_DIR, $IMC_OFFLINE_DIR and $IMC_DINOV2 override the search;
 $IMC_KAGGLE_INPUT moves the root (for tests and local dry runs).
@@ -27,7 +29,10 @@ logger = logging.getLogger(__name__)
 
 INPUT_ROOT = Path("/kaggle/input")
 MAX_DEPTH = 6  # models/<owner>/<model>/<framework>/<variation>/<version> is 5, plus one nested folder
-COMPETITION = "image-matching-challenge-2024"
+# The competitions whose data the kernel reads (either is found by content); COMPETITION is the one
+# preferred where several are attached (the kernel's KAGGLE_COMPETITION, `imc-lib kaggle build --competition`).
+COMPETITIONS = {"2024": "image-matching-challenge-2024", "2025": "image-matching-challenge-2025"}
+COMPETITION = COMPETITIONS["2024"]
 KINDS = ("competition", "offline", "dinov2")
 ENV = {"competition": "IMC_DATA_DIR", "offline": "IMC_OFFLINE_DIR", "dinov2": "IMC_DINOV2"}
 LOOKS_FOR = {
@@ -157,7 +162,8 @@ def find_inputs(
     if chosen["competition"] is None:
         raise FileNotFoundError(
             f"{root}: no competition data: {searched} {LOOKS_FOR['competition']}; attach the competition "
-            f"{competition} to the kernel, or set {ENV['competition']} to its folder"
+            f"{competition} to the kernel (it reads {' or '.join(COMPETITIONS.values())}), or set "
+            f"{ENV['competition']} to its folder"
         )
     inputs = KaggleInputs(root, chosen["competition"], chosen["offline"], chosen["dinov2"], origin)
     for kind, line in zip(KINDS, inputs.report()):

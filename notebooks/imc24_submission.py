@@ -14,11 +14,19 @@
 # ---
 
 # %% [markdown]
-# # IMC 2024 submission: imc_lib, offline
+# # IMC 2024 / 2025 submission: imc_lib, offline
 #
 # The Kaggle kernel of imc_lib: it installs the library from the attached
 # wheels+weights dataset (no internet), reconstructs every scene of the competition's `test` split
 # (images listed in `sample_submission.csv`) and writes `/kaggle/working/submission.csv`.
+#
+# One notebook for both competitions (its name is from when it served 2024 alone). Which one is
+# attached is told by the data's files (`data.layout`), not by a setting: IMC 2024
+# (`image-matching-challenge-2024`, one folder per scene) gets one pose per photo; IMC 2025
+# (`image-matching-challenge-2025`, one flat folder per dataset holding several scenes and
+# outliers) gets each dataset reconstructed as one photo set, every model a cluster (`cluster0`,
+# `cluster1`, ...), photos in none `outliers` with `nan` poses, and `image_id` carried from
+# `sample_submission.csv`.
 #
 # On Kaggle the inputs are found, not assumed (`imc_lib.kaggle_inputs`): the competition, this
 # dataset and the DINOv2 model are searched for under `/kaggle/input`, in the 2024 layout
@@ -59,6 +67,9 @@ def env(name: str, kaggle: str, local: str) -> str:
 
 
 KAGGLE_DATASET = "imc-lib-offline"  # slug of the wheels+weights dataset (`imc-lib kaggle build` sets it)
+# Preferred should several competitions be attached (`imc-lib kaggle build --competition` sets it); either
+# year's data is read, whichever is found.
+KAGGLE_COMPETITION = "image-matching-challenge-2024"
 # On Kaggle the data, the dataset (wheels, requirements.txt and the ALIKED/DISK/LightGlue weights side by
 # side) and the DINOv2 model (metaresearch/dinov2/pyTorch/base/1; only scenes of 20+ images load it) are
 # searched for below; these are the local defaults. IMC_DATA_DIR, IMC_OFFLINE_DIR, IMC_DINOV2 override both.
@@ -165,7 +176,7 @@ logging.basicConfig(
 pycolmap.logging.minloglevel = 2  # COLMAP's own chatter: errors only
 
 if ON_KAGGLE:
-    found = kaggle_inputs.find_inputs(KAGGLE_INPUT, dataset=KAGGLE_DATASET)
+    found = kaggle_inputs.find_inputs(KAGGLE_INPUT, dataset=KAGGLE_DATASET, competition=KAGGLE_COMPETITION)
     DATA_DIR, DINOV2_DIR, OFFLINE_DIR = found.competition, found.dinov2, found.offline or OFFLINE_DIR
     dinov2_searched = found.origin["dinov2"]
 else:
@@ -187,20 +198,26 @@ if DINOV2_DIR is None:
 
 # %% [markdown]
 # ## Device and scenes
+#
+# The competition's year from its files: IMC 2025 lists each dataset (several scenes and
+# outliers) as one photo set.
 
 # %%
 device = usable_device(DEVICE)  # a small CUDA kernel first: CUDA that cannot run one means the CPU
+YEAR = data.layout(DATA_DIR, SPLIT)  # "2024" or "2025", by the files alone
 scenes = data.load_scenes(DATA_DIR, SPLIT, SCENES)
 print(
-    f"{len(scenes)} scene(s), {sum(len(s.image_names) for s in scenes)} images from {DATA_DIR} ({SPLIT}); "
-    f"weights {WEIGHTS_DIR}; device {device}"
+    f"IMC {YEAR} data: {len(scenes)} {'dataset' if YEAR == '2025' else 'scene'}(s), "
+    f"{sum(len(s.image_names) for s in scenes)} images from {DATA_DIR} ({SPLIT}); weights {WEIGHTS_DIR}; "
+    f"device {device}"
 )
 pd.DataFrame({"images": {s.key: len(s.image_names) for s in scenes}})
 
 # %% [markdown]
 # ## Reconstruct every scene inside the time limit
 #
-# Every image of the image list gets exactly one row, in the list's order.
+# Every image of the image list gets exactly one row, in the list's order (IMC 2025: photos in no
+# cluster are `outliers`, with `nan` poses).
 
 # %%
 WORK_DIR.mkdir(parents=True, exist_ok=True)
@@ -235,6 +252,7 @@ times = pd.DataFrame(
             "images": r["images"],
             "registered": r["registered"],
             "error": r["error"],
+            **{k: r[k] for k in ("clusters", "outliers") if k in r},  # IMC 2025 datasets
             **r["times"],
             "total": sum(r["times"].values()),
         }
@@ -252,8 +270,12 @@ times
 # ## Score (train split only: the test split has no labels)
 
 # %%
-labels_path = DATA_DIR / "train" / "train_labels.csv"
-if SPLIT == "train" and labels_path.is_file():
+labels_path = DATA_DIR / "train_labels.csv" if YEAR == "2025" else DATA_DIR / "train" / "train_labels.csv"
+if SPLIT == "train" and labels_path.is_file() and YEAR == "2025":
+    labels = submission.read_poses(labels_path, "2025")
+    thresholds = labels_path.with_name("train_thresholds.csv")
+    print(metric.format_table_2025(*metric.score_2025(labels[labels["dataset"].isin(names)], OUT, thresholds)))
+elif SPLIT == "train" and labels_path.is_file():
     labels = submission.read_poses(labels_path, "labels")
     categories = labels_path.with_name("categories.csv")
     scores = metric.score(

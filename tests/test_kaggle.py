@@ -18,7 +18,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from conftest import kaggle_input_paths, write_dinov2_config
-from imc_lib import cli, kaggle_inputs, submission
+from imc_lib import cli, kaggle_inputs, metric, submission
 from imc_lib.tools import kaggle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +141,7 @@ def test_kernel_notebook_reads_the_built_dataset(built):
     notebook = json.loads((out / "kernel/imc24_submission.ipynb").read_text())
     code = "".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
     assert 'KAGGLE_DATASET = "alice-wheels"' in code
+    assert 'KAGGLE_COMPETITION = "image-matching-challenge-2024"' in code  # the default build: IMC 2024
     assert all(c.get("outputs", []) == [] for c in notebook["cells"] if c["cell_type"] == "code")
     committed = json.loads((ROOT / "notebooks/imc24_submission.ipynb").read_text())
     assert len(notebook["cells"]) == len(committed["cells"])
@@ -172,6 +173,34 @@ def test_build_errors_name_the_missing_weights_and_bad_slugs(tmp_path, capsys):
     assert not (tmp_path / "out" / "dataset").exists()
     with pytest.raises(ValueError, match="dataset slug"):
         kaggle.kaggle_names(user="alice", dataset="Not A Slug")
+
+
+def test_a_2025_build_attaches_and_prefers_the_2025_competition(tmp_path, monkeypatch):
+    """`--competition 2025` names the competition in the metadata, the kernel slug and the notebook's
+    preference; the notebook is the same one (it reads either year's data)."""
+    for name in ("IMC_KAGGLE_KERNEL", "IMC_KAGGLE_COMPETITION"):
+        monkeypatch.delenv(name, raising=False)
+    names = kaggle.kaggle_names("alice", competition="2025")
+    assert names["competition"] == "image-matching-challenge-2025" and names["kernel"] == "imc-lib-imc25-submission"
+    meta = kaggle.kernel_metadata(names)
+    assert meta["competition_sources"] == ["image-matching-challenge-2025"]
+    assert meta["id"] == "alice/imc-lib-imc25-submission" and meta["code_file"] == kaggle.NOTEBOOK
+    assert kaggle.kaggle_names("alice")["competition"] == "image-matching-challenge-2024"  # unchanged default
+    assert kaggle.kaggle_names("alice", competition="image-matching-challenge-2025") == names
+    monkeypatch.setenv("IMC_KAGGLE_COMPETITION", "2025")
+    assert kaggle.kaggle_names("alice") == names
+    kaggle.write_notebook(ROOT / "notebooks" / kaggle.NOTEBOOK, tmp_path / "nb.ipynb", "wheels", names["competition"])
+    notebook = json.loads((tmp_path / "nb.ipynb").read_text())
+    code = "".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert 'KAGGLE_COMPETITION = "image-matching-challenge-2025"' in code and 'KAGGLE_DATASET = "wheels"' in code
+
+
+def test_an_unknown_competition_is_refused_before_building(tmp_path, capsys, weights_dir):
+    args = ["kaggle", "build", str(tmp_path / "out"), "--offline", "--weights", str(weights_dir)]
+    assert cli.main([*args, "--competition", "2023"]) == 2
+    err = capsys.readouterr().err
+    assert "competition '2023'" in err and "2025 (image-matching-challenge-2025)" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_templates_are_valid_with_placeholders():
@@ -302,12 +331,14 @@ def kaggle_input(
     imc_data_dir: Path,
     dinov2: bool,
     competition: bool = True,
+    competition_slug: str = kaggle_inputs.COMPETITION,
 ) -> dict[str, Path]:
-    """A /kaggle/input tree in `layout`: the test split of one imc-mini scene, the built dataset
-    (its weight files linked to the real ones) and, if asked, a DINOv2 model folder."""
+    """A /kaggle/input tree in `layout`: the test split of one imc-mini scene (unless not
+    `competition`), the built dataset (its weight files linked to the real ones) and, if asked, a
+    DINOv2 model folder; `paths["competition"]` is where `competition_slug` mounts."""
     meta = json.loads((built_dataset / "dataset-metadata.json").read_text())
     owner, slug = meta["id"].split("/")
-    paths = kaggle_input_paths(root, layout, dataset=slug, owner=owner)
+    paths = kaggle_input_paths(root, layout, dataset=slug, owner=owner, competition=competition_slug)
     paths["offline"].mkdir(parents=True)
     for f in built_dataset.iterdir():
         real = weights_dir / f.name
@@ -333,9 +364,19 @@ def kaggle_input(
     return paths
 
 
-def run_kernel(kernel_dir: Path, tmp: Path, input_root: Path, monkeypatch) -> tuple[str, Exception | None]:
+def competition_2025(folder: Path, imc25_dir: Path) -> Path:
+    """The IMC 2025 competition's files where Kaggle mounts them, linked to the composed set (its
+    visible test split: the 38 photos of `small`, 3 of them outliers)."""
+    folder.mkdir(parents=True)
+    for name in ("train", "test", "train_labels.csv", "train_thresholds.csv", "sample_submission.csv"):
+        (folder / name).symlink_to(imc25_dir / name)
+    return folder
+
+
+def run_kernel(kernel_dir: Path, tmp: Path, input_root: Path, monkeypatch, **env: str) -> tuple[str, Exception | None]:
     """Execute the built kernel's notebook offline (package index unreachable, no hub) in a fresh
-    Kaggle-like Python, against `input_root`: its stream output and the error that stopped it, if any."""
+    Kaggle-like Python, against `input_root`: its stream output and the error that stopped it, if any.
+    `env`: further settings of the notebook (IMC_TIME_LIMIT_S=...)."""
     jupyter_path = kaggle_python(tmp / "python")
     for name in [k for k in os.environ if k.startswith(("IMC_", "PIP_"))] + ["PYTHONPATH"]:
         monkeypatch.delenv(name, raising=False)
@@ -353,6 +394,7 @@ def run_kernel(kernel_dir: Path, tmp: Path, input_root: Path, monkeypatch) -> tu
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
+        **env,
     }.items():
         monkeypatch.setenv(key, value)
     notebook = nbformat.read(kernel_dir / kaggle.NOTEBOOK, as_version=4)
@@ -420,3 +462,71 @@ def test_built_kernel_without_the_competition_names_what_it_searched(
     assert "FileNotFoundError" in message and f"{tmp_path / 'input'}: no competition data" in message
     assert "a sample_submission.csv beside a test/ folder" in message and "IMC_DATA_DIR" in message
     assert not (tmp_path / "working" / "submission.csv").exists()
+
+
+# --- the same kernel on the IMC 2025 competition -----------------------------------------------------------
+
+
+def check_2025_submission(path: Path, sample_path: Path) -> pd.DataFrame:
+    """A valid IMC 2025 submission of `sample_path`'s photos: its columns, every image_id of the
+    sample exactly once with its dataset and image, `outliers` rows all nan, cluster rows posed."""
+    written = pd.read_csv(path, dtype=str, keep_default_na=False)
+    sample = pd.read_csv(sample_path, dtype=str, keep_default_na=False)
+    assert list(written.columns) == submission.SUBMISSION_COLUMNS_2025
+    assert sorted(written["image_id"]) == sorted(sample["image_id"]) and written["image_id"].is_unique
+    key = ["image_id", "dataset", "image"]
+    assert written[key].sort_values("image_id").values.tolist() == sample[key].sort_values("image_id").values.tolist()
+    poses = submission.read_poses(path, "2025")
+    outliers = (poses["scene"] == submission.OUTLIERS).to_numpy()
+    assert all(np.isnan(R).all() and np.isnan(t).all() for R, t in zip(poses["R"][outliers], poses["t"][outliers]))
+    assert all(
+        np.isfinite(R).all() and np.isfinite(t).all() for R, t in zip(poses["R"][~outliers], poses["t"][~outliers])
+    )
+    assert poses["scene"][~outliers].str.fullmatch(r"cluster\d+").all()
+    return written
+
+
+@pytest.mark.slow  # installs and runs the kernel on 38 photos: minutes on 2 CPU cores
+def test_built_kernel_finds_the_2025_competition_and_writes_its_submission(
+    built, tmp_path, weights_dir, imc_data_dir, imc25_dir, monkeypatch
+):
+    """The default build (it prefers IMC 2024) given only /kaggle/input/image-matching-challenge-2025:
+    it tells the year by the files, clusters the mixed folder inside the time guard and writes
+    every image_id once; scored against the composed set's labels (same photos as its train)."""
+    out, _ = built
+    slug = kaggle_inputs.COMPETITIONS["2025"]
+    paths = kaggle_input(tmp_path / "input", "2024", out / "dataset", weights_dir, imc_data_dir, dinov2=False,
+                         competition=False, competition_slug=slug)  # fmt: skip
+    competition_2025(paths["competition"], imc25_dir)
+    assert paths["competition"] == tmp_path / "input" / "image-matching-challenge-2025"
+    text, error = run_kernel(out / "kernel", tmp_path, tmp_path / "input", monkeypatch, IMC_TIME_LIMIT_S="7200")
+    assert error is None, f"{tmp_path / kaggle.NOTEBOOK}: {error}"
+    assert f"competition data: {paths['competition']} (found under {tmp_path / 'input'})" in text
+    assert "IMC 2025 data: 1 dataset(s), 38 images" in text
+    assert "time guard: " in text and "time guard: skipping" not in text  # guarded, and 38 photos fit
+    written = check_2025_submission(tmp_path / "working/submission.csv", paths["competition"] / "sample_submission.csv")
+    assert written["scene"].nunique() >= 3  # clusters (the scenes) and outliers
+    labels = submission.read_poses(imc25_dir / "train_labels.csv", "2025")
+    datasets, _ = metric.score_2025(labels[labels["dataset"] == "small"], tmp_path / "working/submission.csv",
+                                    imc25_dir / "train_thresholds.csv")  # fmt: skip
+    assert datasets["score"].iloc[0] >= 0.8, datasets.to_string()
+    assert datasets["outliers_found"].iloc[0] >= 2, datasets.to_string()
+
+
+@pytest.mark.slow  # installs the kernel in a fresh Python
+def test_built_kernel_out_of_time_on_2025_still_writes_every_photo_as_an_outlier(
+    built, tmp_path, weights_dir, imc_data_dir, imc25_dir, monkeypatch
+):
+    """No time left (the limit is under the kernel's reserve): the guard skips the dataset and the
+    submission still has every image_id once, all `outliers` with nan poses (2026 input layout)."""
+    out, _ = built
+    slug = kaggle_inputs.COMPETITIONS["2025"]
+    paths = kaggle_input(tmp_path / "input", "2026", out / "dataset", weights_dir, imc_data_dir, dinov2=False,
+                         competition=False, competition_slug=slug)  # fmt: skip
+    competition_2025(paths["competition"], imc25_dir)
+    text, error = run_kernel(out / "kernel", tmp_path, tmp_path / "input", monkeypatch, IMC_TIME_LIMIT_S="60")
+    assert error is None, f"{tmp_path / kaggle.NOTEBOOK}: {error}"
+    assert f"competition data: {paths['competition']}" in text and "time guard: skipping small" in text
+    written = check_2025_submission(tmp_path / "working/submission.csv", paths["competition"] / "sample_submission.csv")
+    assert len(written) == 38 and (written["scene"] == submission.OUTLIERS).all()
+    assert not (tmp_path / "work" / "small").exists()  # nothing was computed

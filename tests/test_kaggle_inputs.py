@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import kaggle_input_paths, write_dinov2_config
-from imc_lib import kaggle_inputs
+from imc_lib import data, kaggle_inputs
 
 DATASET = "alice-wheels"
 
@@ -29,6 +29,18 @@ def make_competition(folder: Path) -> Path:
     (folder / "sample_submission.csv").write_text("image_path,dataset,scene,rotation_matrix,translation_vector\n")
     # Deep inside the competition: never searched, since the competition folder is not entered.
     write_dinov2_config(folder / "train" / "church" / "model")
+    return folder
+
+
+def make_competition_2025(folder: Path) -> Path:
+    """The IMC 2025 competition's files: flat test/<dataset>/ folders, sample_submission with image_id."""
+    (folder / "test" / "stairs").mkdir(parents=True)
+    (folder / "test" / "stairs" / "image_0001.png").write_bytes(b"")
+    (folder / "train" / "stairs").mkdir(parents=True)
+    (folder / "sample_submission.csv").write_text(
+        "image_id,dataset,scene,image,rotation_matrix,translation_vector\n"
+        "stairs_image_0001_public,stairs,cluster1,image_0001.png,1;0;0;0;1;0;0;0;1,0;0;0\n"
+    )
     return folder
 
 
@@ -125,6 +137,27 @@ def test_several_candidates_the_named_one_then_the_shallowest_and_said(tmp_path,
         "2 folders look like the offline dataset" in r.getMessage() and "IMC_OFFLINE_DIR" in r.getMessage()
         for r in caplog.records
     )
+
+
+@pytest.mark.parametrize("layout", ["2024", "2026"])
+def test_the_2025_competition_is_found_alone_and_its_year_told_by_its_files(tmp_path, layout):
+    paths = make_tree(tmp_path, layout, competition=False)
+    where = kaggle_input_paths(tmp_path, layout, dataset=DATASET, competition=kaggle_inputs.COMPETITIONS["2025"])
+    make_competition_2025(where["competition"])
+    found = kaggle_inputs.find_inputs(tmp_path, dataset=DATASET)  # prefers 2024 by default, finds 2025 alone
+    assert found.competition == where["competition"] and found.offline == paths["offline"]
+    assert found.report()[0] == f"competition data: {where['competition']} (found under {tmp_path})"
+    assert data.layout(found.competition, "test") == "2025"
+
+
+def test_with_both_competitions_attached_the_preferred_one_is_taken_and_said(tmp_path, caplog):
+    paths = make_tree(tmp_path, "2026")
+    imc25 = make_competition_2025(tmp_path / "competitions" / kaggle_inputs.COMPETITIONS["2025"])
+    with caplog.at_level(logging.WARNING, logger="imc_lib"):
+        assert kaggle_inputs.find_inputs(tmp_path).competition == paths["competition"]  # IMC 2024, as before
+    assert any("2 folders look like the competition data" in r.getMessage() for r in caplog.records)
+    assert kaggle_inputs.find_inputs(tmp_path, competition=kaggle_inputs.COMPETITIONS["2025"]).competition == imc25
+    assert data.layout(paths["competition"], "test") == "2024" and data.layout(imc25, "test") == "2025"
 
 
 def test_recognisers():

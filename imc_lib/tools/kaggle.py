@@ -8,12 +8,14 @@ modules only: this tooling, the app and the plots stay out, NOT_SHIPPED; the dep
 Kaggle's image lacks, pinned in requirements.txt; and the ALIKED/DISK/LightGlue weights);
 `kaggle kernels push -p OUT_DIR/kernel` the second, a kernel that attaches that dataset, the
 competition and the DINOv2 model, runs on a T4 GPU (MACHINE_SHAPE) without internet and installs
-from the dataset.
+from the dataset. One notebook serves IMC 2024 and IMC 2025: the kernel tells which competition's
+data it was given by the files (`data.layout`) and writes that year's submission.csv; `competition`
+(`--competition 2025`) only names the competition it attaches and prefers.
 The dataset is flat because `kaggle datasets create` skips subfolders unless told to archive them.
 
 Templates of both metadata files live in `submission/`; the Kaggle user, dataset and kernel slugs
-come from arguments or $IMC_KAGGLE_USER (else $KAGGLE_USERNAME), $IMC_KAGGLE_DATASET and
-$IMC_KAGGLE_KERNEL, with placeholders by default.
+come from arguments or $IMC_KAGGLE_USER (else $KAGGLE_USERNAME), $IMC_KAGGLE_DATASET,
+$IMC_KAGGLE_KERNEL and $IMC_KAGGLE_COMPETITION, with placeholders (and IMC 2024) by default.
 """
 
 from __future__ import annotations
@@ -29,15 +31,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .. import models
+from .. import kaggle_inputs, models
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: pyproject.toml, notebooks/, submission/
+# The one submission notebook of both competitions (named when it served 2024 alone; kept, since
+# kernels pushed from earlier builds and users' commands name it).
 NOTEBOOK = "imc24_submission.ipynb"
 PLACEHOLDER_USER = "your-kaggle-username"
 DEFAULT_DATASET = "imc-lib-offline"
 DEFAULT_KERNEL = "imc-lib-imc24-submission"
+# year -> competition slug; the kernel slug by default follows the competition it is built for.
+COMPETITIONS = kaggle_inputs.COMPETITIONS
+DEFAULT_KERNELS = {COMPETITIONS["2024"]: DEFAULT_KERNEL, COMPETITIONS["2025"]: "imc-lib-imc25-submission"}
 
 # Kaggle's image (github.com/Kaggle/docker-python, built on Colab's): CPython 3.12, x86_64, glibc 2.35.
 # $IMC_KAGGLE_PYTHON="3.11,3.12" downloads wheels for several, should the image change.
@@ -120,15 +127,32 @@ def _slug(value: str, what: str, lengths: tuple[int, int]) -> str:
     return value
 
 
-def kaggle_names(user: str | None = None, dataset: str | None = None, kernel: str | None = None) -> dict[str, str]:
-    """{"user", "dataset", "kernel"} from the arguments, the environment, or the placeholders."""
+def competition_slug(value: str | None = None) -> str:
+    """The competition slug of `value` (a year of COMPETITIONS or a slug), else of
+    $IMC_KAGGLE_COMPETITION, else IMC 2024's; ValueError naming the known ones."""
+    value = value or os.environ.get("IMC_KAGGLE_COMPETITION") or "2024"
+    slug = COMPETITIONS.get(value, value)
+    if slug not in COMPETITIONS.values():
+        known = ", ".join(f"{year} ({name})" for year, name in COMPETITIONS.items())
+        raise ValueError(f"competition {value!r}: not one the kernel reads; use {known}")
+    return slug
+
+
+def kaggle_names(
+    user: str | None = None, dataset: str | None = None, kernel: str | None = None, competition: str | None = None
+) -> dict[str, str]:
+    """{"user", "dataset", "kernel", "competition"} from the arguments, the environment, or the
+    placeholders (and IMC 2024); the kernel slug defaults to the competition's (DEFAULT_KERNELS)."""
     user = user or os.environ.get("IMC_KAGGLE_USER") or os.environ.get("KAGGLE_USERNAME") or PLACEHOLDER_USER
     if not user or "/" in user or any(c.isspace() for c in user):
         raise ValueError(f"Kaggle user {user!r}: set IMC_KAGGLE_USER to your Kaggle user name")
+    competition = competition_slug(competition)
+    kernel = kernel or os.environ.get("IMC_KAGGLE_KERNEL") or DEFAULT_KERNELS[competition]
     return {
         "user": user,
         "dataset": _slug(dataset or os.environ.get("IMC_KAGGLE_DATASET") or DEFAULT_DATASET, "dataset slug", (3, 50)),
-        "kernel": _slug(kernel or os.environ.get("IMC_KAGGLE_KERNEL") or DEFAULT_KERNEL, "kernel slug", (5, 50)),
+        "kernel": _slug(kernel, "kernel slug", (5, 50)),
+        "competition": competition,
     }
 
 
@@ -140,15 +164,16 @@ def _template(name: str) -> dict:
 
 
 def kernel_metadata(names: dict[str, str]) -> dict:
-    """submission/kernel-metadata.json with this user's kernel id and dataset; the title is the slug
-    spelled with spaces, since Kaggle requires the title to slugify to the id. The GPU is the
-    template's `machine_shape` (MACHINE_SHAPE if absent), never the P100 default."""
+    """submission/kernel-metadata.json with this user's kernel id, dataset and competition; the title
+    is the slug spelled with spaces, since Kaggle requires the title to slugify to the id. The GPU is
+    the template's `machine_shape` (MACHINE_SHAPE if absent), never the P100 default."""
     meta = _template("kernel-metadata.json")
     meta.update(
         id=f"{names['user']}/{names['kernel']}",
         title=names["kernel"].replace("-", " "),
         code_file=NOTEBOOK,
         dataset_sources=[f"{names['user']}/{names['dataset']}"],
+        competition_sources=[names.get("competition", COMPETITIONS["2024"])],
     )
     meta.setdefault("machine_shape", MACHINE_SHAPE)
     if meta.get("enable_gpu") and meta["machine_shape"] in UNSUPPORTED_SHAPES:
@@ -176,24 +201,28 @@ def dataset_metadata(names: dict[str, str], files: list[Path]) -> dict:
     return meta
 
 
-def write_notebook(source: Path, dest: Path, dataset: str) -> None:
-    """Copy the submission notebook, pointing its KAGGLE_DATASET at `dataset` (the mount /kaggle/input/<slug>)."""
+def write_notebook(source: Path, dest: Path, dataset: str, competition: str = COMPETITIONS["2024"]) -> None:
+    """Copy the submission notebook, pointing its KAGGLE_DATASET at `dataset` (the mount
+    /kaggle/input/<slug>) and its KAGGLE_COMPETITION (the one preferred) at `competition`."""
     notebook = json.loads(source.read_text())
-    pattern = re.compile(r'^KAGGLE_DATASET = "[^"]*"', re.MULTILINE)
-    hits = 0
+    values = {"KAGGLE_DATASET": dataset, "KAGGLE_COMPETITION": competition}
+    patterns = {name: re.compile(rf'^{name} = "[^"]*"', re.MULTILINE) for name in values}
+    hits = dict.fromkeys(values, 0)
     for cell in notebook["cells"]:
         text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-        text, n = pattern.subn(f'KAGGLE_DATASET = "{dataset}"', text)
-        if n:
-            hits += n
-            cell["source"] = text.splitlines(keepends=True)
+        for name, pattern in patterns.items():
+            text, n = pattern.subn(f'{name} = "{values[name]}"', text)
+            if n:
+                hits[name] += n
+                cell["source"] = text.splitlines(keepends=True)
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
-    if hits != 1:
-        raise ValueError(
-            f'{source}: expected one line `KAGGLE_DATASET = "..."`, found {hits}; '
-            f"restore it in notebooks/imc24_submission.py and run `jupytext --sync` on it"
-        )
+    for name, n in hits.items():
+        if n != 1:
+            raise ValueError(
+                f'{source}: expected one line `{name} = "..."`, found {n}; '
+                f"restore it in notebooks/imc24_submission.py and run `jupytext --sync` on it"
+            )
     dest.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
 
 
@@ -277,17 +306,20 @@ def build(
     dataset: str | None = None,
     kernel: str | None = None,
     pythons: list[str] | None = None,
+    competition: str | None = None,
 ) -> int:
     """Assemble OUT_DIR/dataset and OUT_DIR/kernel; returns the exit code (0, or 1 when pip failed).
 
     `offline`: build the imc_lib wheel without network and skip the dependency downloads (the
     dataset then installs only where those packages already are: for tests). `weights`: the folder
     to pack (default $IMC_WEIGHTS_DIR). `pythons`: Kaggle's Python versions (default
-    $IMC_KAGGLE_PYTHON, comma-separated, else KAGGLE_PYTHONS). Bad input raises FileNotFoundError or
+    $IMC_KAGGLE_PYTHON, comma-separated, else KAGGLE_PYTHONS). `competition`: "2024", "2025" or a
+    slug of COMPETITIONS (default $IMC_KAGGLE_COMPETITION, else 2024), the competition the kernel
+    attaches; the notebook reads either year's data. Bad input raises FileNotFoundError or
     ValueError naming the file or setting.
     """
     out_dir = Path(out_dir)
-    names = kaggle_names(user, dataset, kernel)
+    names = kaggle_names(user, dataset, kernel, competition)
     weights = weights or os.environ.get("IMC_WEIGHTS_DIR")
     if not weights:
         raise FileNotFoundError("no weights folder given; pass --weights DIR or set IMC_WEIGHTS_DIR")
@@ -332,7 +364,7 @@ def build(
         copy_weights(Path(weights), data_dir)
         files = sorted(data_dir.iterdir())
         (data_dir / "dataset-metadata.json").write_text(json.dumps(dataset_metadata(names, files), indent=2) + "\n")
-        write_notebook(notebook, kernel_dir / NOTEBOOK, names["dataset"])
+        write_notebook(notebook, kernel_dir / NOTEBOOK, names["dataset"], names["competition"])
         (kernel_dir / "kernel-metadata.json").write_text(json.dumps(kernel_metadata(names), indent=2) + "\n")
         _replace(data_dir, out_dir / "dataset")
         _replace(kernel_dir, out_dir / "kernel")
@@ -346,7 +378,7 @@ def build(
         size,
         out_dir / "dataset",
     )
-    logger.info("kernel %s/%s in %s", names["user"], names["kernel"], out_dir / "kernel")
+    logger.info("kernel %s/%s for %s in %s", names["user"], names["kernel"], names["competition"], out_dir / "kernel")
     if names["user"] == PLACEHOLDER_USER:
         logger.warning(
             "user is the placeholder %r: set IMC_KAGGLE_USER to your Kaggle user name and build again before pushing",
