@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imc_lib import app, cli, pipeline
+from imc_lib import app, cli, pipeline, submission
 from imc_lib.app import session as S
 
 SCENE = "herzjesu-p8"
@@ -508,3 +508,126 @@ def test_upload_names_bad_files_and_unrelated_photos_have_no_matches(env):
     check(at.run())
     assert any(i.value.startswith("No matches between") for i in at.info)
     assert metric(at, "Pairs with matches").value == "1/3"
+
+
+# --- a mixed folder (IMC 2025 layout) ---------------------------------------------------------------------
+
+
+def test_a_2025_dataset_is_one_mixed_set_with_its_labels_and_cluster_files(imc25_dir, tmp_path):
+    images = S.dataset_images(imc25_dir, "train", "small", 10)
+    assert images.mixed and images.scene.key == "small" and len(images.names) == 10
+    assert images.labels == imc25_dir / "train_labels.csv" and images.thresholds == imc25_dir / "train_thresholds.csv"
+    assert images.scene.image_dir == imc25_dir / "train" / "small"
+    paths = S.stage_paths(tmp_path, images, S.Settings(**SMALL))
+    assert paths["sfm"].name.startswith("sfm-clusters_")  # every cluster kept (pipeline.scene_confs)
+    test = S.dataset_images(imc25_dir, "test", "small", 5)
+    assert test.mixed and test.labels is None and test.scene.image_ids[0].startswith("small_image_")
+    assert len(test.scene.image_ids) == 5
+
+
+def _true_clusters(imc25_dir: Path, dataset: str = "small") -> tuple[S.ImageSet, list[dict]]:
+    """The dataset's photos and its labelled scenes as clusters with their true poses (largest first)."""
+    images = S.dataset_images(imc25_dir, "train", dataset)
+    labels = submission.read_poses(imc25_dir / "train_labels.csv", "2025")
+    labels = labels[(labels["dataset"] == dataset) & (labels["scene"] != submission.OUTLIERS)]
+    scenes = [dict(zip(g["image_name"], zip(g["R"], g["t"]))) for _, g in labels.groupby("scene")]
+    return images, sorted(scenes, key=len, reverse=True)
+
+
+def test_cluster_groups_and_rows_name_every_photo_once(imc25_dir, tmp_path):
+    images, clusters = _true_clusters(imc25_dir)
+    groups = S.cluster_groups(images, clusters)
+    assert list(groups) == ["cluster0", "cluster1", "cluster2", "outliers"]
+    assert [len(g) for g in groups.values()] == [16, 11, 8, 3]  # temple, fountain, herzjesu-p8; 3 outliers
+    assert sorted(n for g in groups.values() for n in g) == sorted(images.names)
+    assert groups["outliers"] == [n for n in images.names if n in groups["outliers"]]  # the set's order
+    rows = S.submission_rows(images, None, clusters)
+    assert [r["scene"] for r in rows] == [next(k for k, g in groups.items() if r["image"] in g) for r in rows]
+    assert all(r["R"] is None for r in rows if r["scene"] == submission.OUTLIERS)
+    assert S.cluster_groups(images, []) == {"outliers": images.names}  # no model: every photo an outlier
+
+
+def test_score_mixed_scores_true_clusters_perfectly_and_outliers_inside_lower_clusterness(imc25_dir, tmp_path):
+    images, clusters = _true_clusters(imc25_dir)
+    path = submission.write_submission(S.submission_rows(images, None, clusters), tmp_path / "true.csv")
+    scored = S.score_mixed(images, path)
+    assert scored["dataset"]["score"] == pytest.approx(1.0) and scored["dataset"]["outliers_found"] == 3
+    assert list(scored["scenes"]["cluster"]) == ["cluster1", "cluster2", "cluster0"]  # fountain, herzjesu, temple
+    errors, largest = scored["errors"]["cluster0"]
+    assert len(errors) == 16 and max(errors.values()) < 1e-6 and largest == pytest.approx(0.1)  # temple: object
+    assert scored["errors"]["cluster1"][1] == pytest.approx(1.0)  # a facade: metres
+
+    outliers = S.cluster_groups(images, clusters)["outliers"]
+    with_outliers = [dict(clusters[0]), *clusters[1:]]
+    anchor = next(iter(clusters[0].values()))
+    with_outliers[0].update({n: anchor for n in outliers})  # outliers posed inside the temple's cluster
+    path = submission.write_submission(S.submission_rows(images, None, with_outliers), tmp_path / "mixed.csv")
+    scored = S.score_mixed(images, path)
+    assert scored["dataset"]["clusterness"] == pytest.approx(35 / 38) and scored["dataset"]["outliers_found"] == 0
+    assert len(scored["errors"]["cluster0"][0]) == 16  # the outliers have no labelled pose: no error
+    assert S.score_mixed(S.dataset_images(imc25_dir, "test", "small"), path) is None  # no labels for test
+
+
+def start_mixed(imc25_dir: Path, n_images: int, **settings) -> AppTest:
+    """The page on the first `n_images` photos of the composed set's mixed dataset `small`."""
+    at = check(AppTest.from_file(str(app.APP_SCRIPT), default_timeout=600).run())
+    at.sidebar.text_input(key="data_dir").set_value(str(imc25_dir))
+    check(at.run())
+    assert at.sidebar.selectbox(key="scene").options == [
+        "small (38 images, mixed: scenes + outliers)",
+        "tabletop (155 images, mixed: scenes + outliers)",
+    ]
+    at.sidebar.selectbox(key="scene").set_value("small")
+    check(at.run())
+    assert at.sidebar.number_input(key="n_images:small").value == 38  # a mixed folder starts with up to 40
+    at.sidebar.number_input(key="n_images:small").set_value(n_images)
+    for key, value in {**SMALL, **settings}.items():
+        at.get_by_key(key).set_value(value)
+    return check(at.run())
+
+
+@pytest.mark.slow  # 38 photos through every stage on a CPU: a few minutes
+def test_mixed_folder_shows_each_cluster_and_the_outliers_then_the_chosen_cluster_in_3d(env, imc25_dir):
+    at = start_mixed(imc25_dir, 38, orientation="mnn", matcher="mnn")
+    assert metric(at, "Images").value == "38" and metric(at, "Ground truth").value == "yes"
+    assert any("mixed folder" in i.value for i in at.info)
+    for step, button in (("pairs", "run_pairs"), ("features", "run_features"), ("matches", "run_matches")):
+        click(goto(at, step), button)
+        assert not errors(at), (step, errors(at))
+    click(goto(at, "reconstruction"), "run_reconstruction")
+    assert not errors(at)
+    clusters = int(metric(at, "Clusters").value)
+    outliers = int(metric(at, "Outliers").value)
+    assert clusters >= 2 and metric(at, "Clustered images").value == f"{38 - outliers}/38"
+    assert float(metric(at, "Score").value) >= 0.5
+
+    # The strips: one titled line per cluster and for the outliers, each with its size; the
+    # thumbnails (rows of up to 6) hold every photo of the clusters once, 12 at most per strip.
+    titles = [m.value for m in at.markdown if m.value.startswith("**cluster") or m.value.startswith("**outliers")]
+    assert len(titles) == clusters + (outliers > 0)
+    sizes = [int(t.split("·")[1].split()[0]) for t in titles]
+    assert sum(sizes) == 38 and sizes[:clusters] == sorted(sizes[:clusters], reverse=True)
+    captions = [name for im in at.image for name in im.captions]
+    assert all(1 <= len(im.captions) <= 6 for im in at.image)
+    assert len(captions) == len(set(captions)) == sum(min(s, 12) for s in sizes)
+    assert [h.value for h in at.subheader] == ["Outliers", "3D view"]
+    scenes = at.dataframe[-1].value
+    assert sorted(scenes["scene"]) == ["fountain", "herzjesu-p8", "temple"]
+
+    # The 3D view follows the chosen cluster: its cameras are that cluster's photos.
+    picker = at.selectbox(key="cluster_3d")
+    assert len(picker.options) == clusters and picker.options[0] == f"cluster0 ({sizes[0]} photos)"
+    for k in range(min(clusters, 2)):
+        picker.set_value(f"cluster{k}")
+        check(at.run())
+        (view,) = plotly(at, "reconstruction_3d")
+        cameras = [t for t in view["data"] if t["name"].startswith("cameras") and t["name"].endswith(")")]
+        assert sum(len(t["x"]) for t in cameras) == sizes[k]
+        picker = at.selectbox(key="cluster_3d")
+
+    # The submission: IMC 2025 columns, clusters named, outliers with nan.
+    goto(at, "submission")
+    table = at.dataframe[0].value
+    assert list(table.columns) == submission.SUBMISSION_COLUMNS_2025
+    assert len(table) == 38 and (table["scene"] == "outliers").sum() == outliers
+    assert set(table["scene"]) - {"outliers"} == {f"cluster{k}" for k in range(clusters)}

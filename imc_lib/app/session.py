@@ -5,6 +5,9 @@ pipeline writes (`pipeline.scene_paths`), and which steps are up to date.
 A step is up to date when the fingerprint it stored on completion equals the one the current
 images and settings give; fingerprints chain (matches hash the pairs' and features' fingerprints),
 so changing an image or a setting makes exactly the steps that depend on it out of date.
+
+A dataset of an IMC 2025 folder is one mixed photo set (several scenes and outliers): the same
+steps run on it, and its reconstruction keeps every cluster (`cluster_groups`, `score_mixed`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import io
 import math
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -114,8 +117,9 @@ class ImageSet:
 
     scene: data.Scene
     fingerprint: str
-    labels: Path | None = None  # train_labels.csv holding these images
+    labels: Path | None = None  # train_labels.csv holding these images (IMC 2024 or 2025, as the folder)
     categories: Path | None = None
+    thresholds: Path | None = None  # IMC 2025: train_thresholds.csv, the metric's thresholds per scene
     rejected: tuple[tuple[str, str], ...] = ()  # (file name, why)
     sizes: tuple[tuple[int, int], ...] = field(default=(), compare=False)  # (width, height) per image
 
@@ -127,6 +131,11 @@ class ImageSet:
     def paths(self) -> list[Path]:
         return [self.scene.image_dir / n for n in self.scene.image_names]
 
+    @property
+    def mixed(self) -> bool:
+        """A mixed folder (an IMC 2025 dataset): several scenes and outliers, clustered by the reconstruction."""
+        return self.scene.mixed
+
 
 def _sizes(paths) -> tuple[tuple[int, int], ...]:
     out = []
@@ -137,8 +146,9 @@ def _sizes(paths) -> tuple[tuple[int, int], ...]:
 
 
 def dataset_images(data_dir: Path, split: str, scene_key: str, limit: int | None = None) -> ImageSet:
-    """The first `limit` images of one scene of an IMC folder (data.load_scenes), with its labels
-    when the split is train and train_labels.csv exists."""
+    """The first `limit` images of one scene of an IMC folder (data.load_scenes; an IMC 2025 folder's
+    datasets are mixed scenes), with its labels when the split is train and train_labels.csv exists
+    (2025: at the folder's root, with train_thresholds.csv)."""
     data_dir = Path(data_dir).expanduser()
     scenes = {s.key: s for s in data.load_scenes(data_dir, split)}
     if scene_key not in scenes:
@@ -146,19 +156,22 @@ def dataset_images(data_dir: Path, split: str, scene_key: str, limit: int | None
     scene = scenes[scene_key]
     if limit is not None:
         n = max(int(limit), 0)
-        scene = data.Scene(scene.dataset, scene.scene, scene.image_dir, scene.image_names[:n], scene.image_paths[:n])
+        ids = scene.image_ids[:n]
+        scene = replace(scene, image_names=scene.image_names[:n], image_paths=scene.image_paths[:n], image_ids=ids)
     missing = [n for n in scene.image_names if not (scene.image_dir / n).is_file()]
     if missing:
         raise FileNotFoundError(
             f"{scene.image_dir}: image(s) {missing[:5]} listed but not found; check the data folder"
         )
     stats = [(p.stat().st_size, p.stat().st_mtime_ns) for p in (scene.image_dir / n for n in scene.image_names)]
-    labels = data_dir / "train" / "train_labels.csv"
+    labels = data_dir / "train_labels.csv" if scene.mixed else data_dir / "train" / "train_labels.csv"
+    thresholds = data_dir / "train_thresholds.csv"
     return ImageSet(
         scene=scene,
         fingerprint=digest("dataset", scene.image_dir.resolve(), scene.dataset, scene.scene, scene.image_names, stats),
         labels=labels if split == "train" and labels.is_file() else None,
         categories=data_dir / "train" / "categories.csv",
+        thresholds=thresholds if scene.mixed and thresholds.is_file() else None,
         sizes=_sizes(scene.image_dir / n for n in scene.image_names),
     )
 
@@ -298,9 +311,22 @@ def stale_outputs(step: str, paths: dict, done: dict[str, str], expected: dict[s
     return outputs
 
 
-def submission_rows(images: ImageSet, model) -> list[dict]:
-    """Rows for submission.write_submission: every image, with its pose when registered."""
+def submission_rows(images: ImageSet, model, clusters: list[dict] | None = None) -> list[dict]:
+    """Rows for submission.write_submission: every image, with its pose when registered; a mixed
+    set's rows name its `clusters` (run_scene's "clusters": poses per cluster, largest first)."""
+    if images.mixed:
+        return submission.scene_rows(images.scene, {}, clusters or [])
     return submission.scene_rows(images.scene, reconstruction.poses(model))
+
+
+def cluster_groups(images: ImageSet, clusters: list[dict]) -> dict[str, list[str]]:
+    """{cluster name: its photos}, named as the submission names them (cluster0 the largest, ...),
+    then `outliers`: the photos in no cluster (maybe none); each list in the set's order."""
+    groups: dict[str, list[str]] = {f"cluster{i}": [] for i in range(sum(bool(c) for c in clusters))}
+    groups[submission.OUTLIERS] = []
+    for row in submission.scene_rows(images.scene, {}, clusters):
+        groups[row["scene"]].append(row["image"])
+    return groups
 
 
 def score(images: ImageSet, submission_path: Path, model) -> dict | None:
@@ -332,6 +358,36 @@ def score(images: ImageSet, submission_path: Path, model) -> dict | None:
         "thresholds": tuple(thresholds),
         "errors": dict(zip(labels["image_name"], map(float, errors))),
     }
+
+
+def score_mixed(images: ImageSet, submission_path: Path) -> dict | None:
+    """The IMC 2025 score of a mixed set's written submission against the labels of these images:
+    {"dataset": score, mAA, clusterness, outliers found (metric.score_2025's row), "scenes": each
+    labelled scene's matched cluster and mAA, "errors": {cluster: ({image: error}, largest threshold)}
+    (each camera of a cluster against the scenes matched to it, after the metric's registration at
+    that scene's largest threshold; photos of no matched scene have none)}. None without labels."""
+    if images.labels is None or images.thresholds is None:
+        return None
+    scene = images.scene
+    labels = submission.read_poses(images.labels, "2025")
+    labels = labels[(labels["dataset"] == scene.dataset) & labels["image_name"].isin(scene.image_names)]
+    if labels.empty:
+        return None
+    thresholds = metric.read_thresholds(images.thresholds)
+    datasets, scenes = metric.score_2025(labels.reset_index(drop=True), submission_path, thresholds)
+    est = submission.read_poses(submission_path, "2025").set_index("image_name")
+    errors: dict[str, tuple[dict, float]] = {}
+    for name, cluster in zip(scenes["scene"], scenes["cluster"]):
+        if not cluster:
+            continue
+        truth = labels[(labels["scene"] == name) & labels["image_name"].isin(est.index[est["scene"] == cluster])]
+        top = max(thresholds[(scene.dataset, name)])
+        found = metric.camera_errors(
+            metric.camera_centres(truth), metric.camera_centres(est.loc[truth["image_name"]]), top
+        )
+        mine, largest = errors.get(cluster, ({}, 0.0))
+        errors[cluster] = ({**mine, **dict(zip(truth["image_name"], map(float, found)))}, max(largest, top))
+    return {"dataset": datasets.iloc[0].to_dict(), "scenes": scenes, "errors": errors}
 
 
 def error_table(result: dict) -> pd.DataFrame:

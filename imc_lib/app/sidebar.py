@@ -13,6 +13,8 @@ from imc_lib import data, models, pairs
 from imc_lib.app import session as S
 
 DEFAULT_IMAGES = 10  # a dataset scene starts with its first 10 images: minutes, not hours, on a CPU
+# A mixed folder (IMC 2025) needs enough photos of each of its scenes to make clusters: the first 40.
+DEFAULT_MIXED_IMAGES = 40
 LABELS = {
     "orientation": {"upright": "upright (own pass)", "mnn": "mnn (from the keypoints)", "none": "none (upright)"},
     "matcher": {"lightglue": "LightGlue", "mnn": "mutual nearest neighbours"},
@@ -21,8 +23,9 @@ LABELS = {
 
 
 @st.cache_data(show_spinner=False, ttl=30)
-def list_scenes(data_dir: str, split: str) -> list[tuple[str, int]]:
-    return [(s.key, len(s.image_names)) for s in data.load_scenes(Path(data_dir).expanduser(), split)]
+def list_scenes(data_dir: str, split: str) -> list[tuple[str, int, bool]]:
+    """(key, images, mixed) of each scene (IMC 2025: each dataset, mixed)."""
+    return [(s.key, len(s.image_names), s.mixed) for s in data.load_scenes(Path(data_dir).expanduser(), split)]
 
 
 def _uploads(ss) -> S.ImageSet | None:
@@ -58,20 +61,29 @@ def choose_images(ss) -> S.ImageSet | None:
         key="data_dir",
         help="IMC 2024 layout: train/<scene>/images/, train/train_labels.csv "
         "(poses: the reconstruction step then shows the mAA), "
-        "test/ + sample_submission.csv",
+        "test/ + sample_submission.csv. IMC 2025 layout (told by its files): train/<dataset>/ photos of "
+        "several scenes and outliers, train_labels.csv + train_thresholds.csv at the root (the "
+        "reconstruction step then shows the score).",
     )
     split = st.sidebar.selectbox("Split", ["train", "test"], key="split")
     try:
-        scenes = dict(list_scenes(data_dir, split))
+        listed = list_scenes(data_dir, split)
     except (OSError, ValueError, KeyError) as err:
         st.sidebar.error(f"{err}")
         return None
-    if not scenes:
+    if not listed:
         st.sidebar.error(f"{data_dir}: no scenes in {split}")
         return None
-    scene = st.sidebar.selectbox("Scene", list(scenes), key="scene", format_func=lambda k: f"{k} ({scenes[k]} images)")
+    scenes, mixed = {k: n for k, n, _ in listed}, {k for k, _, m in listed if m}
+    scene = st.sidebar.selectbox(
+        "Scene",
+        list(scenes),
+        key="scene",
+        format_func=lambda k: f"{k} ({scenes[k]} images{', mixed: scenes + outliers' if k in mixed else ''})",
+    )
+    default = DEFAULT_MIXED_IMAGES if scene in mixed else DEFAULT_IMAGES
     n = st.sidebar.number_input(
-        "Use the first N images", 1, scenes[scene], min(scenes[scene], DEFAULT_IMAGES), key=f"n_images:{scene}"
+        "Use the first N images", 1, scenes[scene], min(scenes[scene], default), key=f"n_images:{scene}"
     )
     try:
         return S.dataset_images(Path(data_dir), split, scene, int(n))

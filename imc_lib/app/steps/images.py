@@ -34,6 +34,11 @@ def show(c: Ctx) -> None:
         help="train_labels.csv poses: the reconstruction step shows the mAA and each camera's error",
     )
     st.caption(f"{c.images.scene.dataset}/{c.images.scene.scene} in `{c.image_dir}`")
+    if c.images.mixed:
+        st.info(
+            "A mixed folder (IMC 2025 layout): photos of several scenes and some outliers. The steps run on it "
+            "as one photo set; 5. Reconstruction shows the clusters it finds and the outliers."
+        )
     if len(c.names) < 2:
         st.warning("Pairs need at least 2 images.")
     shown = c.images.paths[:THUMBNAILS]

@@ -1,4 +1,5 @@
-"""Step 5: the reconstruction stage (pycolmap), the submission rows it gives, and their score."""
+"""Step 5: the reconstruction stage (pycolmap), the submission rows it gives, and their score; on a
+mixed folder (IMC 2025) its clusters and outliers first (`clusters`)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,17 @@ import streamlit as st
 
 from imc_lib import reconstruction, submission, viz
 from imc_lib.app import session as S
-from imc_lib.app.steps import Ctx, blocked, failed, next_button, run
+from imc_lib.app.steps import Ctx, blocked, clusters, failed, next_button, run
 
 
 def _run(c: Ctx) -> None:
     try:
-        model = run(c, "reconstruction")["model"]
+        out = run(c, "reconstruction")
         path = c.paths["submission"]
+        if c.images.mixed:
+            c.state.results["reconstruction"] = clusters.result(c, out, path)
+            return
+        model = out["model"]
         submission.write_submission(S.submission_rows(c.images, model), path)
         found = reconstruction.poses(model)
         c.state.results["reconstruction"] = {
@@ -44,15 +49,26 @@ def _metrics(c: Ctx, result: dict) -> None:
 def show(c: Ctx) -> None:
     if blocked(c, "reconstruction"):
         return
-    st.markdown(
-        "pycolmap verifies each matched pair's geometry and maps the scene incrementally; the model that "
-        "registers the most images gives the poses."
-    )
+    if c.images.mixed:
+        st.markdown(
+            "A mixed folder (IMC 2025): several scenes and outliers, mapped as one photo set. pycolmap verifies "
+            "each matched pair's geometry and maps incrementally; every model that geometry keeps apart is a "
+            "cluster (a scene), and the photos in none are the outliers."
+        )
+    else:
+        st.markdown(
+            "pycolmap verifies each matched pair's geometry and maps the scene incrementally; the model that "
+            "registers the most images gives the poses."
+        )
     if st.button("Reconstruct", type="primary", key="run_reconstruction"):
         _run(c)
     if not c.is_done("reconstruction"):
         return
     result = c.state.results["reconstruction"]
+    if c.images.mixed:
+        clusters.show(c, result)
+        next_button("reconstruction")
+        return
     _metrics(c, result)
     model, scored = result["model"], result["score"]
     if model is None:
