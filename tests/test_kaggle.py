@@ -509,8 +509,10 @@ def test_built_kernel_finds_the_2025_competition_and_writes_its_submission(
     labels = submission.read_poses(imc25_dir / "train_labels.csv", "2025")
     datasets, _ = metric.score_2025(labels[labels["dataset"] == "small"], tmp_path / "working/submission.csv",
                                     imc25_dir / "train_thresholds.csv")  # fmt: skip
-    assert datasets["score"].iloc[0] >= 0.8, datasets.to_string()
-    assert datasets["outliers_found"].iloc[0] >= 2, datasets.to_string()
+    # Measured 0.818 (mAA 0.692, clusterness 1, 3/3 outliers): with the orientation stage off (speed),
+    # temple's five upside-down photos split it in two; fountain and herzjesu-p8 score 1.
+    assert datasets["score"].iloc[0] >= 0.7, datasets.to_string()
+    assert datasets["clusterness"].iloc[0] >= 0.9 and datasets["outliers_found"].iloc[0] >= 2, datasets.to_string()
 
 
 @pytest.mark.slow  # installs the kernel in a fresh Python
