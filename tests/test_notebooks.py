@@ -135,3 +135,24 @@ def test_explore_notebook_draws_every_figure(executed):
     text = "\n".join(o.get("text", "") for o in outputs(nb, "stream"))
     assert "No global descriptors" in text  # 8 images: exhaustive pairs, said so
     assert "Reusing" in text or "reusing" in text  # the submission notebook's files were reused
+
+
+@pytest.mark.slow  # executes the submission notebook on 38 photos: minutes on 2 CPU cores
+def test_submission_notebook_scores_an_imc_2025_train_split(tmp_path, imc25_dir, weights_dir, monkeypatch):
+    """The same notebook on a 2025 folder (told by its files): the mixed dataset's rows and the
+    IMC 2025 score table (score, mAA, clusterness, outliers found) from its labels and thresholds."""
+    for key, value in notebook_env(tmp_path, imc25_dir, weights_dir).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("IMC_SCENES", "small")
+    nb = execute("imc24_submission.ipynb", tmp_path)
+    text = "\n".join(o.get("text", "") for o in outputs(nb, "stream"))
+    assert "IMC 2025 data: 1 dataset(s), 38 images" in text
+    table = pd.read_csv(tmp_path / "submission.csv")
+    assert list(table.columns) == submission.SUBMISSION_COLUMNS_2025 and len(table) == 38
+    assert "dataset score   mAA clusterness outliers found" in text  # metric.format_table_2025
+    labels = submission.read_poses(imc25_dir / "train_labels.csv", "2025")
+    datasets, _ = metric.score_2025(
+        labels[labels["dataset"] == "small"], tmp_path / "submission.csv", imc25_dir / "train_thresholds.csv"
+    )
+    line = next(row for row in text.splitlines() if row.strip().startswith("small "))  # the dataset row
+    assert line.split()[1] == f"{datasets['score'].iloc[0]:.3f}"  # the notebook printed the scorer's value
