@@ -25,9 +25,9 @@ import numpy as np
 import pycolmap
 from PIL import ExifTags, Image
 
-from . import io, scenes
+from . import io, matching, scenes
 from .progress import report as report_progress
-from .utils import full_conf, merge_conf
+from .utils import full_conf, merge_conf, pick_device, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +56,16 @@ confs = {
         # "all" keeps every model as a cluster of its own unless geometry joins it to another (IMC 2025).
         "keep": "one",
         "scenes": {},  # over scenes.confs["join"]: join_share, max_passes, min_cluster_size
+        # Pairs of photos still left out matched again by a stronger matcher (the caller's `rematcher`,
+        # LightGlue after mutual nearest neighbours), then joined again; over scenes.REMATCH. None: never.
+        "rematch": {},
         "seed": 0,
     },
 }
 # IMC 2025: a folder holds several scenes and outliers; every cluster is kept, photos in none are outliers.
-confs["clusters"] = {**confs["incremental"], "output": "sfm-clusters", "keep": "all"}
+# No rematching there: its photos left out are mostly true outliers, and LightGlue on their pairs
+# would cost time for nothing.
+confs["clusters"] = {**confs["incremental"], "output": "sfm-clusters", "keep": "all", "rematch": None}
 # pycolmap's global mapper (GLOMAP): rotation averaging + global positioning, then bundle adjustment.
 confs["global"] = {**confs["incremental"], "output": "sfm-global", "mapper": "global", "options": {"min_model_size": 3}}
 HELD_DISTORTION = {"ba_refine_extra_params": False, "mapper": {"abs_pose_refine_extra_params": False}}
@@ -154,12 +159,16 @@ def main(
     overwrite: bool = False,
     num_threads: int = -1,
     progress=None,
+    rematcher=None,
+    device=None,
 ) -> pycolmap.Reconstruction | None:
     """Reconstruct one photo set; returns its largest cluster (also `sfm_dir/model`), or None when no
     model could be built. Every kept cluster is written to `sfm_dir/clusters/K` (largest first; see
     `clusters`), and what the joining did to `sfm_dir/summary.json` (`summary`). A finished result
     made from the same inputs (`fingerprint`) is reused unless `overwrite`; otherwise the whole
-    folder, database included, is built afresh. `progress`: callback(done, total, desc) at each of STEPS."""
+    folder, database included, is built afresh. `progress`: callback(done, total, desc) at each of STEPS.
+    `rematcher`: a stronger matcher (a loaded network or a loader) for the pairs of the photos the
+    mapping left out (conf "rematch", scenes.REMATCH); None: no second matching."""
     conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     sfm_dir = Path(sfm_dir)
     model_dir = sfm_dir / "model"
@@ -192,7 +201,10 @@ def main(
 
     logger.info("%s: %s mapping of %d images", sfm_dir, conf["mapper"], n_images)
     report_progress(progress, 2, len(STEPS), STEPS[2])
-    outcome = _final_clusters(conf, database_path, Path(image_dir), sfm_dir, n_images, num_threads)
+    rematch = None
+    if conf.get("rematch") and rematcher is not None:
+        rematch = _Rematch(conf, database_path, pairs_path, feature_path, match_path, rematcher, pick_device(device))
+    outcome = _final_clusters(conf, database_path, Path(image_dir), sfm_dir, n_images, num_threads, rematch)
     if not outcome.clusters:
         return _no_model(sfm_dir, f"the mapper found no model in {len(image_names)} images", made_from)
     _write(outcome, sfm_dir)
@@ -226,36 +238,48 @@ def summary(sfm_dir: Path) -> dict:
     return io.read_json(path) if path.exists() else {}
 
 
-def _final_clusters(conf, database_path, image_dir, sfm_dir, n_images, num_threads) -> scenes.Outcome:
+def _final_clusters(conf, database_path, image_dir, sfm_dir, n_images, num_threads, rematch) -> scenes.Outcome:
     """The one place that decides a photo set's final model(s).
 
-    Map, then join the models of one scene and register left-out photos (`scenes.main`). When the
+    Map, then join the models of one scene and register left-out photos (`scenes.main`); photos
+    still left out have their pairs matched again by `rematch` and the joining is redone. When the
     result still covers under `remap_held_below` of the photos, map again with radial distortion held
     at zero (`models-held/`), join again, and keep the result covering more (ties: the held one)."""
     options = conf.get("options", {})
-    outcome = _map_and_join(conf, options, database_path, image_dir, sfm_dir / "models", n_images, num_threads)
+    mapping = (database_path, image_dir, n_images, num_threads, rematch)
+    outcome = _map_and_join(conf, options, sfm_dir / "models", *mapping)
     share = conf.get("remap_held_below")
     if conf["mapper"] != "incremental" or share is None or outcome.registered >= share * n_images:
         return outcome
     logger.warning("%s: %d of %d photos registered; mapping again with radial distortion held at zero",
                    sfm_dir, outcome.registered, n_images)  # fmt: skip
     held_options = merge_conf(options, HELD_DISTORTION)
-    held = _map_and_join(conf, held_options, database_path, image_dir, sfm_dir / "models-held", n_images, num_threads)
+    held = _map_and_join(conf, held_options, sfm_dir / "models-held", *mapping)
     logger.info("%s: %d of %d registered with distortion held (%d before)", sfm_dir, held.registered, n_images,
                 outcome.registered)  # fmt: skip
     return held if held.registered >= outcome.registered else outcome
 
 
-def _map_and_join(conf, options, database_path, image_dir, out_dir, n_images, num_threads) -> scenes.Outcome:
-    """Every model the mapper finds (written to `out_dir`), joined into clusters by `scenes.main`."""
+def _map_and_join(conf, options, out_dir, database_path, image_dir, n_images, num_threads, rematch):
+    """Every model the mapper finds (written to `out_dir`), joined into clusters by `scenes.main`;
+    joined again after `rematch` tied left-out photos by new matches."""
     pipeline_options = _pipeline_options(conf, options, n_images, num_threads)
     out_dir.mkdir(parents=True, exist_ok=True)
-    models = _mapping(conf, pipeline_options, database_path, image_dir, out_dir)
+    models = list(_mapping(conf, pipeline_options, database_path, image_dir, out_dir).values())
+    outcome = _join(conf, models, database_path, pipeline_options, out_dir, n_images)
+    placed = {image.name for c in outcome.clusters for image in c.images.values() if image.has_pose}
+    if rematch is not None and len(placed) < n_images and rematch(placed):
+        outcome = _join(conf, models, database_path, pipeline_options, out_dir, n_images)
+    return outcome
+
+
+def _join(conf, models, database_path, pipeline_options, out_dir, n_images) -> scenes.Outcome:
+    """`scenes.main` over the mapper's `models`, timed and logged in one line."""
     start = time.perf_counter()
     join = {**conf.get("scenes", {}), "keep": conf.get("keep", "one")}
     if conf["mapper"] != "incremental":
         join["max_passes"] = 0  # the global mapper's options carry no incremental mapper settings
-    outcome = scenes.main(join, list(models.values()), database_path, _incremental_options(pipeline_options))
+    outcome = scenes.main(join, models, database_path, _incremental_options(pipeline_options))
     outcome.seconds, outcome.mapped_in = time.perf_counter() - start, out_dir.name
     logger.info(
         "%s: %d model(s) -> %d cluster(s), %d -> %d of %d photos registered (%d joined, %d added, %.1f s)",
@@ -265,6 +289,36 @@ def _map_and_join(conf, options, database_path, image_dir, out_dir, n_images, nu
     for line in outcome.log:
         logger.debug("%s: %s", out_dir, line)
     return outcome
+
+
+class _Rematch:
+    """Matches again, with a stronger matcher, the pairs between photos the mapping left out and the
+    photos it placed (scenes.rematch_pairs), over the database; each pair once per database."""
+
+    def __init__(self, conf, database_path, pairs_path, feature_path, match_path, matcher, device):
+        self.conf, self.database_path, self.device, self.matcher = conf, database_path, device, matcher
+        self.pairs_path, self.feature_path, self.match_path = pairs_path, feature_path, match_path
+        self.done: set = set()
+
+    def __call__(self, placed: set[str]) -> int:
+        """Pairs rematched (0: nothing to do)."""
+        start = time.perf_counter()
+        pairs = [p for p in io.read_pairs(self.pairs_path) if (p[0] in placed) != (p[1] in placed)]
+        with io.MatchReader(self.match_path) as read:
+            stored = {p: len(read(*p)[0]) for p in pairs}
+        chosen = scenes.rematch_pairs({**scenes.REMATCH, **self.conf["rematch"]}, pairs, placed, stored, self.done)
+        if not chosen:
+            return 0
+        self.done |= set(chosen)
+        model = resolve_model(self.matcher, lambda: None)
+        with io.FeatureReader(self.feature_path) as feats:
+            found = {p: matching.match_pair(model, feats[p[0]], feats[p[1]], self.device)[0] for p in chosen}
+        kept = {p: m for p, m in found.items() if len(m) >= matching.confs["lightglue"]["min_matches"]}
+        verification = pycolmap.TwoViewGeometryOptions(self.conf.get("verification", {}))
+        scenes.replace_matches(self.database_path, kept, verification)
+        logger.info("%s: %d pairs of left-out photos matched again (%d kept, %.1f s)", self.database_path.parent,
+                    len(chosen), len(kept), time.perf_counter() - start)  # fmt: skip
+        return len(kept)
 
 
 def _pipeline_options(conf, options: dict, n_images: int, num_threads: int):

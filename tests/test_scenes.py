@@ -103,3 +103,15 @@ def test_unrelated_scenes_in_one_photo_set_stay_apart(tmp_path, imc_data_dir, we
 
 def _names(model: pycolmap.Reconstruction) -> set[str]:
     return {model.images[i].name for i in model.reg_image_ids()}
+
+
+def test_rematch_pairs_takes_each_left_out_photo_s_best_pairs_to_placed_photos():
+    placed = {"a", "b", "c"}
+    pairs = [("a", "x"), ("b", "x"), ("x", "c"), ("a", "b"), ("x", "y"), ("y", "a"), ("b", "y")]
+    stored = {("a", "x"): 5, ("b", "x"): 30, ("x", "c"): 12, ("y", "a"): 3, ("b", "y"): 0}
+    conf = {"pairs_per_photo": 2, "max_pairs": 10}
+    # placed-placed and outside-outside pairs are never chosen; the strongest stored pairs first
+    assert scenes.rematch_pairs(conf, pairs, placed, stored, set()) == [("b", "x"), ("x", "c"), ("y", "a"), ("b", "y")]
+    assert scenes.rematch_pairs({**conf, "max_pairs": 1}, pairs, placed, stored, set()) == [("b", "x")]
+    assert scenes.rematch_pairs(conf, pairs, placed, stored, {("b", "x"), ("y", "a")}) == [("x", "c"), ("a", "x"),
+                                                                                            ("b", "y")]  # fmt: skip
