@@ -19,6 +19,7 @@ import contextlib
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -202,7 +203,7 @@ def main(
     logger.info("%s: %s mapping of %d images", sfm_dir, conf["mapper"], n_images)
     report_progress(progress, 2, len(STEPS), STEPS[2])
     rematch = None
-    if conf.get("rematch") and rematcher is not None:
+    if conf.get("rematch") is not None and rematcher is not None:
         rematch = _Rematch(conf, database_path, pairs_path, feature_path, match_path, rematcher, pick_device(device))
     outcome = _final_clusters(conf, database_path, Path(image_dir), sfm_dir, n_images, num_threads, rematch)
     if not outcome.clusters:
@@ -241,36 +242,47 @@ def summary(sfm_dir: Path) -> dict:
 def _final_clusters(conf, database_path, image_dir, sfm_dir, n_images, num_threads, rematch) -> scenes.Outcome:
     """The one place that decides a photo set's final model(s).
 
-    Map, then join the models of one scene and register left-out photos (`scenes.main`); photos
-    still left out have their pairs matched again by `rematch` and the joining is redone. When the
-    result still covers under `remap_held_below` of the photos, map again with radial distortion held
-    at zero (`models-held/`), join again, and keep the result covering more (ties: the held one)."""
+    Map, then join the models of one scene and register left-out photos (`scenes.main`). When the
+    result covers under `remap_held_below` of the photos, map again with radial distortion held at
+    zero (`models-held/`), join again, and keep the result covering more (ties: the held one). Then
+    photos still left out have their pairs matched again by `rematch`, and the kept mapping's models
+    are joined once more."""
     options = conf.get("options", {})
-    mapping = (database_path, image_dir, n_images, num_threads, rematch)
-    outcome = _map_and_join(conf, options, sfm_dir / "models", *mapping)
+    mapped = _map_and_join(conf, options, sfm_dir / "models", database_path, image_dir, n_images, num_threads)
     share = conf.get("remap_held_below")
-    if conf["mapper"] != "incremental" or share is None or outcome.registered >= share * n_images:
-        return outcome
-    logger.warning("%s: %d of %d photos registered; mapping again with radial distortion held at zero",
-                   sfm_dir, outcome.registered, n_images)  # fmt: skip
-    held_options = merge_conf(options, HELD_DISTORTION)
-    held = _map_and_join(conf, held_options, sfm_dir / "models-held", *mapping)
-    logger.info("%s: %d of %d registered with distortion held (%d before)", sfm_dir, held.registered, n_images,
-                outcome.registered)  # fmt: skip
-    return held if held.registered >= outcome.registered else outcome
+    if conf["mapper"] == "incremental" and share is not None and mapped.outcome.registered < share * n_images:
+        logger.warning("%s: %d of %d photos registered; mapping again with radial distortion held at zero",
+                       sfm_dir, mapped.outcome.registered, n_images)  # fmt: skip
+        held = _map_and_join(conf, merge_conf(options, HELD_DISTORTION), sfm_dir / "models-held", database_path,
+                             image_dir, n_images, num_threads)  # fmt: skip
+        logger.info("%s: %d of %d registered with distortion held (%d before)", sfm_dir, held.outcome.registered,
+                    n_images, mapped.outcome.registered)  # fmt: skip
+        mapped = held if held.outcome.registered >= mapped.outcome.registered else mapped
+    placed = {image.name for c in mapped.outcome.clusters for image in c.images.values() if image.has_pose}
+    if rematch is not None and len(placed) < n_images and rematch(placed):
+        before = mapped.outcome
+        mapped.outcome = _join(conf, mapped.models, database_path, mapped.options, mapped.out_dir, n_images)
+        mapped.outcome.registered_before = before.registered_before  # as the mapper left it
+    return mapped.outcome
 
 
-def _map_and_join(conf, options, out_dir, database_path, image_dir, n_images, num_threads, rematch):
-    """Every model the mapper finds (written to `out_dir`), joined into clusters by `scenes.main`;
-    joined again after `rematch` tied left-out photos by new matches."""
+@dataclass
+class _Mapped:
+    """One mapping of the database: the mapper's models, its options and folder, and their joining."""
+
+    models: list
+    options: object
+    out_dir: Path
+    outcome: scenes.Outcome
+
+
+def _map_and_join(conf, options, out_dir, database_path, image_dir, n_images, num_threads) -> _Mapped:
+    """Every model the mapper finds (written to `out_dir`), joined into clusters by `scenes.main`."""
     pipeline_options = _pipeline_options(conf, options, n_images, num_threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     models = list(_mapping(conf, pipeline_options, database_path, image_dir, out_dir).values())
     outcome = _join(conf, models, database_path, pipeline_options, out_dir, n_images)
-    placed = {image.name for c in outcome.clusters for image in c.images.values() if image.has_pose}
-    if rematch is not None and len(placed) < n_images and rematch(placed):
-        outcome = _join(conf, models, database_path, pipeline_options, out_dir, n_images)
-    return outcome
+    return _Mapped(models, pipeline_options, out_dir, outcome)
 
 
 def _join(conf, models, database_path, pipeline_options, out_dir, n_images) -> scenes.Outcome:
