@@ -177,7 +177,7 @@ CATEGORY_PAIRS = {"transparent": "exhaustive"}
 
 # What a mixed photo set (an IMC 2025 dataset: several scenes and outliers) changes in the
 # reconstruction conf: every model the joining keeps apart is a cluster (reconstruction.confs["clusters"]).
-MIXED_RECONSTRUCTION = {k: reconstruction.confs["clusters"][k] for k in ("output", "keep", "rematch")}
+MIXED_RECONSTRUCTION = {k: reconstruction.confs["clusters"][k] for k in ("output", "keep")}
 # Its photo groups are mostly other scenes, not photos turned: two photos of a group tried at every
 # quarter turn without joining another group tell that (orientation's max_tries_per_group).
 MIXED_ORIENTATION = {"max_tries_per_group": 2}
@@ -425,20 +425,12 @@ class _SceneRun:
                               paths["features"], paths["matches"], self.overwrite,
                               progress=self.report("merge"))  # fmt: skip
 
-    def _rematcher(self):
-        """LightGlue for the main features, loaded only if the reconstruction rematches left-out photos'
-        pairs; None where matching already was LightGlue, or for an ensemble's merged features."""
-        if self.sconfs["matching"]["model"]["name"] == "lightglue" or len(self.fconfs) > 1:
-            return None
-        return self.nets.matcher(self.fconfs[0], matching.confs["lightglue"])
-
     def reconstruction(self) -> None:
         paths = self.paths
         with self.clock("reconstruction"):
             model = reconstruction.main(self.sconfs["reconstruction"], self.scene.image_dir, self.names,
                                         paths["match_pairs"], paths["features"], paths["matches"], paths["sfm"],
-                                        self.overwrite, progress=self.report("reconstruction"),
-                                        rematcher=self._rematcher(), device=self.nets.device)  # fmt: skip
+                                        self.overwrite, progress=self.report("reconstruction"))  # fmt: skip
         clusters = reconstruction.clusters(paths["sfm"]) if model is not None else []
         self.out.update(poses=reconstruction.poses(model), model=model, clusters=[reconstruction.poses(c) for c in
                         clusters], models=reconstruction.summary(paths["sfm"]))  # fmt: skip

@@ -26,9 +26,9 @@ import numpy as np
 import pycolmap
 from PIL import ExifTags, Image
 
-from . import io, matching, scenes
+from . import io, scenes
 from .progress import report as report_progress
-from .utils import full_conf, merge_conf, pick_device, resolve_model
+from .utils import full_conf, merge_conf
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +57,11 @@ confs = {
         # "all" keeps every model as a cluster of its own unless geometry joins it to another (IMC 2025).
         "keep": "one",
         "scenes": {},  # over scenes.confs["join"]: join_share, max_passes, min_cluster_size
-        # Pairs of photos still left out matched again by a stronger matcher (the caller's `rematcher`,
-        # LightGlue after mutual nearest neighbours), then joined again; over scenes.REMATCH. None: never.
-        "rematch": {},
         "seed": 0,
     },
 }
 # IMC 2025: a folder holds several scenes and outliers; every cluster is kept, photos in none are outliers.
-# No rematching there: its photos left out are mostly true outliers, and LightGlue on their pairs
-# would cost time for nothing.
-confs["clusters"] = {**confs["incremental"], "output": "sfm-clusters", "keep": "all", "rematch": None}
+confs["clusters"] = {**confs["incremental"], "output": "sfm-clusters", "keep": "all"}
 # pycolmap's global mapper (GLOMAP): rotation averaging + global positioning, then bundle adjustment.
 confs["global"] = {**confs["incremental"], "output": "sfm-global", "mapper": "global", "options": {"min_model_size": 3}}
 HELD_DISTORTION = {"ba_refine_extra_params": False, "mapper": {"abs_pose_refine_extra_params": False}}
@@ -160,16 +155,12 @@ def main(
     overwrite: bool = False,
     num_threads: int = -1,
     progress=None,
-    rematcher=None,
-    device=None,
 ) -> pycolmap.Reconstruction | None:
     """Reconstruct one photo set; returns its largest cluster (also `sfm_dir/model`), or None when no
     model could be built. Every kept cluster is written to `sfm_dir/clusters/K` (largest first; see
     `clusters`), and what the joining did to `sfm_dir/summary.json` (`summary`). A finished result
     made from the same inputs (`fingerprint`) is reused unless `overwrite`; otherwise the whole
-    folder, database included, is built afresh. `progress`: callback(done, total, desc) at each of STEPS.
-    `rematcher`: a stronger matcher (a loaded network or a loader) for the pairs of the photos the
-    mapping left out (conf "rematch", scenes.REMATCH); None: no second matching."""
+    folder, database included, is built afresh. `progress`: callback(done, total, desc) at each of STEPS."""
     conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
     sfm_dir = Path(sfm_dir)
     model_dir = sfm_dir / "model"
@@ -202,10 +193,7 @@ def main(
 
     logger.info("%s: %s mapping of %d images", sfm_dir, conf["mapper"], n_images)
     report_progress(progress, 2, len(STEPS), STEPS[2])
-    rematch = None
-    if conf.get("rematch") is not None and rematcher is not None:
-        rematch = _Rematch(conf, database_path, pairs_path, feature_path, match_path, rematcher, pick_device(device))
-    outcome = _final_clusters(conf, database_path, Path(image_dir), sfm_dir, n_images, num_threads, rematch)
+    outcome = _final_clusters(conf, database_path, Path(image_dir), sfm_dir, n_images, num_threads)
     if not outcome.clusters:
         return _no_model(sfm_dir, f"the mapper found no model in {len(image_names)} images", made_from)
     _write(outcome, sfm_dir)
@@ -239,14 +227,12 @@ def summary(sfm_dir: Path) -> dict:
     return io.read_json(path) if path.exists() else {}
 
 
-def _final_clusters(conf, database_path, image_dir, sfm_dir, n_images, num_threads, rematch) -> scenes.Outcome:
+def _final_clusters(conf, database_path, image_dir, sfm_dir, n_images, num_threads) -> scenes.Outcome:
     """The one place that decides a photo set's final model(s).
 
     Map, then join the models of one scene and register left-out photos (`scenes.main`). When the
     result covers under `remap_held_below` of the photos, map again with radial distortion held at
-    zero (`models-held/`), join again, and keep the result covering more (ties: the held one). Then
-    photos still left out have their pairs matched again by `rematch`, and the kept mapping's models
-    are joined once more."""
+    zero (`models-held/`), join again, and keep the result covering more (ties: the held one)."""
     options = conf.get("options", {})
     mapped = _map_and_join(conf, options, sfm_dir / "models", database_path, image_dir, n_images, num_threads)
     share = conf.get("remap_held_below")
@@ -258,11 +244,6 @@ def _final_clusters(conf, database_path, image_dir, sfm_dir, n_images, num_threa
         logger.info("%s: %d of %d registered with distortion held (%d before)", sfm_dir, held.outcome.registered,
                     n_images, mapped.outcome.registered)  # fmt: skip
         mapped = held if held.outcome.registered >= mapped.outcome.registered else mapped
-    placed = {image.name for c in mapped.outcome.clusters for image in c.images.values() if image.has_pose}
-    if rematch is not None and len(placed) < n_images and rematch(placed):
-        before = mapped.outcome
-        mapped.outcome = _join(conf, mapped.models, database_path, mapped.options, mapped.out_dir, n_images)
-        mapped.outcome.registered_before = before.registered_before  # as the mapper left it
     return mapped.outcome
 
 
@@ -301,36 +282,6 @@ def _join(conf, models, database_path, pipeline_options, out_dir, n_images) -> s
     for line in outcome.log:
         logger.debug("%s: %s", out_dir, line)
     return outcome
-
-
-class _Rematch:
-    """Matches again, with a stronger matcher, the pairs between photos the mapping left out and the
-    photos it placed (scenes.rematch_pairs), over the database; each pair once per database."""
-
-    def __init__(self, conf, database_path, pairs_path, feature_path, match_path, matcher, device):
-        self.conf, self.database_path, self.device, self.matcher = conf, database_path, device, matcher
-        self.pairs_path, self.feature_path, self.match_path = pairs_path, feature_path, match_path
-        self.done: set = set()
-
-    def __call__(self, placed: set[str]) -> int:
-        """Pairs rematched (0: nothing to do)."""
-        start = time.perf_counter()
-        pairs = [p for p in io.read_pairs(self.pairs_path) if (p[0] in placed) != (p[1] in placed)]
-        with io.MatchReader(self.match_path) as read:
-            stored = {p: len(read(*p)[0]) for p in pairs}
-        chosen = scenes.rematch_pairs({**scenes.REMATCH, **self.conf["rematch"]}, pairs, placed, stored, self.done)
-        if not chosen:
-            return 0
-        self.done |= set(chosen)
-        model = resolve_model(self.matcher, lambda: None)
-        with io.FeatureReader(self.feature_path) as feats:
-            found = {p: matching.match_pair(model, feats[p[0]], feats[p[1]], self.device)[0] for p in chosen}
-        kept = {p: m for p, m in found.items() if len(m) >= matching.confs["lightglue"]["min_matches"]}
-        verification = pycolmap.TwoViewGeometryOptions(self.conf.get("verification", {}))
-        scenes.replace_matches(self.database_path, kept, verification)
-        logger.info("%s: %d pairs of left-out photos matched again (%d kept, %.1f s)", self.database_path.parent,
-                    len(chosen), len(kept), time.perf_counter() - start)  # fmt: skip
-        return len(kept)
 
 
 def _pipeline_options(conf, options: dict, n_images: int, num_threads: int):

@@ -105,13 +105,16 @@ def _names(model: pycolmap.Reconstruction) -> set[str]:
     return {model.images[i].name for i in model.reg_image_ids()}
 
 
-def test_rematch_pairs_takes_each_left_out_photo_s_best_pairs_to_placed_photos():
-    placed = {"a", "b", "c"}
-    pairs = [("a", "x"), ("b", "x"), ("x", "c"), ("a", "b"), ("x", "y"), ("y", "a"), ("b", "y")]
-    stored = {("a", "x"): 5, ("b", "x"): 30, ("x", "c"): 12, ("y", "a"): 3, ("b", "y"): 0}
-    conf = {"pairs_per_photo": 2, "max_pairs": 10}
-    # placed-placed and outside-outside pairs are never chosen; the strongest stored pairs first
-    assert scenes.rematch_pairs(conf, pairs, placed, stored, set()) == [("b", "x"), ("x", "c"), ("y", "a"), ("b", "y")]
-    assert scenes.rematch_pairs({**conf, "max_pairs": 1}, pairs, placed, stored, set()) == [("b", "x")]
-    assert scenes.rematch_pairs(conf, pairs, placed, stored, {("b", "x"), ("y", "a")}) == [("x", "c"), ("a", "x"),
-                                                                                            ("b", "y")]  # fmt: skip
+def test_photos_registered_out_of_their_model_s_shape_do_not_join(fountain, tmp_path):
+    """`_agrees`: a model placed whole (any similarity) agrees; the same photos with their places swapped do not."""
+    scene, database, _ = fountain
+    model, _ = _map_part(scene, database, sorted(scene.image_names)[:7], tmp_path / "a")
+    ids = sorted(model.reg_image_ids())
+    moved = pycolmap.Reconstruction(model)
+    moved.transform(pycolmap.Sim3d(2.0, pycolmap.Rotation3d([0.0, 0.0, 0.7071068, 0.7071068]), [1.0, -3.0, 5.0]))
+    assert scenes._agrees(model, moved, set(ids), 0.1)
+    swapped = pycolmap.Reconstruction(model)
+    poses = {i: swapped.image(i).cam_from_world() for i in ids}
+    for i, j in zip(ids[:4], [ids[2], ids[0], ids[3], ids[1]]):  # four photos placed where others were
+        swapped.frame(swapped.image(i).frame_id).rig_from_world = poses[j]
+    assert not scenes._agrees(model, swapped, set(ids), 0.1)
