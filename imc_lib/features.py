@@ -137,7 +137,7 @@ def extract(
         kpts = rotate_keypoints_back(kpts, turns, tuple(stored))
     return {
         "keypoints": kpts.astype(np.float32),
-        "descriptors": desc.float().cpu().numpy().astype(np.float32).reshape(len(kpts), -1),
+        "descriptors": desc.float().cpu().numpy().astype(np.float32).reshape(len(kpts), desc.shape[-1]),
         "scores": scores.float().cpu().numpy().astype(np.float32).reshape(-1),
         "image_size": stored,
     }

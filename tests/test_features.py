@@ -216,3 +216,16 @@ def test_matcher_names_fit_the_lightglue_weights():
         "aliked-t16",  # none exists: loading LightGlue for it says so (tests/test_models.py)
         "xfeat",
     ]
+
+
+def test_a_photo_without_keypoints_is_stored_empty(tmp_path, weights_dir):
+    # A blank photo (and a 16 px one) has no keypoint above XFeat's threshold: an empty (0, 64) set, not an error.
+    Image.new("RGB", (640, 480), (128, 128, 128)).save(tmp_path / "blank.png")
+    Image.new("RGB", (16, 16)).save(tmp_path / "tiny.png")
+    conf = small_conf("xfeat")
+    path = features.main(conf, tmp_path, ["blank.png", "tiny.png"], tmp_path / "f.h5", "cpu", weights=weights_dir)
+    for name, size in (("blank.png", (640, 480)), ("tiny.png", (16, 16))):
+        feats = features.read_features(path, name)
+        assert feats["keypoints"].shape == (0, 2) and feats["descriptors"].shape == (0, 64)
+        assert tuple(feats["image_size"]) == size
+    assert features.failed_images(path) == {}
