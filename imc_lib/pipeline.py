@@ -36,12 +36,37 @@ confs = {
         "matching": "lightglue",
         "reconstruction": "incremental",
     },
+    # XFeat, a CPU-fast extractor, with LighterGlue (its LightGlue) or, --matcher mnn, nearest neighbours.
+    "xfeat": {
+        "pairs": "auto",
+        "orientation": "upright",
+        "features": "xfeat",
+        "matching": "lightglue",
+        "reconstruction": "incremental",
+    },
+    # The smallest ALIKED. No LightGlue exists for its 64-d descriptors: mutual nearest neighbours on
+    # every device (--matcher lightglue with it stops the run, naming --matcher mnn).
+    "aliked-t16": {
+        "pairs": "auto",
+        "orientation": "upright",
+        "features": "aliked-t16",
+        "matching": "mnn",
+        "reconstruction": "incremental",
+    },
     # Both extractors, each with its LightGlue, keypoints and matches merged (imc_lib/ensemble.py).
     "aliked+disk": {
         "pairs": "auto",
         "orientation": "upright",
         "features": "aliked-n16",
         "also": ["disk"],
+        "matching": "lightglue",
+        "reconstruction": "incremental",
+    },
+    "aliked+xfeat": {
+        "pairs": "auto",
+        "orientation": "upright",
+        "features": "aliked-n16",
+        "also": ["xfeat"],
         "matching": "lightglue",
         "reconstruction": "incremental",
     },
