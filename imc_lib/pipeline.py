@@ -114,6 +114,12 @@ def stage_confs(
         )
     if matcher:
         names["matching"] = matcher
+    no_lightglue = [f for f in [names["features"], *names.get("also", [])] if f in models.NO_LIGHTGLUE]
+    if matching.confs[names["matching"]]["model"]["name"] == "lightglue" and no_lightglue:
+        raise models.WeightsError(
+            f"no LightGlue weights for {no_lightglue[0]} features ({models.NO_LIGHTGLUE[no_lightglue[0]]}); "
+            "pass --matcher mnn"
+        )  # said before any photo is read, not when the matcher first loads
     if orientation_method:
         names["orientation"] = None if orientation_method == "none" else orientation_method
 
