@@ -90,7 +90,9 @@ def main(
     """
     conf = {**confs["join"], **conf}
     ordered = sorted(models, key=_size, reverse=True)
-    before = ordered[0].num_reg_images() if conf["keep"] == "one" and ordered else sum(map(_size, ordered))
+    # photos the mapper placed: in its largest model (keep="one"), in any of them ("all"; models may share photos)
+    placed = set().union(*({int(i) for i in m.reg_image_ids()} for m in ordered))
+    before = ordered[0].num_reg_images() if conf["keep"] == "one" and ordered else len(placed)
     outcome = Outcome([], len(ordered), before)
     if not ordered:
         return outcome
