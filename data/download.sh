@@ -6,14 +6,15 @@
 #   --data-dir     (default data/imc-2024)  train/ test/ sample_submission.csv
 #                  -> imc-lib run DIR --split test
 #   --weights-dir  (default data/weights)   aliked-n16.pth aliked-n16rot.pth aliked_lightglue.pth
-#                                           disk-depth-save.pth disk_lightglue.pth dinov2-base/
+#                                           disk-depth-save.pth disk_lightglue.pth aliked-t16.pth
+#                                           aliked-n32.pth xfeat.pt xfeat-lighterglue.pt dinov2-base/
 #                  -> IMC_WEIGHTS_DIR=DIR, --dinov2 DIR/dinov2-base, imc-lib kaggle build --weights DIR
-#   --skip-data, --skip-weights, --skip-dinov2: leave that part out (the official ALIKED, DISK and
+#   --skip-data, --skip-weights, --skip-dinov2: leave that part out (the official ALIKED, DISK, XFeat and
 #                  LightGlue weights alone need no Kaggle account: --skip-data --skip-dinov2)
 #
 # Sources: the competition and the DINOv2 model (metaresearch/dinov2/pyTorch/base/1) through the
 # Kaggle CLI, which needs credentials and the competition's rules accepted on kaggle.com; the
-# ALIKED, DISK and LightGlue weights from their official release URLs, checked against sha256 sums.
+# ALIKED, DISK, XFeat and LightGlue weights from their official release URLs, checked against sha256 sums.
 # Everything is checked first and downloaded into a temporary folder; only when every download
 # succeeded is anything moved into place, so a failure changes nothing. Parts already in place are
 # skipped. The competition data is about 10 GB.
@@ -35,6 +36,10 @@ WEIGHTS=(
   "aliked_lightglue.pth https://github.com/cvg/LightGlue/releases/download/v0.1_arxiv/aliked_lightglue.pth d975e965b105311a6143194852297dff4f02aea5cc2e10cecfed966ca0e22503"
   "disk-depth-save.pth https://raw.githubusercontent.com/cvlab-epfl/disk/master/depth-save.pth 9c2ee4ded238892dfa51569941372601e35e4a74aa6f84ea80053d2ab1c07abe"
   "disk_lightglue.pth https://github.com/cvg/LightGlue/releases/download/v0.1_arxiv/disk_lightglue.pth b5b21d47ea24f2c5e501aec9c91b9716e4c8c3429a4dc1e615c133c4c9378335"
+  "aliked-t16.pth https://github.com/Shiaoming/ALIKED/raw/main/models/aliked-t16.pth 56782336919db220144a884e710e2b6af13b3b8f8da15b915a239078ab471085"
+  "aliked-n32.pth https://github.com/Shiaoming/ALIKED/raw/main/models/aliked-n32.pth 055283fd1624d3ab46a05c3b617b1a79a3f28d1f551737eef2d653e8c8232890"
+  "xfeat.pt https://github.com/verlab/accelerated_features/raw/main/weights/xfeat.pt 0f5187fd7bedd26c7fe6acc9685444493a165a35ecc087b33c2db3627f3ea10b"
+  "xfeat-lighterglue.pt https://github.com/verlab/accelerated_features/raw/main/weights/xfeat-lighterglue.pt 766102df37f11189efe5b0811d1f47c72b22629b79bfabfcfff9d2a2f84654b8"
 )
 
 die() {

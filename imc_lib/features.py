@@ -1,4 +1,4 @@
-"""Local features (ALIKED or DISK, via kornia) for every image of a scene -> `feats-*.h5`.
+"""Local features (ALIKED, DISK or XFeat, via kornia) for every image of a scene -> `feats-*.h5`.
 
 HDF5 layout, one group per image name:
     keypoints    (N, 2) float32, pixel coordinates in the original image (pixel centres at integers)
@@ -48,7 +48,21 @@ confs = {
         "model": {"name": "disk", "max_num_keypoints": 4096},
         "resize_to": 1024,
     },
+    # The smallest ALIKED: 64-d descriptors, no LightGlue (mutual nearest neighbours only).
+    "aliked-t16": {
+        "output": "feats-aliked-t16",
+        "model": {"name": "aliked", "model_name": "aliked-t16", "max_num_keypoints": 4096, "detection_threshold": 0.01},
+        "resize_to": 1024,
+    },
+    # XFeat (CVPR 2024): 64-d descriptors, a CPU-fast net; matched by LighterGlue or mutual nearest neighbours.
+    "xfeat": {
+        "output": "feats-xfeat",
+        "model": {"name": "xfeat", "max_num_keypoints": 4096, "detection_threshold": 0.05},
+        "resize_to": 1024,
+    },
 }
+# XFeat reads images whose sides are multiples of 32 (it would resize them itself, unevenly).
+SIDE_MULTIPLE = {"xfeat": 32}
 
 # A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
 # output name, or the model: `{"model": {"name": "disk"}}` is DISK's), else over aliked-n16.
@@ -64,23 +78,28 @@ def load_model(conf: dict, weights: str | Path | None = None, device=None) -> to
         )
     elif mconf["name"] == "disk":
         model = models.load_disk(directory=weights)
+    elif mconf["name"] == "xfeat":
+        model = models.load_xfeat(mconf["max_num_keypoints"], mconf["detection_threshold"], directory=weights)
     else:
-        raise ValueError(f"unknown feature model {mconf['name']!r}; known: aliked, disk")
+        raise ValueError(f"unknown feature model {mconf['name']!r}; known: aliked, disk, xfeat")
     return model.to(pick_device(device))
 
 
 def matcher_name(conf: dict) -> str:
-    """Which LightGlue weights fit these features."""
-    return conf["model"]["name"]
+    """Which LightGlue weights fit these features: 'aliked', 'disk', 'xfeat', or the name of an
+    extractor that has none (models.NO_LIGHTGLUE: loading LightGlue for it says so)."""
+    mconf = conf["model"]
+    return mconf["model_name"] if mconf.get("model_name") in models.NO_LIGHTGLUE else mconf["name"]
 
 
-def prepare(image: np.ndarray, resize_to: int | None, device: torch.device) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> (1, 3, h, w) float tensor whose longest side is `resize_to`."""
+def prepare(image: np.ndarray, resize_to: int | None, device: torch.device, multiple: int = 1) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> (1, 3, h, w) float tensor whose longest side is `resize_to`, both
+    sides rounded down to a `multiple` (at least one)."""
     tensor = kornia.image.image_to_tensor(image, keepdim=False).float().div(255).to(device)
     h, w = image.shape[:2]
-    if resize_to and max(h, w) != resize_to:
-        scale = resize_to / max(h, w)
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    scale = resize_to / max(h, w) if resize_to else 1.0
+    size = tuple(max(multiple, round(side * scale) // multiple * multiple) for side in (h, w))
+    if size != (h, w):
         tensor = kornia.geometry.resize(
             tensor, size, interpolation="area" if scale < 1 else "bilinear", antialias=scale < 1
         )
@@ -104,27 +123,37 @@ def extract(
     stored = np.array(stored_size or (image.shape[1], image.shape[0]), dtype=np.int64)
     if turns % 4:
         image = np.ascontiguousarray(np.rot90(image, turns))
-    tensor = prepare(image, conf.get("resize_to"), device)
+    mconf = conf["model"]
+    tensor = prepare(image, conf.get("resize_to"), device, SIDE_MULTIPLE.get(mconf["name"], 1))
     turned = stored[::-1] if turns % 2 else stored
     scales = (turned / np.array([tensor.shape[-1], tensor.shape[-2]])).astype(np.float32)
-    mconf = conf["model"]
-    with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=device.type == "cuda"):
-        if mconf["name"] == "disk":
-            out = model(tensor, n=mconf["max_num_keypoints"], pad_if_not_divisible=True)[0]
-            kpts, desc, scores = out.keypoints, out.descriptors, out.detection_scores
-        else:
-            out = model(tensor)[0]
-            kpts, desc, scores = out.keypoints, out.descriptors, out.keypoint_scores
+    # kornia documents XFeat's half-precision defects (kornia#5810, #5957); in fp32 it is cheap anyway.
+    half = device.type == "cuda" and mconf["name"] != "xfeat"
+    with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=half):
+        kpts, desc, scores = _detect(model, mconf, tensor)
     kpts = kpts.float().cpu().numpy().reshape(-1, 2)
     kpts = (kpts + 0.5) * scales[None] - 0.5
     if turns % 4:
         kpts = rotate_keypoints_back(kpts, turns, tuple(stored))
     return {
         "keypoints": kpts.astype(np.float32),
-        "descriptors": desc.float().cpu().numpy().astype(np.float32).reshape(len(kpts), -1),
+        "descriptors": desc.float().cpu().numpy().astype(np.float32).reshape(len(kpts), desc.shape[-1]),
         "scores": scores.float().cpu().numpy().astype(np.float32).reshape(-1),
         "image_size": stored,
     }
+
+
+def _detect(model: torch.nn.Module, mconf: dict, tensor: torch.Tensor) -> tuple:
+    """(keypoints in `tensor`'s pixels, descriptors, scores) of one image from the extractor of `mconf`."""
+    if mconf["name"] == "disk":
+        out = model(tensor, n=mconf["max_num_keypoints"], pad_if_not_divisible=True)[0]
+        return out.keypoints, out.descriptors, out.detection_scores
+    if mconf["name"] == "xfeat":
+        # Sides are multiples of 32 (SIDE_MULTIPLE), so keypoints are pixel centres of `tensor`.
+        out = model.detectAndCompute(tensor, mconf["max_num_keypoints"], mconf["detection_threshold"])[0]
+        return out["keypoints"], out["descriptors"], out["scores"]
+    out = model(tensor)[0]
+    return out.keypoints, out.descriptors, out.keypoint_scores
 
 
 def extract_with_retry(

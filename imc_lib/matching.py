@@ -1,4 +1,5 @@
-"""Match local features of image pairs with LightGlue, or mutual nearest neighbours, (kornia) -> `matches-*.h5`.
+"""Match local features of image pairs with LightGlue (LighterGlue for XFeat), or mutual nearest neighbours,
+(kornia) -> `matches-*.h5`.
 
 LightGlue is the accurate choice (~0.2-0.6 s per pair at 1024-2048 keypoints on 2 CPU cores);
 `mnn` (mutual nearest neighbours passing a ratio test, kornia's `DescriptorMatcher("smnn")`) costs
@@ -51,8 +52,9 @@ DEFAULT_BY = ("output", "model.name")
 
 
 def load_model(features: str, conf: dict, weights: str | Path | None = None, device=None) -> torch.nn.Module:
-    """The matcher of `conf`: LightGlue trained for `features` ('aliked' or 'disk', mixed precision
-    on CUDA), or a mutual-nearest-neighbour matcher (needs no weights)."""
+    """The matcher of `conf`: LightGlue trained for `features` ('aliked', 'disk' or 'xfeat': LighterGlue;
+    mixed precision on CUDA), or a mutual-nearest-neighbour matcher (needs no weights). Features
+    with no LightGlue (aliked-t16) and the lightglue matcher: models.WeightsError naming `--matcher mnn`."""
     device = pick_device(device)
     mconf = dict(conf["model"])
     name = mconf.pop("name", "lightglue")
@@ -108,7 +110,7 @@ def main(
 ) -> Path:
     """Match every pair of `pairs_path` that `match_path` does not hold yet.
 
-    `features` names the LightGlue weights ('aliked' or 'disk'); it must fit the features file.
+    `features` names the LightGlue weights (features.matcher_name); it must fit the features file.
     `model`: a loaded matcher or a zero-argument loader, called only if some pair needs matching.
     `deadline` (time.monotonic seconds): past it, budget.OutOfTime is raised before the next pair.
     `progress`: callback(done, total, desc) after each pair (default: a tqdm bar).

@@ -23,15 +23,19 @@ WEIGHT_FILES = {
     "aliked-t16": "aliked-t16.pth",
     "aliked-n32": "aliked-n32.pth",
     "disk": "disk-depth-save.pth",
+    "xfeat": "xfeat.pt",
     "lightglue-aliked": "aliked_lightglue.pth",
     "lightglue-disk": "disk_lightglue.pth",
+    "lightglue-xfeat": "xfeat-lighterglue.pt",  # LighterGlue: the small LightGlue trained for XFeat
 }
+# Features without LightGlue weights anywhere, and why: they pair with mutual nearest neighbours.
+NO_LIGHTGLUE = {"aliked-t16": "its 64-d descriptors fit no released LightGlue (ALIKED's takes 128-d)"}
 DINOV2_KAGGLE_DIR = Path("/kaggle/input/dinov2/pytorch/base/1")
 DINOV2_HUB_ID = "facebook/dinov2-base"
 
 
 class WeightsError(FileNotFoundError):
-    """Weights that cannot be found or downloaded: a set-up problem, so the run stops."""
+    """Weights that cannot be found, downloaded or read, or do not exist: a set-up problem, so the run stops."""
 
 
 def _official(load, what: str, file: str):
@@ -70,7 +74,30 @@ def _local_file(directory: Path, key: str) -> Path:
 
 
 def _torch_load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not a torch file, pickled code: torch's errors differ by version
+        raise WeightsError(
+            f"{path}: cannot be read as weights ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            f"replace it with the official {path.name} (README, 'Weights')"
+        ) from None
+
+
+def _load_checked(module: torch.nn.Module, state: dict, path: Path, what: str, derived=lambda key: False) -> None:
+    """Load `state` into `module`: a key missing (but the `derived` buffers the releases leave out),
+    unexpected or of the wrong shape means a broken or wrong file, and raises naming it (a partly
+    loaded net would return garbage keypoints, not an error)."""
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor of the wrong shape
+        missing, unexpected = [" ".join(str(err).split())[:300]], []
+    missing = [k for k in missing if not derived(k)]
+    unexpected = [k for k in unexpected if not derived(k)]
+    if missing or unexpected:
+        raise WeightsError(
+            f"{path}: not an official {what} checkpoint (missing {missing[:5]}, unexpected {unexpected[:5]}); "
+            f"replace it with the official {path.name} (README, 'Weights')"
+        )
 
 
 def load_aliked(
@@ -86,14 +113,9 @@ def load_aliked(
     if local is None:
         return _official(lambda: KF.ALIKED.from_pretrained(model_name, **kwargs), model_name, WEIGHT_FILES[model_name])
     model = KF.ALIKED(model_name=model_name, **kwargs)
-    missing, unexpected = model.load_state_dict(_torch_load(_local_file(local, model_name)), strict=False)
-    # The checkpoints lack only the derived buffer dkd.hw_grid; anything else means a broken file.
-    missing = [k for k in missing if not k.endswith("hw_grid")]
-    if missing or unexpected:
-        raise RuntimeError(
-            f"{local / WEIGHT_FILES[model_name]}: not an {model_name} checkpoint "
-            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
-        )
+    path = _local_file(local, model_name)
+    # The checkpoints lack only the derived buffer dkd.hw_grid.
+    _load_checked(model, _torch_load(path), path, model_name, derived=lambda k: k.endswith("hw_grid"))
     return model.eval()
 
 
@@ -103,12 +125,37 @@ def load_disk(directory: str | Path | None = None) -> KF.DISK:
     if local is None:
         return _official(lambda: KF.DISK.from_pretrained("depth"), "DISK", WEIGHT_FILES["disk"])
     model = KF.DISK()
-    model.load_state_dict(_torch_load(_local_file(local, "disk"))["extractor"])
+    path = _local_file(local, "disk")
+    state = _torch_load(path)
+    _load_checked(model, state.get("extractor", {}) if isinstance(state, dict) else {}, path, "DISK")
+    return model.eval()
+
+
+def load_xfeat(
+    max_num_keypoints: int = 4096, detection_threshold: float = 0.05, directory: str | Path | None = None
+) -> KF.XFeat:
+    """kornia XFeat with official weights, in eval mode (loaded strictly: the file is the whole net)."""
+    local = weights_dir(directory)
+    if local is None:
+        return _official(
+            lambda: KF.XFeat.from_pretrained(max_num_keypoints, detection_threshold), "XFeat", WEIGHT_FILES["xfeat"]
+        )
+    model = KF.XFeat(top_k=max_num_keypoints, detection_threshold=detection_threshold)
+    path = _local_file(local, "xfeat")
+    _load_checked(model.net, _torch_load(path), path, "XFeat")
     return model.eval()
 
 
 def load_lightglue(features: str, directory: str | Path | None = None, **conf) -> KF.LightGlue:
-    """kornia LightGlue trained for `features` ('aliked' or 'disk'), in eval mode."""
+    """kornia LightGlue trained for `features` ('aliked', 'disk' or 'xfeat': LighterGlue), in eval mode.
+
+    The settings kornia fixes for those features (LighterGlue: no early stop, point pruning at 0.95)
+    win over `conf`, from a local folder as from the official URL. Features without LightGlue
+    weights (NO_LIGHTGLUE) raise WeightsError: the run stops rather than match otherwise.
+    """
+    if f"lightglue-{features}" not in WEIGHT_FILES:
+        why = NO_LIGHTGLUE.get(features, "no LightGlue was trained for them")
+        raise WeightsError(f"no LightGlue weights for {features} features: {why}; match them with --matcher mnn")
     local = weights_dir(directory)
     if local is None:
         return _official(
@@ -116,8 +163,10 @@ def load_lightglue(features: str, directory: str | Path | None = None, **conf) -
             f"LightGlue-{features}",
             WEIGHT_FILES[f"lightglue-{features}"],
         )
-    model = KF.LightGlue(None, **{**KF.LightGlue.features[features], **conf, "weights": None})
+    model = KF.LightGlue(None, **{**conf, **KF.LightGlue.features[features], "weights": None})
     state = _torch_load(_local_file(local, f"lightglue-{features}"))
+    if features == "xfeat":  # the release nests the matcher under `matcher.` beside an `extractor.` copy of XFeat
+        state = {k.removeprefix("matcher."): v for k, v in state.items() if not k.startswith("extractor.")}
     # Official release files name layers `self_attn.i` / `cross_attn.i`; kornia nests them.
     for i in range(model.conf.n_layers):
         state = {
@@ -126,15 +175,10 @@ def load_lightglue(features: str, directory: str | Path | None = None, **conf) -
             ): v
             for k, v in state.items()
         }
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # Derived buffer; the DISK release also carries an unused constant `log_assignment.i.r`.
-    missing = [k for k in missing if k != "confidence_thresholds"]
-    unexpected = [k for k in unexpected if not re.fullmatch(r"log_assignment\.\d+\.r", k)]
-    if missing or unexpected:
-        raise RuntimeError(
-            f"{local / WEIGHT_FILES['lightglue-' + features]}: not a LightGlue-{features} checkpoint "
-            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
-        )
+    path = local / WEIGHT_FILES[f"lightglue-{features}"]
+    # A derived buffer; the DISK release also carries an unused constant `log_assignment.i.r`.
+    skip = re.compile(r"confidence_thresholds|log_assignment\.\d+\.r")
+    _load_checked(model, state, path, f"LightGlue-{features}", derived=skip.fullmatch)
     return model.eval()
 
 

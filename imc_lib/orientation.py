@@ -75,6 +75,11 @@ confs = {
         "prefilter_min_matches": None,
     },
 }
+# Optional key "max_tries_per_group": photos of a group tried turned that joined nothing before the
+# group's other photos are no longer tried (absent or None: no limit, the default). A mixed folder
+# (IMC 2025) holds groups that are other scenes: with no limit every photo of them is extracted three
+# more times for nothing (pipeline.MIXED_ORIENTATION sets one there). Not in the confs above, so
+# the orientations of earlier runs keep their fingerprints.
 
 # A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
 # output name, or the mnn matcher), else over upright; nested dicts (features, matching) key by key.
@@ -259,22 +264,27 @@ def main(
     for (a, b), n in stored.items():
         neighbours[a][b] = neighbours[b][a] = n
     tried: set[str] = set()
+    failed: collections.Counter = collections.Counter()  # per group: photos tried turned that joined nothing
+    cap = conf.get("max_tries_per_group")
     with progress_bar(
         desc="orientation, turned", callback=progress, unit="photo", disable=len({group[n] for n in image_names}) < 2
     ) as bar:
         while True:
             outside = {b: [a for a in neighbours[b] if group[a] != group[b]] for b in image_names if b not in tried}
-            outside = {b: v for b, v in outside.items() if v}
+            outside = {b: v for b, v in outside.items() if v and (cap is None or failed[group[b]] < cap)}
             if not outside:
                 break
             sizes = collections.Counter(group[n] for n in image_names)
             # Smallest group first; within it, the photo most linked as stored to the others.
             b = min(outside, key=lambda n: (sizes[group[n]], -max(neighbours[n][a] for a in outside[n])))
             tried.add(b)
+            joined = False
             for a in outside[b]:
                 edges[(a, b)] = relative_turn([neighbours[b][a], *(count(a, b, k) for k in (1, 2, 3))])
                 if edges[(a, b)][1] >= accept:
-                    group.merge(a, b)
+                    joined |= group.merge(a, b)
+            if not joined:
+                failed[group[b]] += 1
             bar.update()
     result = solve(list(image_names), edges, conf["min_matches"])
     if wants_overlap:

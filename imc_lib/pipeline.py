@@ -36,12 +36,37 @@ confs = {
         "matching": "lightglue",
         "reconstruction": "incremental",
     },
+    # XFeat, a CPU-fast extractor, with LighterGlue (its LightGlue) or, --matcher mnn, nearest neighbours.
+    "xfeat": {
+        "pairs": "auto",
+        "orientation": "upright",
+        "features": "xfeat",
+        "matching": "lightglue",
+        "reconstruction": "incremental",
+    },
+    # The smallest ALIKED. No LightGlue exists for its 64-d descriptors: mutual nearest neighbours on
+    # every device (--matcher lightglue with it stops the run, naming --matcher mnn).
+    "aliked-t16": {
+        "pairs": "auto",
+        "orientation": "upright",
+        "features": "aliked-t16",
+        "matching": "mnn",
+        "reconstruction": "incremental",
+    },
     # Both extractors, each with its LightGlue, keypoints and matches merged (imc_lib/ensemble.py).
     "aliked+disk": {
         "pairs": "auto",
         "orientation": "upright",
         "features": "aliked-n16",
         "also": ["disk"],
+        "matching": "lightglue",
+        "reconstruction": "incremental",
+    },
+    "aliked+xfeat": {
+        "pairs": "auto",
+        "orientation": "upright",
+        "features": "aliked-n16",
+        "also": ["xfeat"],
         "matching": "lightglue",
         "reconstruction": "incremental",
     },
@@ -89,6 +114,12 @@ def stage_confs(
         )
     if matcher:
         names["matching"] = matcher
+    no_lightglue = [f for f in [names["features"], *names.get("also", [])] if f in models.NO_LIGHTGLUE]
+    if matching.confs[names["matching"]]["model"]["name"] == "lightglue" and no_lightglue:
+        raise models.WeightsError(
+            f"no LightGlue weights for {no_lightglue[0]} features ({models.NO_LIGHTGLUE[no_lightglue[0]]}); "
+            "pass --matcher mnn"
+        )  # said before any photo is read, not when the matcher first loads
     if orientation_method:
         names["orientation"] = None if orientation_method == "none" else orientation_method
 
@@ -178,13 +209,18 @@ CATEGORY_PAIRS = {"transparent": "exhaustive"}
 # What a mixed photo set (an IMC 2025 dataset: several scenes and outliers) changes in the
 # reconstruction conf: every model the joining keeps apart is a cluster (reconstruction.confs["clusters"]).
 MIXED_RECONSTRUCTION = {k: reconstruction.confs["clusters"][k] for k in ("output", "keep")}
+# Its photo groups are mostly other scenes, not photos turned: two photos of a group tried at every
+# quarter turn without joining another group tell that (orientation's max_tries_per_group).
+MIXED_ORIENTATION = {"max_tries_per_group": 2}
 
 
 def scene_confs(sconfs: dict, scene: data.Scene) -> dict:
     """`sconfs` for one scene: retrieval turns into exhaustive pairs (so named) below its size
     threshold, or for a category of CATEGORY_PAIRS; a mixed folder keeps every cluster."""
     if scene.mixed:
-        sconfs = {**sconfs, "reconstruction": merge_conf(sconfs["reconstruction"], MIXED_RECONSTRUCTION)}
+        oconf = sconfs["orientation"] and merge_conf(sconfs["orientation"], MIXED_ORIENTATION)
+        sconfs = {**sconfs, "reconstruction": merge_conf(sconfs["reconstruction"], MIXED_RECONSTRUCTION),
+                  "orientation": oconf}  # fmt: skip
     threshold = sconfs["pairs"].get("exhaustive_if_less")
     by_category = [CATEGORY_PAIRS[c] for c in scene.categories if c in CATEGORY_PAIRS]
     if by_category and by_category[0] != sconfs["pairs"]["method"]:

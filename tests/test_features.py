@@ -169,3 +169,63 @@ def test_a_photo_replaced_under_its_name_is_extracted_again_alone(tmp_path, scen
     fresh = features.main(conf, scene_dir, ["0002.jpg"], tmp_path / "fresh.h5", "cpu", model=aliked)
     np.testing.assert_array_equal(after["b.jpg"][1], features.read_features(fresh, "0002.jpg")["keypoints"])
     assert features.failed_images(path) == {} and len(after["c.jpg"][1]) > 200
+
+
+def test_prepare_rounds_sides_down_to_the_extractor_s_multiple():
+    image = np.zeros((1024, 1536, 3), np.uint8)
+    assert features.prepare(image, 640, torch.device("cpu")).shape == (1, 3, 427, 640)
+    assert features.prepare(image, 640, torch.device("cpu"), multiple=32).shape == (1, 3, 416, 640)
+    assert features.prepare(image[:20, :40], None, torch.device("cpu"), multiple=32).shape == (1, 3, 32, 32)
+
+
+def test_xfeat_features_on_original_grid(tmp_path, scene_dir, weights_dir):
+    # At 640 px XFeat sees the 1536x1024 photo as 640x416 (sides rounded down to multiples of 32), so
+    # its x and y scales differ. The photo squashed to 640x416 beforehand is extracted unresized: its
+    # keypoints, scaled by those two factors, must land on the photo's (a single scale misses by ~10 px).
+    with Image.open(scene_dir / "0000.jpg") as im:
+        im.resize((640, 416), Image.LANCZOS).save(tmp_path / "squashed.png")
+    conf = small_conf("xfeat", resize_to=640)
+    model = features.load_model(conf, weights_dir, "cpu")
+    path = features.main(conf, scene_dir, ["0000.jpg"], tmp_path / "full.h5", "cpu", model=model)
+    features.main(conf, tmp_path, ["squashed.png"], tmp_path / "squashed.h5", "cpu", model=model)
+    full = features.read_features(path, "0000.jpg")
+    squashed = features.read_features(tmp_path / "squashed.h5", "squashed.png")
+    _check(full, 1536, 1024, dim=64)
+    _check(squashed, 640, 416, dim=64)
+    assert len(full["keypoints"]) == 1024  # max_num_keypoints of small_conf, found on a facade
+    np.testing.assert_allclose(np.linalg.norm(full["descriptors"], axis=1), 1, atol=1e-4)
+    assert (np.diff(full["scores"]) <= 0).all() and (full["scores"] > 0).all()
+    dist, _ = cKDTree(full["keypoints"]).query((squashed["keypoints"] + 0.5) * [1536 / 640, 1024 / 416] - 0.5)
+    assert np.median(dist) < 1.5 and (dist < 1.5).mean() > 0.5
+
+
+def test_aliked_t16_features(tmp_path, scene_dir, weights_dir):
+    conf = small_conf("aliked-t16", resize_to=400, max_keypoints=512)
+    model = features.load_model(conf, weights_dir, "cpu")
+    path = features.main(conf, scene_dir, ["0003.jpg"], tmp_path / "t.h5", "cpu", model=model)
+    feats = features.read_features(path, "0003.jpg")
+    _check(feats, 1536, 1024, dim=64)
+    assert len(feats["keypoints"]) == 512
+
+
+def test_matcher_names_fit_the_lightglue_weights():
+    assert [features.matcher_name(c) for c in features.confs.values()] == [
+        "aliked",
+        "aliked",
+        "disk",
+        "aliked-t16",  # none exists: loading LightGlue for it says so (tests/test_models.py)
+        "xfeat",
+    ]
+
+
+def test_a_photo_without_keypoints_is_stored_empty(tmp_path, weights_dir):
+    # A blank photo (and a 16 px one) has no keypoint above XFeat's threshold: an empty (0, 64) set, not an error.
+    Image.new("RGB", (640, 480), (128, 128, 128)).save(tmp_path / "blank.png")
+    Image.new("RGB", (16, 16)).save(tmp_path / "tiny.png")
+    conf = small_conf("xfeat")
+    path = features.main(conf, tmp_path, ["blank.png", "tiny.png"], tmp_path / "f.h5", "cpu", weights=weights_dir)
+    for name, size in (("blank.png", (640, 480)), ("tiny.png", (16, 16))):
+        feats = features.read_features(path, name)
+        assert feats["keypoints"].shape == (0, 2) and feats["descriptors"].shape == (0, 64)
+        assert tuple(feats["image_size"]) == size
+    assert features.failed_images(path) == {}

@@ -18,7 +18,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from conftest import kaggle_input_paths, write_dinov2_config
-from imc_lib import cli, kaggle_inputs, metric, submission
+from imc_lib import cli, kaggle_inputs, metric, models, submission
 from imc_lib.tools import kaggle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,8 @@ def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kaggle")
     weights = tmp / "weights"
     weights.mkdir()
-    for name in ("aliked-n16.pth", "aliked_lightglue.pth", "disk_lightglue.pth", "notes.txt"):
+    names = ("aliked-n16.pth", "aliked_lightglue.pth", "disk_lightglue.pth", "xfeat.pt", "xfeat-lighterglue.pt")
+    for name in (*names, "aliked-t16.pth", "notes.txt"):
         (weights / name).write_bytes(name.encode())
     saved = {
         k: os.environ.pop(k, None)
@@ -80,8 +81,11 @@ def test_dataset_lists_every_file_and_holds_wheel_requirements_and_weights(built
         "aliked-n16.pth",
         "aliked_lightglue.pth",
         "disk_lightglue.pth",
+        "xfeat.pt",
+        "xfeat-lighterglue.pt",
+        "aliked-t16.pth",
     }  # known weight files only
-    for name in ("aliked-n16.pth", "aliked_lightglue.pth"):
+    for name in ("aliked-n16.pth", "aliked_lightglue.pth", "xfeat.pt", "xfeat-lighterglue.pt", "aliked-t16.pth"):
         assert (out / "dataset" / name).read_bytes() == (weights / name).read_bytes()
     requirements = (out / "dataset/requirements.txt").read_text().split()
     assert requirements[0] == "imc_lib==0.1.0"
@@ -281,6 +285,15 @@ def test_download_without_credentials_stops_before_calling_kaggle(tmp_path):
 def test_download_help():
     proc = subprocess.run(["bash", str(DOWNLOAD), "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and "--weights-dir" in proc.stdout
+
+
+def test_download_script_fetches_every_weight_file_the_loaders_know():
+    import re
+
+    listed = re.findall(r'^  "(\S+) https://\S+ [0-9a-f]{64}"$', DOWNLOAD.read_text(), re.MULTILINE)
+    assert sorted(listed) == sorted(set(models.WEIGHT_FILES.values()))
+    for name in ("xfeat.pt", "xfeat-lighterglue.pt"):  # the official source, verlab/accelerated_features
+        assert f"github.com/verlab/accelerated_features/raw/main/weights/{name} " in DOWNLOAD.read_text()
 
 
 # --- the built kernel, run as on Kaggle ------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import small_conf
-from imc_lib import features, matching, pairs
+from imc_lib import features, matching, models, pairs
 from imc_lib.utils import full_conf
 
 
@@ -118,3 +118,62 @@ def test_partial_conf_takes_the_named_matcher_s_defaults(tmp_path, feats):
     m, _ = matching.read_matches(path, "a.jpg", "b.jpg")
     assert len(m) > 15
     np.testing.assert_array_equal(m, matching.read_matches(full, "a.jpg", "b.jpg")[0])
+
+
+@pytest.fixture(scope="module")
+def fast_feats(tmp_path_factory, imc_data_dir, weights_dir):
+    """extractor name -> its features (small_conf: 1024 keypoints at 512 px) of two overlapping facade
+    photos and one unrelated temple photo, extracted once per module."""
+    folder = tmp_path_factory.mktemp("pair")
+    shutil.copy(imc_data_dir / "train/herzjesu-p8/images/0000.jpg", folder / "a.jpg")
+    shutil.copy(imc_data_dir / "train/herzjesu-p8/images/0001.jpg", folder / "b.jpg")
+    shutil.copy(imc_data_dir / "train/temple/images/templeSR0001.png", folder / "t.png")
+    done = {}
+
+    def get(extractor: str):
+        if extractor not in done:
+            done[extractor] = features.main(small_conf(extractor), folder, ["a.jpg", "b.jpg", "t.png"],
+                                            folder / f"{extractor}.h5", "cpu", weights=weights_dir)  # fmt: skip
+        return done[extractor]
+
+    return get
+
+
+def _fundamental_inliers(feats_path, match_path, name0, name1) -> int:
+    """Inliers of a fundamental matrix fitted (LO-RANSAC, 2 px) to the stored matches of a pair."""
+    import pycolmap
+
+    m, _ = matching.read_matches(match_path, name0, name1)
+    p0 = features.read_features(feats_path, name0)["keypoints"][m[:, 0]].astype(np.float64)
+    p1 = features.read_features(feats_path, name1)["keypoints"][m[:, 1]].astype(np.float64)
+    options = pycolmap.RANSACOptions()
+    options.max_error = 2.0
+    return pycolmap.estimate_fundamental_matrix(p0, p1, options)["num_inliers"]
+
+
+@pytest.mark.parametrize(
+    "extractor, matcher, at_least",  # inliers measured: 262, 139, 416 (of 1024 keypoints at 512 px)
+    [("xfeat", "lightglue", 150), ("xfeat", "mnn", 80), ("aliked-t16", "mnn", 250)],
+)
+def test_fast_extractors_match_a_real_pair(tmp_path, fast_feats, weights_dir, extractor, matcher, at_least):
+    feats_path = fast_feats(extractor)
+    pairs_path = tmp_path / "pairs.txt"
+    pairs.write_pairs([("a.jpg", "b.jpg"), ("a.jpg", "t.png")], pairs_path)
+    name = features.matcher_name(small_conf(extractor))  # LighterGlue for XFeat
+    path = matching.main(matching.confs[matcher], pairs_path, feats_path, tmp_path / "m.h5", name, "cpu",
+                         weights=weights_dir)  # fmt: skip
+    m, s = matching.read_matches(path, "a.jpg", "b.jpg")
+    assert len(m) > at_least and len(np.unique(m[:, 0])) == len(m) and len(np.unique(m[:, 1])) == len(m)
+    assert (m[:, 0] < 1024).all() and (m[:, 1] < 1024).all() and ((s > 0) & (s <= 1)).all()
+    assert _fundamental_inliers(feats_path, path, "a.jpg", "b.jpg") > at_least
+    assert matching.read_matches(path, "a.jpg", "t.png")[0].shape == (0, 2)  # facade vs. temple: dropped
+
+
+def test_lightglue_with_aliked_t16_stops_naming_the_matcher_to_use(tmp_path, fast_feats, weights_dir):
+    pairs_path = tmp_path / "pairs.txt"
+    pairs.write_pairs([("a.jpg", "b.jpg")], pairs_path)
+    name = features.matcher_name(small_conf("aliked-t16"))
+    with pytest.raises(models.WeightsError, match="no LightGlue weights for aliked-t16 .*--matcher mnn"):
+        matching.main(matching.confs["lightglue"], pairs_path, fast_feats("aliked-t16"), tmp_path / "m.h5", name,
+                      "cpu", weights=weights_dir)  # fmt: skip
+    assert not (tmp_path / "m.h5").exists()

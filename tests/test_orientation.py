@@ -139,3 +139,35 @@ def test_partial_conf_is_merged_over_the_named_default(tmp_path):
 
 def _must_not_load():
     raise AssertionError("the extractor was loaded although every photo's features are current")
+
+
+def test_a_group_of_another_scene_is_tried_turned_only_up_to_the_cap(tmp_path, imc_data_dir, weights_dir):
+    """A mixed folder: herzjesu photos (three stored turned) beside temple photos, which match nothing of
+    herzjesu at any turn. With max_tries_per_group the temple photos stop being tried after that many
+    failures; the herzjesu turns come out the same."""
+    names = _turned_photos(tmp_path, imc_data_dir, TURNED)
+    for photo in sorted((imc_data_dir / "train/temple/images").iterdir())[:4]:
+        Image.open(photo).save(tmp_path / f"temple-{photo.stem}.png")
+        names.append(f"temple-{photo.stem}.png")
+    pairs_path = tmp_path / "pairs.txt"
+    pairs.write_pairs(pairs.exhaustive_pairs(names), pairs_path)
+    tried, turns = {}, {}
+    for cap in (None, 1):
+        calls: list = []
+        out = orientation.main(
+            {**orientation.confs["upright"], "max_tries_per_group": cap},
+            tmp_path,
+            names,
+            pairs_path,
+            tmp_path / f"orient-{cap}.csv",
+            "cpu",
+            weights=weights_dir,
+            progress=lambda done, total, desc=None, seen=calls: seen.append((desc, done)),
+        )
+        got = orientation.read_orientations(out)
+        # herzjesu upright-consistent: every photo at one turn once its stored turn is undone
+        assert len({(got[n] + TURNED.get(n, 0)) % 4 for n in NAMES}) == 1, got
+        tried[cap] = len({done for desc, done in calls if desc == "orientation, turned"})
+        turns[cap] = got
+    assert tried[1] < tried[None], tried  # measured: 4 photos tried turned against 10
+    assert turns[1] == turns[None]

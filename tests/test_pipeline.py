@@ -488,3 +488,35 @@ def test_run_scene_reports_each_stage_and_stops_where_asked(tmp_path, weights_di
     assert {stage for stage, _, _ in heard} == {"features", "pairs"}
     with pytest.raises(ValueError, match="not a stage"):
         pipeline.run_scene(scene, sconfs, tmp_path, nets, until="keypoints")
+
+
+def test_fast_extractors_come_with_their_matchers():
+    xfeat = pipeline.stage_confs("xfeat", 1024, "exhaustive", resize_to=640, orientation_method="mnn")
+    assert xfeat["features"]["output"] == "feats-xfeat-1024-r640-orient-mnn"
+    assert xfeat["features"]["model"]["name"] == "xfeat" and xfeat["matching"]["output"] == "matches-lightglue"
+    assert features.matcher_name(xfeat["features"]) == "xfeat"  # LighterGlue
+    # No LightGlue exists for ALIKED-t16: nearest neighbours on every device, unless told otherwise.
+    assert pipeline.stage_confs("aliked-t16", pairs_method="vlad")["matching"] == matching.confs["mnn"]
+    ensemble = pipeline.stage_confs("aliked+xfeat", pairs_method="vlad", orientation_method="none")
+    assert [f["output"] for f in [ensemble["features"], *ensemble["also"]]] == ["feats-aliked-n16", "feats-xfeat"]
+
+
+def test_lightglue_asked_for_aliked_t16_stops_the_run_naming_the_matcher(tmp_path, imc_data_dir, weights_dir, capsys):
+    argv = ["run", str(imc_data_dir), "--scenes", SCENE, "--features", "aliked-t16", "--matcher", "lightglue",
+            "--max-keypoints", "256", "--resize-to", "256", "--orientation", "none", "--work", str(tmp_path / "w"),
+            "--out", str(tmp_path / "s.csv"), "--weights", str(weights_dir), "--device", "cpu"]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "no LightGlue weights for aliked-t16 features" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("conf", ["xfeat", "aliked-t16"])
+def test_a_fast_extractor_reconstructs_the_scene(tmp_path, imc_data_dir, weights_dir, conf):
+    """`--features xfeat` / `aliked-t16` with the CPU defaults (640 px, mutual nearest neighbours)."""
+    argv = ["run", str(imc_data_dir), "--scenes", SCENE, "--features", conf, "--work", str(tmp_path / "w"),
+            "--out", str(tmp_path / "s.csv"), "--weights", str(weights_dir), "--device", "cpu"]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert (tmp_path / "w" / SCENE / f"feats-{conf}-2048-r640-orient-mnn.h5").is_file()
+    row = metric.score(imc_data_dir / "train/train_labels.csv", tmp_path / "s.csv").set_index("scene").loc[SCENE]
+    assert row["registered"] == 8 and row["mAA"] >= 0.9

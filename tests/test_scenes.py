@@ -103,3 +103,18 @@ def test_unrelated_scenes_in_one_photo_set_stay_apart(tmp_path, imc_data_dir, we
 
 def _names(model: pycolmap.Reconstruction) -> set[str]:
     return {model.images[i].name for i in model.reg_image_ids()}
+
+
+def test_photos_registered_out_of_their_model_s_shape_do_not_join(fountain, tmp_path):
+    """`_agrees`: a model placed whole (any similarity) agrees; the same photos with their places swapped do not."""
+    scene, database, _ = fountain
+    model, _ = _map_part(scene, database, sorted(scene.image_names)[:7], tmp_path / "a")
+    ids = sorted(model.reg_image_ids())
+    moved = pycolmap.Reconstruction(model)
+    moved.transform(pycolmap.Sim3d(2.0, pycolmap.Rotation3d([0.0, 0.0, 0.7071068, 0.7071068]), [1.0, -3.0, 5.0]))
+    assert scenes._agrees(model, moved, set(ids), 0.1)
+    swapped = pycolmap.Reconstruction(model)
+    poses = {i: swapped.image(i).cam_from_world() for i in ids}
+    for i, j in zip(ids[:4], [ids[2], ids[0], ids[3], ids[1]]):  # four photos placed where others were
+        swapped.frame(swapped.image(i).frame_id).rig_from_world = poses[j]
+    assert not scenes._agrees(model, swapped, set(ids), 0.1)

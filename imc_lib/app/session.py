@@ -65,7 +65,7 @@ class Settings:
     """The sidebar's stage settings, in the CLI's vocabulary; `stage_confs` maps them through
     `pipeline.resolve`. Retrieval knobs left at None keep the pairs config's own values."""
 
-    features: str = "aliked"  # --features: aliked | disk | aliked+disk
+    features: str = "aliked"  # --features: a pipeline.confs name (aliked, disk, xfeat, aliked+disk ...)
     max_keypoints: int = _default("max_keypoints", 4096)
     resize_to: int = _default("resize_to", 1024)
     orientation: str = _default("orientation_method", "upright")  # --orientation: upright | mnn | none

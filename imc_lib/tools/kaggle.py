@@ -5,7 +5,7 @@
 
 `kaggle datasets create -p OUT_DIR/dataset` uploads the first (the imc_lib wheel, runtime
 modules only: this tooling, the app and the plots stay out, NOT_SHIPPED; the dependency wheels
-Kaggle's image lacks, pinned in requirements.txt; and the ALIKED/DISK/LightGlue weights);
+Kaggle's image lacks, pinned in requirements.txt; and the ALIKED/DISK/XFeat/LightGlue weights);
 `kaggle kernels push -p OUT_DIR/kernel` the second, a kernel that attaches that dataset, the
 competition and the DINOv2 model, runs on a T4 GPU (MACHINE_SHAPE) without internet and installs
 from the dataset. One notebook serves IMC 2024 and IMC 2025: the kernel tells which competition's
