@@ -625,4 +625,8 @@ def _run_one(scene, sconfs, work_dir, nets, overwrite, deadline=None) -> tuple[d
         if nets.device.type == "cuda":
             torch.cuda.empty_cache()
     result["registered"] = sum(n in found for n in names)
+    if not result["error"]:  # the scene's summary line, whatever shows the stages' progress
+        times = ", ".join(f"{k} {v:.1f} s" for k, v in result["times"].items())
+        logger.info("scene %s: %d of %d images registered in %.1f s (%s)", scene.key, result["registered"], len(names),
+                    sum(result["times"].values()), times)  # fmt: skip
     return result, found
