@@ -116,7 +116,10 @@ def bar(
     if where == "notebook":
         from tqdm.notebook import tqdm as notebook_tqdm
 
-        return notebook_tqdm(iterable, total=total, desc=desc, **tqdm_kwargs)
+        try:
+            return notebook_tqdm(iterable, total=total, desc=desc, **tqdm_kwargs)
+        except ImportError:  # ipywidgets there but unusable ("IProgress not found"): log lines
+            pass
     return _LogLines(iterable, total, desc, tqdm_kwargs.get("unit", "it"), disable)
 
 
