@@ -23,7 +23,16 @@ import torch
 from . import budget, io, models
 from .io import failed_images, read_features  # noqa: F401  (their old home; callers may import them from here)
 from .progress import bar as progress_bar
-from .utils import ImageError, autocast_dtype, full_conf, image_size, pick_device, read_image, resolve_model
+from .utils import (
+    ImageError,
+    PhotoTooLarge,
+    autocast_dtype,
+    full_conf,
+    image_size,
+    pick_device,
+    read_image,
+    resolve_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -240,8 +249,9 @@ def main(
         try:
             size = image_size(path)
             image = read_image(path, max_side=conf.get("resize_to"))
-        except (ImageError, FileNotFoundError) as err:
-            logger.error("%s; it gets no keypoints and no pose", err)
+        except (ImageError, FileNotFoundError) as err:  # a photo too large to decode is a choice, not a fault
+            logger.log(logging.WARNING if isinstance(err, PhotoTooLarge) else logging.ERROR,
+                       "%s; it gets no keypoints and no pose", err)  # fmt: skip
             io.write_group(feature_path, name, _no_features(), {"error": str(err), io.FINGERPRINT: expected[name]})
             continue
         feats = extract_with_retry(model, conf, image, device, turns.get(name, 0), size)

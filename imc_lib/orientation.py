@@ -260,9 +260,13 @@ def main(
         if n >= accept:
             group.merge(a, b)
     edges = {p: (0, n) for p, n in stored.items() if n >= accept}
+    # A photo without keypoints (unreadable, too large) matches nothing at any turn: trying the
+    # others turned against it would cost three extractions each, so it has no neighbours.
+    blank = {n for pair in stored for n in pair if not len(feats(n, 0)["keypoints"])}
     neighbours: dict[str, dict[str, int]] = {n: {} for n in image_names}
     for (a, b), n in stored.items():
-        neighbours[a][b] = neighbours[b][a] = n
+        if a not in blank and b not in blank:
+            neighbours[a][b] = neighbours[b][a] = n
     tried: set[str] = set()
     failed: collections.Counter = collections.Counter()  # per group: photos tried turned that joined nothing
     cap = conf.get("max_tries_per_group")

@@ -201,8 +201,8 @@ def compute_descriptors(
         for name in progress_bar(todo, desc="global descriptors", callback=progress, unit="img"):
             try:
                 image = read_image(Path(image_dir) / name, max_side=1024)
-            except (ImageError, FileNotFoundError) as err:  # the features stage reports it
-                logger.warning("%s; its global descriptor is zero", err)
+            except (ImageError, FileNotFoundError) as err:  # the features stage reports it, once
+                logger.debug("%s; its global descriptor is zero", err)
                 desc = torch.zeros(model.config.hidden_size)
             else:
                 desc = global_descriptor(image, processor, model, device)

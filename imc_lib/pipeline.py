@@ -682,4 +682,8 @@ def _run_one(scene, sconfs, work_dir, nets, overwrite, deadline=None) -> tuple[d
     result["registered"] = sum(n in placed for n in names)
     if scene.mixed:  # photos in no cluster are its outliers, not failures
         result.update(clusters=len(clusters), outliers=len(names) - result["registered"])
+    if not result["error"]:  # the scene's summary line, whatever shows the stages' progress
+        times = ", ".join(f"{k} {v:.1f} s" for k, v in result["times"].items())
+        logger.info("scene %s: %d of %d images registered in %.1f s (%s)", scene.key, result["registered"], len(names),
+                    sum(result["times"].values()), times)  # fmt: skip
     return result, clusters

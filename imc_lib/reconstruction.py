@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pycolmap
-from PIL import ExifTags, Image
+from PIL import ExifTags
 
 from . import io, scenes
 from .progress import report as report_progress
-from .utils import full_conf, merge_conf
+from .utils import colmap_image_dir, full_conf, merge_conf, open_image
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def camera_groups(image_dir: Path, image_names: list[str]) -> list[list[str]]:
     """
     groups: dict[tuple, list[str]] = {}
     for name in image_names:
-        with Image.open(Path(image_dir) / name) as im:
+        with open_image(Path(image_dir) / name) as im:  # the header only, whatever the photo's size
             exif = im.getexif()
             focal = exif.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.FocalLength)
             key = (im.size, exif.get(ExifTags.Base.Make), exif.get(ExifTags.Base.Model), str(focal))
@@ -97,10 +97,13 @@ def create_database(
     feature_path: Path,
     match_path: Path,
     database_path: Path,
+    colmap_dir: Path | None = None,
 ) -> tuple[int, int]:
     """Fresh COLMAP database with cameras, keypoints and the matches of every kept pair; returns the
     numbers of images and of matched pairs written. Images without keypoints (unreadable, blank)
-    are left out."""
+    are left out. Photos too large for COLMAP to decode whole reach it reduced, from `colmap_dir`
+    (default: `images/` beside the database; utils.colmap_image_dir), their cameras and keypoints
+    at that size."""
     if database_path.exists():
         database_path.unlink()
     with io.FeatureReader(feature_path, size=1) as reader:
@@ -109,14 +112,15 @@ def create_database(
     pycolmap.Database.open(database_path).close()  # import_images needs the file to exist
     if not image_names:
         return 0, 0
+    colmap_dir, scales = colmap_image_dir(image_dir, image_names, colmap_dir or database_path.parent / "images")
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = conf["camera_model"]
     if conf["camera_mode"] == "shared":
         for group in camera_groups(image_dir, image_names):
-            pycolmap.import_images(database_path, image_dir, pycolmap.CameraMode.SINGLE, group, reader)
+            pycolmap.import_images(database_path, colmap_dir, pycolmap.CameraMode.SINGLE, group, reader)
     else:
         mode = getattr(pycolmap.CameraMode, conf["camera_mode"].upper())
-        pycolmap.import_images(database_path, image_dir, mode, list(image_names), reader)
+        pycolmap.import_images(database_path, colmap_dir, mode, list(image_names), reader)
     pairs = io.read_pairs(pairs_path)
     written = 0
     with pycolmap.Database.open(database_path) as db, _match_reader(match_path, pairs) as read_matches:
@@ -126,7 +130,7 @@ def create_database(
             raise RuntimeError(f"{image_dir}: pycolmap could not import {missing[:5]}; check these image files")
         for name in image_names:
             # COLMAP puts the top-left pixel corner at (0, 0); features.h5 puts the first pixel centre there.
-            db.write_keypoints(ids[name], keypoints[name] + 0.5)
+            db.write_keypoints(ids[name], ((keypoints[name] + 0.5) * scales.get(name, 1.0)).astype(np.float32))
         for name0, name1 in pairs:
             if name0 not in ids or name1 not in ids:
                 continue
@@ -177,8 +181,9 @@ def main(
     sfm_dir.mkdir(parents=True)
     database_path = sfm_dir / "database.db"
     report_progress(progress, 0, len(STEPS), STEPS[0])
+    colmap_dir = sfm_dir / "images"  # holds what COLMAP reads when some photo is too large for it (else unused)
     n_images, n_pairs = create_database(
-        conf, Path(image_dir), image_names, pairs_path, feature_path, match_path, database_path
+        conf, Path(image_dir), image_names, pairs_path, feature_path, match_path, database_path, colmap_dir
     )
     logger.info(
         "%s: %d of %d images with keypoints, %d matched pairs", database_path, n_images, len(image_names), n_pairs
@@ -193,7 +198,8 @@ def main(
 
     logger.info("%s: %s mapping of %d images", sfm_dir, conf["mapper"], n_images)
     report_progress(progress, 2, len(STEPS), STEPS[2])
-    outcome = _final_clusters(conf, database_path, Path(image_dir), sfm_dir, n_images, num_threads)
+    image_dir = colmap_dir if colmap_dir.is_dir() else Path(image_dir)  # the mapper reads photos for colours
+    outcome = _final_clusters(conf, database_path, image_dir, sfm_dir, n_images, num_threads)
     if not outcome.clusters:
         return _no_model(sfm_dir, f"the mapper found no model in {len(image_names)} images", made_from)
     _write(outcome, sfm_dir)

@@ -19,6 +19,7 @@ from imc_lib import data, metric, submission
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SCENE = "herzjesu-p8"
+WIDGET = "application/vnd.jupyter.widget-view+json"
 SOURCES = sorted(p for p in NOTEBOOKS.glob("*.py") if p.read_text().startswith("# ---\n# jupyter:"))
 
 
@@ -107,6 +108,9 @@ def test_submission_notebook_reports_stage_times_and_score(executed):
     tables = [o for o in outputs(notebooks["imc24_submission.ipynb"], "execute_result") if "text/html" in o.data]
     assert any("matching" in o.data["text/html"] for o in tables)  # the per-stage time table
     assert any(SCENE in line and "1.000" in line for line in text.splitlines())  # the score table
+    # Each stage's loop is one progress widget (ipywidgets, as on Kaggle), not a stream of bar refreshes.
+    bars = [o for o in outputs(notebooks["imc24_submission.ipynb"], "display_data") if WIDGET in o.data]
+    assert len(bars) >= 2 and "\r" not in text and len(text.splitlines()) < 100
 
 
 @pytest.mark.slow  # executes a notebook on a real scene

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from imc_lib import cli, data, features, lock, matching, metric, orientation, pairs, pipeline, submission
 
@@ -520,3 +524,62 @@ def test_a_fast_extractor_reconstructs_the_scene(tmp_path, imc_data_dir, weights
     assert (tmp_path / "w" / SCENE / f"feats-{conf}-2048-r640-orient-mnn.h5").is_file()
     row = metric.score(imc_data_dir / "train/train_labels.csv", tmp_path / "s.csv").set_index("scene").loc[SCENE]
     assert row["registered"] == 8 and row["mAA"] >= 0.9
+
+
+def _huge_jpeg(src: Path, path: Path, side: int = 20000) -> None:
+    """A side x side JPEG (6 MB on disk): the centre square of `src` scaled up, so its pose is
+    `src`'s. Grey and nearest-neighbour keep writing it to ~3 s."""
+    with Image.open(src) as im:
+        w, h = im.size
+        s = min(w, h)
+        square = im.convert("L").crop(((w - s) // 2, (h - s) // 2, (w + s) // 2, (h + s) // 2))
+    square.resize((side, side), Image.NEAREST).save(path, quality=50)
+
+
+def _huge_png(path: Path, side: int = 20000) -> None:
+    """A valid side x side one-bit black PNG of 50 kB, written chunk by chunk (PIL's encoder takes
+    seconds to compress it)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    row, deflate = bytes(1 + side // 8), zlib.compressobj(9)
+    pixels = b"".join(deflate.compress(row) for _ in range(side)) + deflate.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+def test_a_very_large_photo_costs_at_most_itself(tmp_path, weights_dir, caplog):
+    """Two 20000x20000 photos (400 megapixels, over PIL's 179-megapixel bomb limit) among five of the
+    sample: the JPEG decodes at 1/8 (COLMAP reads such a copy too) and registers at its true pose;
+    the PNG, over the decoded-size bound, is skipped alone with one warning; the rest reconstruct."""
+    sample = ROOT / "data/train" / SCENE / "images"
+    images = tmp_path / "data"
+    images.mkdir()
+    names = ["0000.jpg", "0001.jpg", "0002.jpg", "0004.jpg", "0005.jpg"]
+    for name in names:
+        shutil.copy(sample / name, images / name)
+    _huge_jpeg(sample / "0003.jpg", images / "huge.jpg")
+    _huge_png(images / "huge.png")
+    names += ["huge.jpg", "huge.png"]
+    scene = data.Scene("large", "large", images, tuple(names), tuple(names))
+    sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=512, resize_to=512)
+    nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
+    with caplog.at_level(logging.INFO):
+        out = pipeline.run_scene(scene, sconfs, tmp_path / "work", nets)
+
+    assert sorted(out["poses"]) == sorted(n for n in names if n != "huge.png")
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().split(":")[0] for r in warned] == [str(images / "huge.png")], caplog.text
+    assert "20000x20000 PNG" in warned[0].getMessage() and "megapixels" in warned[0].getMessage()
+    # The JPEG's features sit on its stored 20000 px grid; COLMAP's camera describes the 2500 px copy it read.
+    feats = features.read_features(out["paths"]["features"], "huge.jpg")
+    assert tuple(feats["image_size"]) == (20000, 20000) and feats["keypoints"].max() > 10000
+    image = next(i for i in out["model"].images.values() if i.name == "huge.jpg")
+    assert (out["model"].cameras[image.camera_id].width, out["model"].cameras[image.camera_id].height) == (2500, 2500)
+    # Its pose is 0003.jpg's: the rotation relative to 0000.jpg as in the labels.
+    labels = submission.read_poses(ROOT / "data/train/train_labels.csv", "labels").set_index("image_name")
+    R = {n: out["poses"][n][0] for n in ("0000.jpg", "huge.jpg")}
+    relative, truth = R["huge.jpg"] @ R["0000.jpg"].T, labels.loc["0003.jpg", "R"] @ labels.loc["0000.jpg", "R"].T
+    angle = np.degrees(np.arccos(np.clip((np.trace(relative @ truth.T) - 1) / 2, -1, 1)))
+    assert angle < 1.0, angle

@@ -1,13 +1,22 @@
-"""imc_lib.progress: one loop, shown by tqdm or reported to a callback."""
+"""imc_lib.progress: one loop, shown by tqdm, as log lines, or reported to a callback."""
 
 from __future__ import annotations
+
+import io
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
 from imc_lib import progress
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def test_bar_reports_to_a_callback_or_drives_tqdm():
+
+def test_bar_reports_to_a_callback_or_drives_tqdm(monkeypatch):
     heard = []
     items = list(progress.bar(["a", "b", "c"], desc="features", callback=lambda *e: heard.append(e), unit="img"))
     assert items == ["a", "b", "c"]
@@ -24,8 +33,78 @@ def test_bar_reports_to_a_callback_or_drives_tqdm():
         bar.update()
     assert heard == []
 
+    monkeypatch.setattr(progress, "shown_on", lambda: "terminal")
     shown = progress.bar(range(2), desc="cli", disable=True)
     assert isinstance(shown, tqdm) and list(shown) == [0, 1]
     progress.report(None, 1, 1, "nobody listens")  # no callback: nothing to call
     progress.report(lambda *e: heard.append(e), 1, 1, "pairs")
     assert heard == [(1, 1, "pairs")]
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_a_bar_is_drawn_on_a_terminal_only(monkeypatch):
+    monkeypatch.setattr(sys, "stderr", _Stream(tty=True))
+    assert progress.shown_on() == "terminal"
+    monkeypatch.setattr(sys, "stderr", _Stream(tty=False))
+    assert progress.shown_on() == "log"  # a file, a pipe; no Jupyter kernel here
+    assert not isinstance(progress.bar(range(3), desc="features"), tqdm)
+
+
+def test_off_a_terminal_a_loop_is_one_log_line_or_one_every_interval(monkeypatch, caplog):
+    monkeypatch.setattr(progress, "shown_on", lambda: "log")
+    with caplog.at_level(logging.INFO, logger="imc_lib.progress"):
+        assert list(progress.bar(range(40), desc="features feats-x", unit="img")) == list(range(40))
+    (line,) = caplog.messages
+    assert re.fullmatch(r"features feats-x: 40 img in \d+\.\d s \(\d+\.\d\d s/img\)", line), line
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="imc_lib.progress"):
+        list(progress.bar([], desc="nothing to do"))
+        with progress.bar(desc="orientation, turned", unit="photo", disable=True) as bar:
+            bar.update()
+    assert caplog.messages == []  # nothing done, or silenced: no line
+
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)  # a slow loop: a line as it goes, then the summary
+    with caplog.at_level(logging.INFO, logger="imc_lib.progress"), progress.bar(desc="turned", unit="photo") as bar:
+        bar.update()
+        bar.update()
+    *going, done = caplog.messages
+    assert len(going) == 2 and all(re.fullmatch(r"turned: [12] photo so far, \d+ s", m) for m in going), going
+    assert done.startswith("turned: 2 photo in ")
+
+
+def test_a_run_logged_to_a_file_is_a_few_lines_a_stage(tmp_path, imc_data_dir, weights_dir):
+    """`imc-lib run` on imc-mini with stderr to a file (CI, nohup, a Kaggle log), small settings:
+    no bar fragments, under 150 lines, and every stage's summary line for every scene."""
+    log = tmp_path / "run.log"
+    with log.open("w") as stderr:
+        # fmt: off
+        subprocess.run([sys.executable, "-m", "imc_lib.cli", "run", str(imc_data_dir), "--work", str(tmp_path / "work"),
+                        "--out", str(tmp_path / "submission.csv"), "--weights", str(weights_dir), "--device", "cpu",
+                        "--max-keypoints", "256", "--resize-to", "256"],
+                       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr, check=True, timeout=600)
+        # fmt: on
+    text = log.read_text()
+    lines = text.splitlines()  # "\r" splits too: a bar's refreshes would count one by one
+    assert "\r" not in text and 40 < len(lines) < 150, len(lines)
+    scenes = {"entry": 10, "fountain": 11, "herzjesu-p8": 8, "temple": 16}
+    for scene, photos in scenes.items():
+        summaries = [  # each stage's summary line, as the stage or its loop writes it
+            rf"imc_lib\.progress: features feats-\S+: {photos} img in ",
+            rf"imc_lib\.pairs: Wrote {photos * (photos - 1) // 2} pairs for {photos} images to \S+/{scene}/",
+            rf"imc_lib\.progress: orientation: {photos * (photos - 1) // 2} pair in ",
+            rf"imc_lib\.orientation: \S+/{scene}/orient-mnn\S+: \d+ of {photos} photos turned",
+            rf"imc_lib\.progress: matching matches-mnn: {photos * (photos - 1) // 2} pair in ",
+            rf"imc_lib\.reconstruction: \S+/{scene}/\S+/model: \d+ of {photos} images registered",
+            rf"imc_lib\.pipeline: scene {scene}: \d+ of {photos} images registered in \S+ s \(features \S+ s, pairs ",
+        ]
+        for summary in summaries:
+            assert re.search(summary, text), (summary, text)

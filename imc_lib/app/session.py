@@ -26,7 +26,7 @@ from PIL import Image
 
 from .. import data, matching, metric, orientation, pipeline, reconstruction, submission
 from ..io import MatchReader, digest
-from ..utils import pick_device
+from ..utils import image_size, pick_device
 
 # The explorer's steps; each runs the pipeline up to a stage of pipeline.STAGES (pipeline.run_scene's
 # `until`), so the order is the library's. Keypoints include the orientation stage before them; an
@@ -138,11 +138,7 @@ class ImageSet:
 
 
 def _sizes(paths) -> tuple[tuple[int, int], ...]:
-    out = []
-    for path in paths:
-        with Image.open(path) as im:
-            out.append(im.size)
-    return tuple(out)
+    return tuple(image_size(path) for path in paths)
 
 
 def dataset_images(data_dir: Path, split: str, scene_key: str, limit: int | None = None) -> ImageSet:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from imc_lib import pipeline
 from imc_lib.app import session as S
+from imc_lib.utils import ImageError, read_image
 
 logger = logging.getLogger("imc_lib.app")
 # What each stage's progress bar says (pipeline.STAGES).
@@ -149,8 +150,9 @@ def next_button(step: str) -> None:
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def thumbnail(path: str, mtime_ns: int, side: int = 256) -> np.ndarray:
-    with Image.open(path) as im:
-        im.draft("RGB", (side, side))  # JPEG: decode at reduced size
-        im = im.convert("RGB")
-        im.thumbnail((side, side))
-        return np.asarray(im)
+    try:
+        im = Image.fromarray(read_image(Path(path), max_side=side))  # a JPEG decodes reduced, whatever its size
+    except ImageError:  # unreadable, or too large to decode: a grey square (the keypoints step names it)
+        return np.full((side, side, 3), 128, np.uint8)
+    im.thumbnail((side, side))
+    return np.asarray(im)
