@@ -103,7 +103,8 @@ def test_a_run_logged_to_a_file_is_a_few_lines_a_stage(tmp_path, imc_data_dir, w
             rf"imc_lib\.progress: orientation: {photos * (photos - 1) // 2} pair in ",
             rf"imc_lib\.orientation: \S+/{scene}/orient-mnn\S+: \d+ of {photos} photos turned",
             rf"imc_lib\.progress: matching matches-mnn: {photos * (photos - 1) // 2} pair in ",
-            rf"imc_lib\.reconstruction: \S+/{scene}/\S+/model: \d+ of {photos} images registered",
+            rf"imc_lib\.reconstruction: \S+/{scene}/\S+/models: \d+ model\(s\) -> \d+ cluster\(s\), \d+ -> \d+ of "
+            rf"{photos} photos registered",
             rf"imc_lib\.pipeline: scene {scene}: \d+ of {photos} images registered in \S+ s \(features \S+ s, pairs ",
         ]
         for summary in summaries:
