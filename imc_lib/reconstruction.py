@@ -19,7 +19,6 @@ import contextlib
 import logging
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -240,36 +239,25 @@ def _final_clusters(conf, database_path, image_dir, sfm_dir, n_images, num_threa
     result covers under `remap_held_below` of the photos, map again with radial distortion held at
     zero (`models-held/`), join again, and keep the result covering more (ties: the held one)."""
     options = conf.get("options", {})
-    mapped = _map_and_join(conf, options, sfm_dir / "models", database_path, image_dir, n_images, num_threads)
+    outcome = _map_and_join(conf, options, sfm_dir / "models", database_path, image_dir, n_images, num_threads)
     share = conf.get("remap_held_below")
-    if conf["mapper"] == "incremental" and share is not None and mapped.outcome.registered < share * n_images:
-        logger.warning("%s: %d of %d photos registered; mapping again with radial distortion held at zero",
-                       sfm_dir, mapped.outcome.registered, n_images)  # fmt: skip
-        held = _map_and_join(conf, merge_conf(options, HELD_DISTORTION), sfm_dir / "models-held", database_path,
-                             image_dir, n_images, num_threads)  # fmt: skip
-        logger.info("%s: %d of %d registered with distortion held (%d before)", sfm_dir, held.outcome.registered,
-                    n_images, mapped.outcome.registered)  # fmt: skip
-        mapped = held if held.outcome.registered >= mapped.outcome.registered else mapped
-    return mapped.outcome
+    if conf["mapper"] != "incremental" or share is None or outcome.registered >= share * n_images:
+        return outcome
+    logger.warning("%s: %d of %d photos registered; mapping again with radial distortion held at zero",
+                   sfm_dir, outcome.registered, n_images)  # fmt: skip
+    held = _map_and_join(conf, merge_conf(options, HELD_DISTORTION), sfm_dir / "models-held", database_path,
+                         image_dir, n_images, num_threads)  # fmt: skip
+    logger.info("%s: %d of %d registered with distortion held (%d before)", sfm_dir, held.registered, n_images,
+                outcome.registered)  # fmt: skip
+    return held if held.registered >= outcome.registered else outcome
 
 
-@dataclass
-class _Mapped:
-    """One mapping of the database: the mapper's models, its options and folder, and their joining."""
-
-    models: list
-    options: object
-    out_dir: Path
-    outcome: scenes.Outcome
-
-
-def _map_and_join(conf, options, out_dir, database_path, image_dir, n_images, num_threads) -> _Mapped:
+def _map_and_join(conf, options, out_dir, database_path, image_dir, n_images, num_threads) -> scenes.Outcome:
     """Every model the mapper finds (written to `out_dir`), joined into clusters by `scenes.main`."""
     pipeline_options = _pipeline_options(conf, options, n_images, num_threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     models = list(_mapping(conf, pipeline_options, database_path, image_dir, out_dir).values())
-    outcome = _join(conf, models, database_path, pipeline_options, out_dir, n_images)
-    return _Mapped(models, pipeline_options, out_dir, outcome)
+    return _join(conf, models, database_path, pipeline_options, out_dir, n_images)
 
 
 def _join(conf, models, database_path, pipeline_options, out_dir, n_images) -> scenes.Outcome:

@@ -91,7 +91,7 @@ def main(
     conf = {**confs["join"], **conf}
     ordered = sorted(models, key=_size, reverse=True)
     # photos the mapper placed: in its largest model (keep="one"), in any of them ("all"; models may share photos)
-    placed = set().union(*({int(i) for i in m.reg_image_ids()} for m in ordered))
+    placed = set().union(*map(_ids, ordered))
     before = ordered[0].num_reg_images() if conf["keep"] == "one" and ordered else len(placed)
     outcome = Outcome([], len(ordered), before)
     if not ordered:
@@ -110,7 +110,7 @@ def main(
         clusters = clusters[:1]
     for cluster in clusters:  # largest first: a left-out photo goes to the first that takes it
         taken = set().union(*(c.image_ids() for c in clusters))
-        outcome.added += session.extend(cluster, _free_images(cache) - taken)
+        outcome.added += session.extend(cluster, _all_images(cache) - taken)
         if cluster.grew:
             session.refine(cluster)
     kept = [c.model for c in clusters if c.model.num_reg_images() >= min(conf["min_cluster_size"], _size(ordered[0]))]
@@ -122,7 +122,13 @@ def _size(model: pycolmap.Reconstruction) -> int:
     return model.num_reg_images()
 
 
-def _free_images(cache: pycolmap.DatabaseCache) -> set[int]:
+def _ids(model: pycolmap.Reconstruction) -> set[int]:
+    """The ids of the photos `model` registers (the database's image ids: every model of one
+    database shares them)."""
+    return {int(i) for i in model.reg_image_ids()}
+
+
+def _all_images(cache: pycolmap.DatabaseCache) -> set[int]:
     return {int(i) for i in cache.images}
 
 
@@ -132,13 +138,13 @@ class _Cluster:
     grew: bool = False
 
     def image_ids(self) -> set[int]:
-        return {int(i) for i in self.model.reg_image_ids()}
+        return _ids(self.model)
 
 
 def _join_any(session, clusters: list[_Cluster], model, join_share, max_disagreement, outcome: Outcome) -> bool:
     """Join `model` into the first (largest) cluster its photos register into where they keep the
     model's own shape (`_agrees`); True when one took it."""
-    own = {int(i) for i in model.reg_image_ids()}
+    own = _ids(model)
     for cluster in clusters:
         trial = _Cluster(pycolmap.Reconstruction(cluster.model))
         shared = own & trial.image_ids()
@@ -148,7 +154,7 @@ def _join_any(session, clusters: list[_Cluster], model, join_share, max_disagree
         outcome.log.append(f"model of {len(own)}: {len(shared)} shared, {added} registered into one of "
                            f"{len(cluster.image_ids())} ({share:.0%}); {'joined' if agrees else 'apart'}")  # fmt: skip
         if agrees:
-            cluster.model, cluster.grew = trial.model, cluster.grew or added > 0
+            cluster.model, cluster.grew = trial.model, cluster.grew or trial.grew
             outcome.joined += 1
             return True
     return False
