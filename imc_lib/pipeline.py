@@ -439,12 +439,15 @@ class _SceneRun:
             write_pairs(read_pairs(paths["candidates"]), paths["pairs"])
 
     def matching(self) -> None:
+        """Every extractor's matches; pairs whose photos stay upright copied from the `mnn` orientation's
+        (the same features and matcher: fingerprints decide, so other extractors' pairs are matched)."""
         mconf = self.sconfs["matching"]
         for fconf, (feature_path, match_path) in zip(self.fconfs, self.paths["sources"]):
             with self.clock("matching"):
                 matching.main(mconf, self.paths["match_pairs"], feature_path, match_path,
                               features.matcher_name(fconf), self.nets.device, self.overwrite,
                               model=self.nets.matcher(fconf, mconf), deadline=self.deadline,
+                              reuse=orientation.matches_path(self.paths["orientation"]),
                               progress=self.report("matching"))  # fmt: skip
 
     def merge(self) -> None:
