@@ -92,11 +92,12 @@ class RayExecutor:
             [ref], _ = ray.wait(list(running), num_returns=1)
             job = running.pop(ref)
             try:
-                yield job, ray.get(ref)
+                outcome = ray.get(ref)
             except ray.exceptions.RayTaskError:
-                raise
-            except ray.exceptions.RayError as err:
-                yield job, err
+                raise  # the scene's own error, raised by it on purpose (missing weights, a busy folder)
+            except ray.exceptions.RayError as err:  # its worker or node lost, past every retry
+                outcome = err
+            yield job, outcome
 
     def pool(self, nets):
         return _Pool(str(nets.weights or ""), self)

@@ -33,8 +33,16 @@ SETTINGS = {"device": "cpu", "max_keypoints": 512, "resize_to": 320}
 
 @pytest.fixture(scope="session")
 def cluster():
-    """A local Ray cluster for the session (2 CPUs, a small object store); its GCS address."""
-    ray.init(num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False, logging_level=logging.WARNING)
+    """A local Ray cluster for the session (2 CPUs, a small object store); its GCS address. Started
+    again once if its raylet misses Ray's 30 s start-up window (a loaded machine)."""
+    for attempt in range(2):
+        try:
+            ray.init(num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False, logging_level=logging.WARNING)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt:
+                raise
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
