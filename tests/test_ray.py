@@ -143,13 +143,15 @@ def test_a_driver_killed_and_restarted_resumes_from_the_finished_shards(cluster,
     _wait_for(lambda: len(list(folder.glob("*.shards/*.h5"))) >= 2 or driver.poll() is not None, "two shards")
     driver.kill()
     driver.wait()
-    finished = {p: p.stat().st_mtime_ns for p in folder.glob("*.shards/*.h5")}
-    assert finished, "the driver ended before two shards were written"
     with lock.scene_lock(folder, timeout=120):  # the killed driver's scene task ends with it
         pass
-    assert subprocess.run(command, cwd=ROOT, timeout=600).returncode == 0
+    finished = list(folder.glob("*.shards/*.h5"))
+    assert 2 <= len(finished) < 5, "the driver ended before two shards were written, or after the last"
+    assert subprocess.run(command, cwd=ROOT, timeout=900).returncode == 0
     counts = json.loads((tmp_path / "shards.json").read_text())
-    assert counts["features"] == {"reused": len(finished), "computed": 5 - len(finished)}  # 10 photos / 2
+    # 10 photos / 2 a shard; a shard actor may finish one more before Ray ends it with its driver
+    assert counts["features"]["reused"] >= len(finished) and counts["features"]["computed"] >= 1
+    assert sum(counts["features"].values()) == 5
     assert len(submission.read_poses(tmp_path / "ray.csv")) == 10
 
 
