@@ -8,6 +8,8 @@ same name, or a changed conf, is recomputed instead of served stale:
     photo       sha1 of the file's bytes                    (`file_digest`)
     features    photo, quarter turns, features conf          (`feature_fingerprint`, per image)
     matches     both images' feature fingerprints, conf      (`match_fingerprint`, per pair)
+    matcher's   both images' feature fingerprints, matcher    (`matcher_fingerprint`, per pair: matches
+    output                                                    one stage made that the matching stage may copy)
     pairs, orientations, model   their inputs' fingerprints + conf, whole file (`stamp`, `is_current`)
 """
 
@@ -68,6 +70,12 @@ def feature_fingerprint(photo: str, turns: int, conf: dict) -> str:
 def match_fingerprint(features0: str | None, features1: str | None, conf: dict) -> str:
     """What one pair's matches depend on: both images' feature fingerprints and the matching conf."""
     return digest("matches", features0, features1, conf)
+
+
+def matcher_fingerprint(features0: str | None, features1: str | None, model: dict) -> str:
+    """What a matcher's raw output for one pair depends on (before the matching stage drops weak pairs):
+    both images' feature fingerprints and the matcher's conf (a matching conf's `model`)."""
+    return digest("matcher", features0, features1, model)
 
 
 def stamp_path(path: Path) -> Path:
@@ -288,6 +296,11 @@ class MatchReader(_Reader):
             raise KeyError(f"{self.path}: pair {name0} {name1} not matched; run the matching stage first")
         matches, scores = group["matches"][()], group["scores"][()]
         return (matches[:, ::-1].copy() if flip else matches), scores
+
+    def holds(self, name0: str, name1: str) -> bool:
+        """Whether the pair is stored complete in this order (name0's keypoints first)."""
+        key = pair_key(name0, name1)
+        return key in self.file and all(k in self.file[key] for k in ("matches", "scores"))
 
     def fingerprint(self, name0: str, name1: str) -> str | None:
         """The stored fingerprint of a pair's matches (None when absent)."""

@@ -13,6 +13,10 @@ match it again) and is never handed to reconstruction. Each group's `fingerprint
 both images' feature fingerprints and this conf (`io.match_fingerprint`): a pair is matched again
 when either image's features changed.
 
+`reuse`: matches another stage already made (the `mnn` orientation's of each pair as stored), each
+group keyed by `io.matcher_fingerprint` (both images' features, the matcher's conf); a pair found
+there with the fingerprint this stage's features and matcher give is copied instead of matched again.
+
 A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
 
@@ -106,6 +110,7 @@ def main(
     model: torch.nn.Module | None = None,
     weights: str | Path | None = None,
     deadline: float | None = None,
+    reuse: Path | None = None,
     progress=None,
 ) -> Path:
     """Match every pair of `pairs_path` that `match_path` does not hold yet.
@@ -113,6 +118,8 @@ def main(
     `features` names the LightGlue weights (features.matcher_name); it must fit the features file.
     `model`: a loaded matcher or a zero-argument loader, called only if some pair needs matching.
     `deadline` (time.monotonic seconds): past it, budget.OutOfTime is raised before the next pair.
+    `reuse`: a file of matches another stage made (see the module's docstring); the pairs it holds
+    from the same features by the same matcher are copied from it, in the order of the pairs file.
     `progress`: callback(done, total, desc) after each pair (default: a tqdm bar).
     """
     conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
@@ -126,6 +133,7 @@ def main(
         }
         # "scores" is written last: a pair without it was cut short.
         todo = io.pending(match_path, list(keys), ("matches", "scores"), overwrite, "pairs", expected)
+        todo = _copy_reusable(reuse, match_path, todo, keys, reader, conf, expected)
         if not todo:
             return match_path
         model = resolve_model(model, lambda: load_model(features, conf, weights, device))
@@ -135,10 +143,7 @@ def main(
             budget.check(deadline, f"matching ({match_path})")
             logger.debug("%s: matching %s %s", match_path, name0, name1)  # the pairs before it are stored
             matches, scores = match_with_retry(model, reader[name0], reader[name1], device)
-            if len(matches) < conf["min_matches"]:
-                matches, scores = matches[:0], scores[:0]
-                dropped += 1
-            io.write_group(match_path, key, {"matches": matches, "scores": scores}, {io.FINGERPRINT: expected[key]})
+            dropped += _store(match_path, key, matches, scores, conf, expected[key])
     if dropped:
         logger.info(
             "%s: %d of %d pairs had fewer than %d matches and were dropped",
@@ -148,6 +153,37 @@ def main(
             conf["min_matches"],
         )
     return match_path
+
+
+def _store(match_path: Path, key: str, matches: np.ndarray, scores: np.ndarray, conf: dict, fingerprint: str) -> bool:
+    """Write one pair's matches, none when fewer than `conf['min_matches']`; whether they were too few."""
+    weak = len(matches) < conf["min_matches"]
+    if weak:
+        matches, scores = matches[:0], scores[:0]
+    io.write_group(match_path, key, {"matches": matches, "scores": scores}, {io.FINGERPRINT: fingerprint})
+    return weak
+
+
+def _copy_reusable(
+    reuse: Path | None, match_path: Path, todo: list[str], keys: dict, reader: io.FeatureReader, conf: dict,
+    expected: dict[str, str],
+) -> list[str]:  # fmt: skip
+    """Copy from `reuse` the pairs of `todo` it holds in the same order, made from the features of
+    `reader` by this conf's matcher (`io.matcher_fingerprint`); the rest of `todo`."""
+    if reuse is None or not Path(reuse).exists():
+        return todo
+    made_by = {k: io.matcher_fingerprint(*(reader.fingerprint(n) for n in keys[k]), conf["model"]) for k in todo}
+    with io.MatchReader(reuse) as stored:
+        found = [k for k in todo if stored.holds(*keys[k]) and stored.fingerprint(*keys[k]) == made_by[k]]
+        dropped = sum(_store(match_path, k, *stored(*keys[k]), conf, expected[k]) for k in found)
+    if found:
+        logger.info(
+            "%s: %d of %d pairs copied from %s (same features, same matcher), %d of them with fewer than %d "
+            "matches; %d to match",
+            match_path, len(found), len(todo), reuse, dropped, conf["min_matches"], len(todo) - len(found),
+        )  # fmt: skip
+    found = set(found)
+    return [k for k in todo if k not in found]
 
 
 def _strongest(feats: dict, keep: int) -> tuple[dict, np.ndarray]:

@@ -18,6 +18,9 @@ Output: a CSV `image_name,quarter_turns,support` (turns counter-clockwise, as `n
 support = matches on the tree edge that fixed it, 0 for the root or an unconnected photo), and,
 when `prefilter_min_matches` is set, beside it `*-overlap.csv`: each pair's low-resolution matches
 at those turns, which the pipeline uses to drop non-overlapping pairs before full matching.
+The `mnn` config also writes, in its own files beside the CSV, the features it extracted at turned
+photos' final turns (`turned_path`) and every pair's matches as stored (`matches_path`): the
+features and matching stages copy those whose photos end upright instead of computing them again.
 
 A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full_conf).
 """
@@ -171,6 +174,14 @@ class _TurnedFeatures:
                 self.cache[(name, turns)] = features.extract(self.extractor(), self.conf, image, self.device)
         return self.cache[(name, turns)]
 
+    def save_matches(self, path: Path, a: str, b: str, matches: np.ndarray, scores: np.ndarray, matcher: dict) -> None:
+        """Write a pair's matches as stored into this stage's own file `path` when both photos' features
+        are the stored file's, keyed as the matching stage asks (`io.matcher_fingerprint`), so that stage
+        may copy them instead of matching again (pairs whose photos both end upright)."""
+        if a in self.stored and b in self.stored:
+            made_by = io.matcher_fingerprint(self.reader.fingerprint(a), self.reader.fingerprint(b), matcher)
+            io.write_group(path, io.pair_key(a, b), {"matches": matches, "scores": scores}, {io.FINGERPRINT: made_by})
+
     def save_turned(self, path: Path, turns: dict[str, int]) -> int:
         """Write the features already extracted at each photo's final turns into this stage's own file
         `path`, each group with the fingerprint the features stage asks for, so that stage may copy
@@ -236,13 +247,17 @@ def main(
     feats = _TurnedFeatures(fconf, image_dir, extractor_once, device, feature_path if shared else None)
     if shared:
         feats.use_stored(list(image_names))
+        matches_path(orientation_path).unlink(missing_ok=True)
 
     counts: dict[tuple[str, str, int], int] = {}
 
     def count(a: str, b: str, k: int) -> int:
         """Matches of a as stored with b turned by k quarter turns."""
         if (a, b, k) not in counts:
-            counts[(a, b, k)] = len(matching.match_pair(matcher_once(), feats(a, 0), feats(b, k), device)[0])
+            matches, scores = matching.match_pair(matcher_once(), feats(a, 0), feats(b, k), device)
+            counts[(a, b, k)] = len(matches)
+            if k == 0:  # kept for the matching stage where both photos end upright
+                feats.save_matches(matches_path(orientation_path), a, b, matches, scores, conf["matching"]["model"])
         return counts[(a, b, k)]
 
     # Pass 1, every pair as stored: confident matches link photos into groups. Pass 2, the other
@@ -335,6 +350,11 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
 def turned_path(orientation_path: Path) -> Path:
     """The features the `mnn` config extracted at each turned photo's final turn, beside the orientations."""
     return Path(orientation_path).with_suffix(".h5")
+
+
+def matches_path(orientation_path: Path) -> Path:
+    """The matches the `mnn` config made of each pair as stored, beside the orientations."""
+    return Path(orientation_path).with_name(Path(orientation_path).stem + "-matches.h5")
 
 
 def overlap_path(orientation_path: Path) -> Path:

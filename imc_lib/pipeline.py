@@ -470,16 +470,19 @@ class _SceneRun:
             write_pairs(read_pairs(paths["candidates"]), paths["pairs"])
 
     def matching(self) -> None:
+        """Every extractor's matches; pairs whose photos stay upright copied from the `mnn` orientation's
+        (the same features and matcher: fingerprints decide, so other extractors' pairs are matched)."""
         mconf, paths = self.sconfs["matching"], self.paths
+        reuse = orientation.matches_path(paths["orientation"])
         for fconf, (feature_path, match_path) in zip(self.fconfs, paths["sources"]):
             with self.clock("matching"):
                 if self.pool is not None:  # a large scene: in shards on the executor's pool
                     self._count("matching", shards.match(self.pool, mconf, fconf, paths["match_pairs"], feature_path,
-                                match_path, self.overwrite, self.sharding["pairs"]))  # fmt: skip
+                                match_path, self.overwrite, self.sharding["pairs"], reuse))  # fmt: skip
                     continue
                 matching.main(mconf, paths["match_pairs"], feature_path, match_path, features.matcher_name(fconf),
                               self.nets.device, self.overwrite, model=self.nets.matcher(fconf, mconf),
-                              deadline=self.deadline, progress=self.report("matching"))  # fmt: skip
+                              deadline=self.deadline, reuse=reuse, progress=self.report("matching"))  # fmt: skip
 
     def merge(self) -> None:
         """An ensemble's keypoints and matches merged into one set (nothing for one extractor)."""

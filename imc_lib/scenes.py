@@ -146,9 +146,14 @@ def _join_any(session, clusters: list[_Cluster], model, join_share, max_disagree
     model's own shape (`_agrees`); True when one took it."""
     own = _ids(model)
     for cluster in clusters:
+        shared = own & cluster.image_ids()
+        reachable = session.reachable(own - shared, cluster.image_ids())
+        if len(shared) + len(reachable) < join_share * len(own):
+            outcome.log.append(f"model of {len(own)}: {len(shared)} shared, {len(reachable)} tied by verified "
+                               f"matches to one of {len(cluster.image_ids())}; apart, not tried")  # fmt: skip
+            continue
         trial = _Cluster(pycolmap.Reconstruction(cluster.model))
-        shared = own & trial.image_ids()
-        added = session.extend(trial, own - shared)
+        added = session.extend(trial, reachable)
         share = (len(shared) + added) / len(own)
         agrees = share >= join_share and _agrees(model, trial.model, own, max_disagreement)
         outcome.log.append(f"model of {len(own)}: {len(shared)} shared, {added} registered into one of "
@@ -194,6 +199,22 @@ class _Session:
         self.triangulation = options.get_triangulation()
         self.bundle = options.get_global_bundle_adjustment()
         self.options = options
+        self.links: dict[int, set[int]] = {}
+        for pair_id in cache.correspondence_graph.num_matches_between_all_images():
+            a, b = pycolmap.pair_id_to_image_pair(pair_id)
+            self.links.setdefault(int(a), set()).add(int(b))
+            self.links.setdefault(int(b), set()).add(int(a))
+
+    def reachable(self, candidates: set[int], registered: set[int]) -> set[int]:
+        """The candidates a chain of verified pairs ties to `registered` through other candidates: only
+        they can register (each needs 2D-3D matches to photos already in), so a model with too few of
+        them is not tried (dino-full's first mapping: 50 models, most tied to nothing larger)."""
+        found: set[int] = set()
+        frontier = set(registered)
+        while frontier:
+            frontier = set().union(*(self.links.get(i, set()) for i in frontier)) & (candidates - found)
+            found |= frontier
+        return found
 
     def extend(self, cluster: _Cluster, candidates: set[int]) -> int:
         """Register what of `candidates` registers into `cluster` (triangulating each); the number added."""

@@ -72,9 +72,9 @@ def extract_shard(nets, conf, image_dir, names, shard, turns, reuse) -> bool:
     return True
 
 
-def match(pool, conf, fconf, pairs_path, feature_path, match_path, overwrite, size) -> dict[str, int]:
+def match(pool, conf, fconf, pairs_path, feature_path, match_path, overwrite, size, reuse=None) -> dict[str, int]:
     """`matching.main` over the pairs of `pairs_path` in shards of `size` pairs on `pool`, merged
-    into `match_path`; returns as `extract` does."""
+    into `match_path` (`reuse`: as matching.main's); returns as `extract` does."""
     match_path = Path(match_path)
     folder = shard_dir(match_path)
     if overwrite:
@@ -85,7 +85,7 @@ def match(pool, conf, fconf, pairs_path, feature_path, match_path, overwrite, si
     todo = set(io.pending(match_path, list(expected), MATCH_KEYS, False, "pairs", expected))
     chunks = [(i, c) for i, c in enumerate(_chunks(pairs, size)) if todo & {io.pair_key(*p) for p in c}]
     shards = [_shard_path(folder, i, [io.pair_key(*p) for p in c]) for i, c in chunks]
-    jobs = [(conf, fconf, c, feature_path, s) for (_, c), s in zip(chunks, shards)]
+    jobs = [(conf, fconf, c, feature_path, s, reuse) for (_, c), s in zip(chunks, shards)]
     return _run(pool, match_shard, jobs, shards, match_path, "matches")
 
 
@@ -96,7 +96,7 @@ def _match_fingerprints(conf: dict, pairs: list, feature_path: Path) -> dict[str
                 for a, b in pairs}  # fmt: skip
 
 
-def match_shard(nets, conf, fconf, pairs, feature_path, shard) -> bool:
+def match_shard(nets, conf, fconf, pairs, feature_path, shard, reuse=None) -> bool:
     """One matching shard (on a pool's worker); False when its finished file was there already."""
     expected = _match_fingerprints(conf, pairs, feature_path)
     if _complete(shard, list(expected), MATCH_KEYS, expected):
@@ -104,7 +104,7 @@ def match_shard(nets, conf, fconf, pairs, feature_path, shard) -> bool:
     pairs_path, partial = Path(f"{shard}.txt"), Path(f"{shard}.partial")
     io.write_pairs(pairs, pairs_path)
     matching.main(conf, pairs_path, feature_path, partial, features.matcher_name(fconf), nets.device,
-                  model=nets.matcher(fconf, conf))  # fmt: skip
+                  model=nets.matcher(fconf, conf), reuse=reuse)  # fmt: skip
     os.replace(partial, shard)
     pairs_path.unlink()
     return True

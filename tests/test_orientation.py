@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import small_conf
-from imc_lib import features, orientation, pairs
+from imc_lib import features, matching, orientation, pairs
 from imc_lib.utils import full_conf
 
 
@@ -119,6 +119,55 @@ def test_mnn_orientation_reads_stored_features_and_extracts_only_turned_tries(
     # Without the main features' config the stage cannot know what to extract.
     with pytest.raises(ValueError, match="features_conf"):
         orientation.main(orientation.confs["mnn"], tmp_path, names, pairs_path, tmp_path / "o2.csv", "cpu")
+
+
+def test_matching_copies_the_orientation_s_matches_of_pairs_that_stay_upright(
+    tmp_path, imc_data_dir, aliked, monkeypatch
+):
+    """The `mnn` orientation matches every pair as stored; where both photos end upright, with the same
+    features and matcher, the matching stage copies those matches: the same arrays it would compute."""
+    turned = {"0002.jpg": 2}
+    names = _turned_photos(tmp_path, imc_data_dir, turned)
+    pairs_path = tmp_path / "pairs.txt"
+    pairs.write_pairs(pairs.exhaustive_pairs(names), pairs_path)
+    fconf = small_conf(resize_to=640)
+    feature_path = features.main(fconf, tmp_path, names, tmp_path / "feats.h5", "cpu", model=aliked)
+    out = orientation.main(orientation.confs["mnn"], tmp_path, names, pairs_path, tmp_path / "orient.csv", "cpu",
+                           extractor=aliked, feature_path=feature_path, features_conf=fconf)  # fmt: skip
+    turns = orientation.read_orientations(out)
+    assert turns == {n: (-turned.get(n, 0)) % 4 for n in names}
+    features.main(fconf, tmp_path, names, feature_path, "cpu", model=aliked, turns=turns,
+                  reuse=orientation.turned_path(out))  # fmt: skip
+    matched = []
+    match_pair = matching.match_pair
+    monkeypatch.setattr(matching, "match_pair", lambda m, f0, f1, d: matched.append(1) or match_pair(m, f0, f1, d))
+
+    def run(conf, path, reuse):
+        matched.clear()
+        matching.main(conf, pairs_path, feature_path, path, "aliked", "cpu", reuse=reuse)
+        with h5py.File(path) as f:
+            stored = {k: (f[k]["matches"][()], f[k]["scores"][()], f[k].attrs["fingerprint"]) for k in _keys(f)}
+        return stored, len(matched)
+
+    mnn = matching.confs["mnn"]
+    fresh, _ = run(mnn, tmp_path / "fresh.h5", None)
+    copied, calls = run(mnn, tmp_path / "copied.h5", orientation.matches_path(out))
+    # 10 pairs; the 4 with the turned photo are matched again (its features changed), the 6 others copied.
+    assert calls == sum(bool(turns[a] or turns[b]) for a, b in pairs.read_pairs(pairs_path)) == 4
+    assert copied.keys() == fresh.keys() and len(fresh) == 10
+    for key, (m, s, fingerprint) in fresh.items():
+        np.testing.assert_array_equal(copied[key][0], m, err_msg=key)
+        np.testing.assert_array_equal(copied[key][1], s, err_msg=key)
+        assert copied[key][2] == fingerprint  # a rerun finds them done
+    assert sum(len(m) > 0 for m, _, _ in fresh.values()) >= 6
+    # Another matcher conf copies nothing: its matches differ.
+    stricter = {**mnn, "model": {**mnn["model"], "ratio": 0.8}}
+    strict, calls = run(stricter, tmp_path / "strict.h5", orientation.matches_path(out))
+    assert calls == 10 and any(len(strict[k][0]) != len(fresh[k][0]) for k in fresh)
+
+
+def _keys(f: h5py.File) -> list[str]:
+    return [f"{a}/{b}" for a in f for b in f[a]]
 
 
 def test_partial_conf_is_merged_over_the_named_default(tmp_path):

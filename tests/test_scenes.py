@@ -79,6 +79,24 @@ def test_a_model_that_does_not_register_stays_apart(fountain, tmp_path):
     assert kept[0].isdisjoint(kept[1])
 
 
+def test_only_photos_tied_by_verified_pairs_can_register(fountain):
+    """The pre-check before a join: photos reach a model only through chains of verified pairs
+    (here the whole fountain is one chain), and none reach it from a model of photos the database
+    ties to nothing."""
+    scene, database, _ = fountain
+    with pycolmap.Database.open(database) as db:
+        cache = pycolmap.DatabaseCache.create(db, pycolmap.DatabaseCacheOptions(min_num_matches=15))
+        ids = {img.name: int(img.image_id) for img in db.read_all_images()}
+    options = pycolmap.IncrementalPipelineOptions(reconstruction.confs["incremental"]["options"])
+    session = scenes._Session(cache, options, 3)
+    names = sorted(scene.image_names)
+    first, rest = {ids[n] for n in names[:3]}, {ids[n] for n in names[3:]}
+    assert session.reachable(rest, first) == rest
+    assert session.reachable(rest, set()) == set()
+    far = {ids[names[-1]]}  # the facade's other end: tied to the first photos only through the middle
+    assert session.reachable(far, first) == set()
+
+
 @pytest.mark.slow
 def test_unrelated_scenes_in_one_photo_set_stay_apart(tmp_path, imc_data_dir, weights_dir):
     """herzjesu-p8 (a facade) and temple (an object) in one folder: every cluster holds one scene only."""
