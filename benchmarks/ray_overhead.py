@@ -50,7 +50,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="ray-overhead-"))
     local_wall, local_maa = timed_run(args, work, "local", LocalExecutor())
     start = time.perf_counter()
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     started = time.perf_counter() - start
     try:
         ray_wall, ray_maa = timed_run(args, work, "ray", RayExecutor())
