@@ -10,13 +10,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import lock, matching, orientation, pipeline
+from . import executor, lock, matching, orientation, pipeline
 
 
 def _run(args) -> int:
     """Run the pipeline and print a table per scene; 1 when some scene failed with an error (the
     submission is still complete: its photos get placeholder rows), so scripts notice."""
-    result = pipeline.run(
+    runner = executor.make(args.executor, args.address)
+    try:
+        result = _pipeline(args, runner)
+    finally:
+        runner.close()
+    print(scene_table(result["scenes"]))
+    return _report(result)
+
+
+def _pipeline(args, runner) -> dict:
+    return pipeline.run(
         args.data_dir,
         args.out,
         args.work,
@@ -34,8 +44,11 @@ def _run(args) -> int:
         prefilter=args.prefilter,
         matcher=args.matcher,
         time_limit=args.time_limit,
+        executor=runner,
     )
-    print(scene_table(result["scenes"]))
+
+
+def _report(result) -> int:
     times = result["times"]
     print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()) + f", total {sum(times.values()):.1f}s")
     missing = sum(r["images"] - r["registered"] - r.get("outliers", 0) for r in result["scenes"].values())
@@ -176,6 +189,14 @@ def parser() -> argparse.ArgumentParser:
         help="finish within T (9h, 45m, 600s or seconds): fewer keypoints/pairs, or placeholder rows, "
         "for the scenes that would not fit; --out is rewritten after every scene",
     )
+    r.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="where scenes run: this process, one after another (local), or a Ray cluster's nodes (ray: "
+        "pip install 'imc_lib[ray]'; every node sees DATA_DIR and --work at the same paths)",
+    )
+    r.add_argument("--address", help="the Ray cluster to join (default $RAY_ADDRESS, else a local cluster)")
     r.set_defaults(func=_run)
 
     s = sub.add_parser(

@@ -6,6 +6,7 @@ WORK/<scene>/pairs-*.txt  orient-*.csv  feats-*.h5  *matches-*.h5  sfm_*/
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -13,7 +14,21 @@ from pathlib import Path
 
 import torch
 
-from . import budget, data, ensemble, features, lock, matching, models, orientation, pairs, reconstruction, submission
+from . import (
+    budget,
+    data,
+    ensemble,
+    features,
+    lock,
+    matching,
+    models,
+    orientation,
+    pairs,
+    reconstruction,
+    shards,
+    submission,
+)
+from .executor import LocalExecutor
 from .io import read_pairs, stamp_path, write_pairs
 from .utils import ImageError, merge_conf, pick_device, read_image, usable_device
 
@@ -337,6 +352,7 @@ def run_scene(
     deadline: float | None = None,
     progress=None,
     until: str | None = None,
+    executor=None,
 ) -> dict:
     """One scene through STAGES, in order; returns {"poses": {name: (R, t)}, "model", "clusters", "models",
     "times", "spans", "paths"}: "clusters" the poses of every kept model (largest first), "models" what
@@ -347,15 +363,20 @@ def run_scene(
     `progress(stage, done, total)`: called as each stage goes (total None where not known ahead);
     a stage that finds its work done reports nothing. `until`: a name of STAGES; stop after it
     (no poses), as the app does to run one step at a time ("merge" for an ensemble's matches).
+    `executor` (default local): where a scene it calls large extracts and matches, in shards
+    (imc_lib/shards.py); "shards" in the result counts them per stage.
     """
     if until is not None and until not in STAGES:
         raise ValueError(f"until={until!r}: not a stage; stages: {STAGES}")
-    steps = _SceneRun(scene, sconfs, work_dir, nets, overwrite, deadline, progress)
-    for stage in STAGES:
-        budget.check(deadline, f"scene {scene.key}, before {stage}")
-        getattr(steps, stage)()
-        if stage == until:
-            break
+    executor = executor or LocalExecutor()
+    sharded = executor.shards(len(scene.image_names))
+    with executor.pool(nets) if sharded else contextlib.nullcontext() as pool:
+        steps = _SceneRun(scene, sconfs, work_dir, nets, overwrite, deadline, progress, pool, executor.sharding)
+        for stage in STAGES:
+            budget.check(deadline, f"scene {scene.key}, before {stage}")
+            getattr(steps, stage)()
+            if stage == until:
+                break
     return steps.out
 
 
@@ -367,26 +388,36 @@ class _SceneRun:
     from what the orientation stage extracted while trying turns.
     """
 
-    def __init__(self, scene, sconfs, work_dir, nets, overwrite, deadline, progress):
+    def __init__(self, scene, sconfs, work_dir, nets, overwrite, deadline, progress, pool=None, sharding=None):
         self.scene, self.sconfs = scene, scene_confs(sconfs, scene)
         self.paths = scene_paths(work_dir, scene, self.sconfs)
         self.nets, self.overwrite, self.deadline = nets, overwrite, deadline
         self.names = list(scene.image_names)
         self.fconfs = [self.sconfs["features"], *self.sconfs["also"]]
         self.out = {"poses": {}, "model": None, "clusters": [], "models": {}, "times": {}, "spans": [],
-                    "paths": self.paths}  # fmt: skip
+                    "paths": self.paths, "shards": {}}  # fmt: skip
+        self.pool, self.sharding = pool, sharding  # where a large scene's shards run, and their sizes
         self.clock = _Clock(self.out["times"], self.out["spans"])
         self.report = _reporter(progress)
         self.fresh = overwrite  # a file is overwritten once per run, not again by a later step of the stage
         self.turns = None
 
+    def _count(self, stage: str, counts: dict) -> None:
+        total = self.out["shards"].setdefault(stage, {"reused": 0, "computed": 0})
+        for key, value in counts.items():
+            total[key] += value
+
     def _extract(self, fconf: dict, feature_path: Path, turns: dict | None) -> None:
+        overwrite = self.fresh if fconf is self.fconfs[0] else self.overwrite
+        reuse, names = orientation.turned_path(self.paths["orientation"]), self.names
         with self.clock("features"):
-            features.main(fconf, self.scene.image_dir, self.names, feature_path, self.nets.device,
-                          self.fresh if fconf is self.fconfs[0] else self.overwrite,
-                          model=self.nets.extractor(fconf), turns=turns, deadline=self.deadline,
-                          reuse=orientation.turned_path(self.paths["orientation"]),
-                          progress=self.report("features"))  # fmt: skip
+            if self.pool is not None:  # a large scene: in shards on the executor's pool
+                self._count("features", shards.extract(self.pool, fconf, self.scene.image_dir, names, feature_path,
+                            overwrite, turns, reuse, self.sharding["photos"]))  # fmt: skip
+            else:
+                features.main(fconf, self.scene.image_dir, names, feature_path, self.nets.device, overwrite,
+                              model=self.nets.extractor(fconf), turns=turns, deadline=self.deadline, reuse=reuse,
+                              progress=self.report("features"))  # fmt: skip
         if fconf is self.fconfs[0]:
             self.fresh = False
 
@@ -441,14 +472,17 @@ class _SceneRun:
     def matching(self) -> None:
         """Every extractor's matches; pairs whose photos stay upright copied from the `mnn` orientation's
         (the same features and matcher: fingerprints decide, so other extractors' pairs are matched)."""
-        mconf = self.sconfs["matching"]
-        for fconf, (feature_path, match_path) in zip(self.fconfs, self.paths["sources"]):
+        mconf, paths = self.sconfs["matching"], self.paths
+        reuse = orientation.matches_path(paths["orientation"])
+        for fconf, (feature_path, match_path) in zip(self.fconfs, paths["sources"]):
             with self.clock("matching"):
-                matching.main(mconf, self.paths["match_pairs"], feature_path, match_path,
-                              features.matcher_name(fconf), self.nets.device, self.overwrite,
-                              model=self.nets.matcher(fconf, mconf), deadline=self.deadline,
-                              reuse=orientation.matches_path(self.paths["orientation"]),
-                              progress=self.report("matching"))  # fmt: skip
+                if self.pool is not None:  # a large scene: in shards on the executor's pool
+                    self._count("matching", shards.match(self.pool, mconf, fconf, paths["match_pairs"], feature_path,
+                                match_path, self.overwrite, self.sharding["pairs"], reuse))  # fmt: skip
+                    continue
+                matching.main(mconf, paths["match_pairs"], feature_path, match_path, features.matcher_name(fconf),
+                              self.nets.device, self.overwrite, model=self.nets.matcher(fconf, mconf),
+                              deadline=self.deadline, reuse=reuse, progress=self.report("matching"))  # fmt: skip
 
     def merge(self) -> None:
         """An ensemble's keypoints and matches merged into one set (nothing for one extractor)."""
@@ -546,6 +580,7 @@ def run(
     pairs_method: str | None = None,
     networks: dict | None = None,
     time_limit: float | None = None,
+    executor=None,
     **overrides,
 ) -> dict:
     """Reconstruct every scene of `data_dir`/`split` and write `out` (submission.csv).
@@ -563,8 +598,14 @@ def run(
     "submission": out, "confs": the stage configs used}; "spans" are (stage, start, end) in
     `time.perf_counter` seconds.
     """
-    device = usable_device(device)  # a GPU that cannot run kernels falls back to the CPU settings, loudly
+    executor = executor or LocalExecutor()
+    if time_limit is not None and executor.parallel:
+        raise ValueError("--time-limit plans each scene from the last one's times: run it without --executor ray")
+    if executor.parallel:  # other machines see the folders by their full paths
+        data_dir, work_dir = Path(data_dir).resolve(), Path(work_dir).resolve()
+    requested, device = device, usable_device(device)  # a GPU that cannot run kernels: CPU settings, loudly
     scene_list = data.load_scenes(data_dir, split, scenes)
+    executor.check(data_dir, work_dir)
     networks = {} if networks is None else networks
     method = choose_pairs(pairs_method, scene_list, dinov2, networks)
     sconfs = resolve(conf, device, pairs_method=method, dinov2=dinov2, **overrides)
@@ -572,18 +613,25 @@ def run(
     guard = _guard(time_limit, sconfs, method, scene_list[0], nets) if time_limit is not None and scene_list else None
     logger.info("%d scene(s) from %s (%s), device %s", len(scene_list), data_dir, split, device)
     times: dict[str, float] = defaultdict(float)
-    results, rows = {}, []
-    for i, scene in enumerate(scene_list):
-        planned, setting = _plan(guard, scene_list[i:], sconfs, conf, device, dinov2, overrides)
-        result, clusters = _run_one(scene, planned, work_dir, nets, overwrite, guard and guard.deadline)
-        if guard and planned:
-            guard.record(result["images"], setting, result["times"])
+    results, rows, settings = {}, {}, {}
+
+    def jobs():  # drawn one at a time by a local executor, so the guard plans each scene from the last
+        for i, scene in enumerate(scene_list):
+            planned, settings[scene.key] = _plan(guard, scene_list[i:], sconfs, conf, device, dinov2, overrides)
+            yield SceneJob(scene, planned, Path(work_dir), overwrite, guard and guard.deadline, requested)
+
+    for job, outcome in executor.scenes(scene_task, jobs(), nets):
+        scene = job.scene
+        result, clusters = _lost(scene, outcome) if isinstance(outcome, BaseException) else outcome
+        if guard and job.sconfs:
+            guard.record(result["images"], settings[scene.key], result["times"])
         for stage, seconds in result["times"].items():
             times[stage] += seconds
-        results[scene.key] = result
-        rows += _rows(scene, clusters)
-        if guard:  # a complete file after every scene: the rest as placeholders
-            submission.write_submission(rows + [r for s in scene_list[i + 1 :] for r in _rows(s, [])], out)
+        results[scene.key], rows[scene.key] = result, _rows(scene, clusters)
+        if guard or executor.parallel:  # a complete file as each scene ends: the rest as placeholders
+            submission.write_submission([r for s in scene_list for r in rows.get(s.key, _rows(s, []))], out)
+    results = {s.key: results[s.key] for s in scene_list}
+    rows = [r for s in scene_list for r in rows[s.key]]
     with _Clock(times)("submission"):
         submission.write_submission(rows, out)
     failed = [k for k, r in results.items() if r["error"]]
@@ -654,22 +702,49 @@ def _rows(scene: data.Scene, clusters: list[dict]) -> list[dict]:
     return submission.scene_rows(scene, clusters[0] if clusters else {})
 
 
-def _run_one(scene, sconfs, work_dir, nets, overwrite, deadline=None) -> tuple[dict, list[dict]]:
+@dataclasses.dataclass(frozen=True)
+class SceneJob:
+    """One scene's work as an executor carries it: paths, names and confs, nothing loaded.
+    `sconfs` None: the time guard skipped it. `device`: as asked (a Ray worker picks its own from it)."""
+
+    scene: data.Scene
+    sconfs: dict | None
+    work_dir: Path
+    overwrite: bool
+    deadline: float | None
+    device: str | None
+
+
+def scene_task(job: SceneJob, nets: Networks, executor) -> tuple[dict, list[dict]]:
+    """What an executor runs for one scene: `_run_one` on `nets`, large scenes sharded on `executor`."""
+    return _run_one(job.scene, job.sconfs, job.work_dir, nets, job.overwrite, job.deadline, executor)
+
+
+def _lost(scene: data.Scene, err: BaseException) -> tuple[dict, list[dict]]:
+    """A scene whose task was lost (its worker died, after every retry): recorded as failed, no poses."""
+    logger.error("scene %s lost: %s; its %d images get rows without a pose", scene.key, err, len(scene.image_names))
+    error = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    return {"images": len(scene.image_names), "registered": 0, "error": error, "times": {}, "spans": [],
+            "models": {}, "shards": {}}, []  # fmt: skip
+
+
+def _run_one(scene, sconfs, work_dir, nets, overwrite, deadline=None, executor=None) -> tuple[dict, list[dict]]:
     """`run_scene`, with a failure logged and recorded instead of raised (set-up problems excepted);
     returns the scene's result and its clusters' poses (largest first; one for an IMC 2024 scene).
     `sconfs` None: a scene the time guard skipped."""
     names = list(scene.image_names)
     logger.info("scene %s: %d images", scene.key, len(names))
-    result = {"images": len(names), "registered": 0, "error": None, "times": {}, "spans": [], "models": {}}
+    result = {"images": len(names), "registered": 0, "error": None, "times": {}, "spans": [], "models": {},
+              "shards": {}}  # fmt: skip
     clusters = []
     if sconfs is None:
         result["error"] = "skipped: time limit"
         return result, clusters
     try:
         with lock.scene_lock(Path(work_dir) / scene.key):  # another run on this scene stops this one
-            out = run_scene(scene, sconfs, work_dir, nets, overwrite, deadline)
+            out = run_scene(scene, sconfs, work_dir, nets, overwrite, deadline, executor=executor)
         clusters = out["clusters"] if scene.mixed else [out["poses"]]
-        result.update(times=out["times"], spans=out["spans"], models=out["models"])
+        result.update(times=out["times"], spans=out["spans"], models=out["models"], shards=out["shards"])
     except (models.WeightsError, lock.SceneLockedError):
         raise  # set-up problems, not the scene's: missing weights fail every scene; a busy folder is another run's
     except budget.OutOfTime as err:
