@@ -132,13 +132,17 @@ def main(
             k: io.match_fingerprint(reader.fingerprint(a), reader.fingerprint(b), conf) for k, (a, b) in keys.items()
         }
         # "scores" is written last: a pair without it was cut short.
-        todo = io.pending(match_path, list(keys), ("matches", "scores"), overwrite, "pairs", expected)
-        todo = _copy_reusable(reuse, match_path, todo, keys, reader, conf, expected)
-        if not todo:
+        pending = io.pending(match_path, list(keys), ("matches", "scores"), overwrite, "pairs", expected)
+        todo = _copy_reusable(reuse, match_path, pending, keys, reader, conf, expected)
+        if not pending:
             return match_path
-        model = resolve_model(model, lambda: load_model(features, conf, weights, device))
-        dropped = 0
-        for key in progress_bar(todo, desc=f"matching {conf['output']}", callback=progress, unit="pair"):
+        if todo:
+            model = resolve_model(model, lambda: load_model(features, conf, weights, device))
+        dropped, copied = 0, set(pending) - set(todo)
+        # The bar counts the copied pairs too: the stage reports every pair it made, as without `reuse`.
+        for key in progress_bar(pending, desc=f"matching {conf['output']}", callback=progress, unit="pair"):
+            if key in copied:
+                continue
             name0, name1 = keys[key]
             budget.check(deadline, f"matching ({match_path})")
             logger.debug("%s: matching %s %s", match_path, name0, name1)  # the pairs before it are stored
