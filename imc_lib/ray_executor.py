@@ -43,7 +43,7 @@ class RayExecutor:
 
     def connect(self) -> None:
         if not ray.is_initialized():
-            ray.init(address=self.address or os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING)
+            ray.init(address=self.address or os.environ.get("RAY_ADDRESS") or "local", logging_level=logging.WARNING)
             self.started = True
 
     def close(self) -> None:

@@ -37,7 +37,9 @@ def cluster():
     again once if its raylet misses Ray's 30 s start-up window (a loaded machine)."""
     for attempt in range(2):
         try:
-            ray.init(num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False, logging_level=logging.WARNING)
+            # "local": a new cluster, never one a stale /tmp/ray/ray_current_cluster names
+            ray.init(address="local", num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False,
+                     logging_level=logging.WARNING)  # fmt: skip
             break
         except Exception:
             ray.shutdown()
