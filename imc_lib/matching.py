@@ -54,6 +54,9 @@ confs = {
 # output name or model name), else over lightglue.
 DEFAULT_BY = ("output", "model.name")
 
+# What a finished pair's group holds; "scores" is written last, so a group without it was cut short.
+MATCH_KEYS = ("matches", "scores")
+
 
 def load_model(features: str, conf: dict, weights: str | Path | None = None, device=None) -> torch.nn.Module:
     """The matcher of `conf`: LightGlue trained for `features` ('aliked', 'disk' or 'xfeat': LighterGlue;
@@ -128,11 +131,8 @@ def main(
     pairs = io.read_pairs(pairs_path)
     keys = {io.pair_key(*p): p for p in pairs}
     with io.FeatureReader(feature_path) as reader:
-        expected = {
-            k: io.match_fingerprint(reader.fingerprint(a), reader.fingerprint(b), conf) for k, (a, b) in keys.items()
-        }
-        # "scores" is written last: a pair without it was cut short.
-        pending = io.pending(match_path, list(keys), ("matches", "scores"), overwrite, "pairs", expected)
+        expected = fingerprints(conf, pairs, reader)
+        pending = io.pending(match_path, list(keys), MATCH_KEYS, overwrite, "pairs", expected)
         todo = _copy_reusable(reuse, match_path, pending, keys, reader, conf, expected)
         if not pending:
             return match_path
@@ -157,6 +157,13 @@ def main(
             conf["min_matches"],
         )
     return match_path
+
+
+def fingerprints(conf: dict, pairs: list[tuple[str, str]], reader: io.FeatureReader) -> dict[str, str]:
+    """pair key -> the fingerprint its matches group must carry: both photos' features (`reader`), `conf`."""
+    conf = full_conf(confs, conf, DEFAULT_BY)
+    prints = {n: reader.fingerprint(n) for pair in pairs for n in pair}
+    return {io.pair_key(a, b): io.match_fingerprint(prints[a], prints[b], conf) for a, b in pairs}
 
 
 def _store(match_path: Path, key: str, matches: np.ndarray, scores: np.ndarray, conf: dict, fingerprint: str) -> bool:

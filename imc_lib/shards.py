@@ -24,8 +24,6 @@ from .utils import full_conf
 
 logger = logging.getLogger(__name__)
 
-MATCH_KEYS = ("matches", "scores")
-
 
 def shard_dir(path: Path) -> Path:
     return Path(path).with_name(Path(path).name + ".shards")
@@ -82,7 +80,7 @@ def match(pool, conf, fconf, pairs_path, feature_path, match_path, overwrite, si
         shutil.rmtree(folder, ignore_errors=True)
     pairs = io.read_pairs(pairs_path)
     expected = _match_fingerprints(conf, pairs, feature_path)
-    todo = set(io.pending(match_path, list(expected), MATCH_KEYS, False, "pairs", expected))
+    todo = set(io.pending(match_path, list(expected), matching.MATCH_KEYS, False, "pairs", expected))
     chunks = [(i, c) for i, c in enumerate(_chunks(pairs, size)) if todo & {io.pair_key(*p) for p in c}]
     shards = [_shard_path(folder, i, [io.pair_key(*p) for p in c]) for i, c in chunks]
     jobs = [(conf, fconf, c, feature_path, s, reuse) for (_, c), s in zip(chunks, shards)]
@@ -90,16 +88,14 @@ def match(pool, conf, fconf, pairs_path, feature_path, match_path, overwrite, si
 
 
 def _match_fingerprints(conf: dict, pairs: list, feature_path: Path) -> dict[str, str]:
-    conf = full_conf(matching.confs, conf, matching.DEFAULT_BY)
     with io.FeatureReader(feature_path) as reader:
-        return {io.pair_key(a, b): io.match_fingerprint(reader.fingerprint(a), reader.fingerprint(b), conf)
-                for a, b in pairs}  # fmt: skip
+        return matching.fingerprints(conf, pairs, reader)
 
 
 def match_shard(nets, conf, fconf, pairs, feature_path, shard, reuse=None) -> bool:
     """One matching shard (on a pool's worker); False when its finished file was there already."""
     expected = _match_fingerprints(conf, pairs, feature_path)
-    if _complete(shard, list(expected), MATCH_KEYS, expected):
+    if _complete(shard, list(expected), matching.MATCH_KEYS, expected):
         return False
     pairs_path, partial = Path(f"{shard}.txt"), Path(f"{shard}.partial")
     io.write_pairs(pairs, pairs_path)
