@@ -122,8 +122,23 @@ def vlad_vocabulary(descriptors: np.ndarray, clusters: int, iterations: int = 10
     """(K, D) k-means centres of a scene's local descriptors: the vocabulary VLAD assigns them to."""
     descriptors = np.asarray(descriptors, np.float32)
     k = max(1, min(clusters, len(descriptors)))
-    centres, _ = kmeans2(descriptors, k, iter=iterations, minit="++", seed=seed)
+    centres, _ = kmeans2(descriptors, kmeans_plusplus(descriptors, k, seed), iter=iterations, minit="matrix")
     return centres.astype(np.float32)
+
+
+def kmeans_plusplus(data: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """(k, D) float64 k-means++ seeds: the very centres `kmeans2(data, k, minit="++", seed=seed)` draws
+    (the same random draws on the same distances), but each draw updates every point's distance to
+    its nearest centre with the new centre alone. scipy measures it against all centres again at each
+    draw: k^2/2 distance passes, 7 of the 10 s VLAD took on 155 photos, against k here."""
+    rng = np.random.RandomState(seed)  # what kmeans2's legacy `seed` argument makes of an int
+    centres = np.empty((k, data.shape[1]))
+    centres[0] = data[rng.randint(len(data))]
+    nearest = cdist(centres[:1], data, "sqeuclidean")[0]
+    for i in range(1, k):
+        centres[i] = data[int(np.searchsorted(np.cumsum(nearest / nearest.sum()), rng.uniform()))]
+        nearest = np.minimum(nearest, cdist(centres[i : i + 1], data, "sqeuclidean")[0])
+    return centres
 
 
 def vlad(descriptors: np.ndarray, centres: np.ndarray) -> np.ndarray:

@@ -336,6 +336,19 @@ def test_bad_conf_fails_early(scene, tmp_path):
 # --- weight-free retrieval: VLAD over the scene's own features ---------------------------------------
 
 
+def test_kmeans_plusplus_draws_scipy_s_seeds():
+    """The vocabulary's seeding is scipy's k-means++ (same draws, same centres), only faster."""
+    from scipy.cluster.vq import kmeans2
+
+    rng = np.random.default_rng(3)
+    for n, d, k in [(500, 16, 8), (2000, 128, 64), (40, 8, 40)]:
+        data = rng.standard_normal((n, d)).astype(np.float32)
+        expected, _ = kmeans2(data, k, iter=5, minit="++", seed=0)
+        got, _ = kmeans2(data, pairs.kmeans_plusplus(data, k, 0), iter=5, minit="matrix")
+        np.testing.assert_array_equal(got, expected)
+        assert len(np.unique(pairs.kmeans_plusplus(data, k, 0), axis=0)) == k  # distinct seeds
+
+
 def test_vlad_is_unit_length_and_zero_for_no_descriptors():
     rng = np.random.default_rng(0)
     centres = pairs.vlad_vocabulary(rng.normal(size=(500, 8)), clusters=4)
