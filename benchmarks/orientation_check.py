@@ -52,6 +52,7 @@ def main():
     args = p.parse_args()
     conf = orientation.confs[args.conf]
     fconf = pipeline.stage_confs(
+        pairs_method="exhaustive",
         max_keypoints=pipeline.CPU_DEFAULTS["max_keypoints"],
         resize_to=pipeline.CPU_DEFAULTS["resize_to"],
         orientation_method=args.conf,

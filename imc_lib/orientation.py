@@ -289,11 +289,11 @@ def main(
         desc="orientation, turned", callback=progress, unit="photo", disable=len({group[n] for n in image_names}) < 2
     ) as bar:
         while True:
-            outside = {b: [a for a in neighbours[b] if group[a] != group[b]] for b in image_names if b not in tried}
+            sizes = collections.Counter(group[n] for n in image_names)
+            outside = {b: _across(b, neighbours[b], group, sizes) for b in image_names if b not in tried}
             outside = {b: v for b, v in outside.items() if v and (cap is None or failed[group[b]] < cap)}
             if not outside:
                 break
-            sizes = collections.Counter(group[n] for n in image_names)
             # Smallest group first; within it, the photo most linked as stored to the others.
             b = min(outside, key=lambda n: (sizes[group[n]], -max(neighbours[n][a] for a in outside[n])))
             tried.add(b)
@@ -333,6 +333,16 @@ def main(
     _write_csv(table, orientation_path)
     io.stamp(orientation_path, made_from)  # last: marks the stage done
     return orientation_path
+
+
+def _across(photo: str, neighbours: dict[str, int], group: DisjointSet, sizes: collections.Counter) -> list[str]:
+    """The neighbours of `photo` to match with it turned: those in other groups no smaller than its own.
+    A pair across two groups is tried from the smaller side only; from the larger it is the same
+    question (the relative turn of the two groups) at three more extractions of a photo. So the
+    largest group is tried against no smaller one: in a mixed folder (IMC 2025) it is a whole scene,
+    and its tries against the other scenes joined nothing."""
+    own = sizes[group[photo]]
+    return [a for a in neighbours if group[a] != group[photo] and sizes[group[a]] >= own]
 
 
 def fingerprint(conf: dict, features_conf: dict, image_dir: Path, image_names: list[str], pairs_path: Path) -> str:
