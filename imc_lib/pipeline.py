@@ -224,9 +224,10 @@ CATEGORY_PAIRS = {"transparent": "exhaustive"}
 # What a mixed photo set (an IMC 2025 dataset: several scenes and outliers) changes in the
 # reconstruction conf: every model the joining keeps apart is a cluster (reconstruction.confs["clusters"]).
 MIXED_RECONSTRUCTION = {k: reconstruction.confs["clusters"][k] for k in ("output", "keep")}
-# Its photo groups are mostly other scenes, not photos turned: two photos of a group tried at every
-# quarter turn without joining another group tell that (orientation's max_tries_per_group).
-MIXED_ORIENTATION = {"max_tries_per_group": 2}
+# Its photo groups are mostly other scenes and outliers, not photos turned: one photo of a group tried
+# at every quarter turn without joining another group tells that (orientation's max_tries_per_group;
+# each try costs three extractions, and the tries were most of what mixing added to the wall).
+MIXED_ORIENTATION = {"max_tries_per_group": 1}
 
 
 def scene_confs(sconfs: dict, scene: data.Scene) -> dict:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import collections
+
 import h5py
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.cluster.hierarchy import DisjointSet
 
 from conftest import small_conf
 from imc_lib import features, matching, orientation, pairs
@@ -188,6 +191,18 @@ def test_partial_conf_is_merged_over_the_named_default(tmp_path):
 
 def _must_not_load():
     raise AssertionError("the extractor was loaded although every photo's features are current")
+
+
+def test_a_pair_of_groups_is_tried_from_the_smaller_side():
+    """Photos are matched turned only with neighbours in groups at least as large as their own."""
+    group = DisjointSet(["a1", "a2", "a3", "b1", "b2", "c1", "d1"])
+    for x, y in [("a1", "a2"), ("a2", "a3"), ("b1", "b2")]:
+        group.merge(x, y)
+    sizes = collections.Counter(group[n] for n in ["a1", "a2", "a3", "b1", "b2", "c1", "d1"])
+    everyone = {"a1": 0, "a2": 0, "a3": 0, "b1": 0, "b2": 0, "c1": 0, "d1": 0}
+    assert orientation._across("a1", everyone, group, sizes) == []  # the largest group: none
+    assert orientation._across("b1", everyone, group, sizes) == ["a1", "a2", "a3"]
+    assert orientation._across("c1", everyone, group, sizes) == ["a1", "a2", "a3", "b1", "b2", "d1"]  # ties: both
 
 
 def test_a_group_of_another_scene_is_tried_turned_only_up_to_the_cap(tmp_path, imc_data_dir, weights_dir):
