@@ -6,7 +6,8 @@ Builds ../shared/data/imc25-mix with its compose.py (hard links) into --work, ru
 the defaults (pipeline.run, no options) and prints per dataset: score, mAA, clusterness, outliers
 found (of the true outliers) and wall seconds. Then runs each scene of the recipe alone from its
 IMC 2024 source (imc-mini, imc-hard), also with the defaults, and prints each scene's mAA in the
-mixed run next to its mAA alone, and each dataset's wall next to the sum of its scenes' walls alone.
+mixed run next to its mAA alone, each dataset's wall next to the sum of its scenes' walls alone, and
+the same per stage (where mixing costs its time).
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ def timed_run(data_dir: Path, work: Path, scenes: list[str], weights) -> tuple[d
 
 def mixed(root: Path, work: Path, datasets: list[str], weights) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The datasets run mixed: per dataset scores and wall; per scene mAA."""
-    walls = {}
+    walls, stages = {}, {}
     for dataset in datasets:  # one run per dataset, so each has its own wall
-        _, walls[dataset] = timed_run(root, work / dataset, [dataset], weights)
+        result, walls[dataset] = timed_run(root, work / dataset, [dataset], weights)
+        stages[dataset] = result["times"]
     subs = pd.concat([pd.read_csv(work / d / "submission.csv", dtype=str) for d in datasets])
     subs.to_csv(work / "submission.csv", index=False)
     labels = pd.read_csv(root / "train_labels.csv", dtype=str)
@@ -49,18 +51,18 @@ def mixed(root: Path, work: Path, datasets: list[str], weights) -> tuple[pd.Data
     per_dataset, per_scene = metric.score_2025(work / "labels.csv", work / "submission.csv",
                                                root / "train_thresholds.csv")  # fmt: skip
     per_dataset["wall s"] = per_dataset["dataset"].map(walls)
-    return per_dataset, per_scene
+    return per_dataset, per_scene, stages
 
 
-def alone(recipe: dict, work: Path, datasets: list[str], weights) -> dict[str, tuple[float, float]]:
-    """{scene: (mAA, wall s)} of each scene of `datasets` run alone from its IMC 2024 source."""
+def alone(recipe: dict, work: Path, datasets: list[str], weights) -> dict[str, tuple[float, float, dict]]:
+    """{scene: (mAA, wall s, seconds per stage)} of each scene of `datasets` run alone from its IMC 2024 source."""
     out = {}
     for dataset in datasets:
         for key, scene in recipe["datasets"][dataset]["scenes"]:
             source = (MIX / recipe["sources"][key]).resolve()
             result, wall = timed_run(source, work / key / scene, [scene], weights)
             table = metric.score(source / "train" / "train_labels.csv", work / key / scene / "submission.csv")
-            out[scene] = (float(table[table["scene"] == scene]["mAA"].iloc[0]), wall)
+            out[scene] = (float(table[table["scene"] == scene]["mAA"].iloc[0]), wall, result["times"])
     return out
 
 
@@ -78,7 +80,7 @@ def main():
     if not root.exists():
         subprocess.run([sys.executable, str(MIX / "compose.py"), str(root), "--link"], check=True)
     recipe = json.loads((MIX / "recipe.json").read_text())
-    per_dataset, per_scene = mixed(root, work / "mixed", args.datasets, args.weights)
+    per_dataset, per_scene, stages = mixed(root, work / "mixed", args.datasets, args.weights)
     print("\nmixed (IMC 2025 layout), `imc-lib run` defaults:\n")
     columns = ["dataset", "images", "clusters", "score", "mAA", "clusterness", "outliers_found", "outliers", "wall s"]
     print(markdown(per_dataset[[c for c in columns if c in per_dataset]].round(3)))
@@ -96,8 +98,22 @@ def main():
         for d, w in zip(per_dataset["dataset"], per_dataset["wall s"])
     ]
     table = pd.DataFrame(walls)
+    table.loc[len(table)] = ["both", table["mixed s"].sum(), table["alone s"].sum()]
     table["ratio"] = (table["mixed s"] / table["alone s"]).round(2)
     print(markdown(table))
+    print("\nseconds per stage, mixed / its scenes alone:\n")
+    print(markdown(stage_table(stages, {d: [solo[s][2] for s in scenes_of[d]] for d in args.datasets})))
+
+
+def stage_table(mixed: dict[str, dict], alone: dict[str, list[dict]]) -> pd.DataFrame:
+    """One row per dataset, a column per stage: "mixed s / alone s" (alone: the sum over its scenes)."""
+    rows = []
+    for dataset, times in mixed.items():
+        row = {"dataset": dataset}
+        for stage, seconds in times.items():
+            row[stage] = f"{seconds:.0f} / {sum(t.get(stage, 0.0) for t in alone[dataset]):.0f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 if __name__ == "__main__":
