@@ -262,9 +262,10 @@ def main(
 
     # Pass 1, every pair as stored: confident matches link photos into groups. Pass 2, the other
     # turns, one photo at a time from the smaller groups: a photo is turned and matched with its
-    # neighbours in other groups no smaller than its own (`_across`); a confident match at some turn joins the two groups, so the rest
-    # of a group need not be tried (each try costs three extractions). Pairs within a group that
-    # matched weakly as stored were not tried turned and say nothing.
+    # neighbours in other groups no smaller than its own (`_across`); a confident match at some
+    # turn joins the two groups, so the rest of a group need not be tried (each try costs three
+    # extractions). Pairs within a group that matched weakly as stored were not tried turned and
+    # say nothing.
     pairs = io.read_pairs(pairs_path)
     stored = {
         (a, b): count(a, b, 0) for a, b in progress_bar(pairs, desc="orientation", callback=progress, unit="pair")
