@@ -38,8 +38,8 @@ def timed_run(data_dir: Path, work: Path, scenes: list[str], weights) -> tuple[d
     return result, time.perf_counter() - start
 
 
-def mixed(root: Path, work: Path, datasets: list[str], weights) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The datasets run mixed: per dataset scores and wall; per scene mAA."""
+def mixed(root: Path, work: Path, datasets: list[str], weights) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The datasets run mixed: per dataset scores and wall; per scene mAA; per dataset seconds per stage."""
     walls, stages = {}, {}
     for dataset in datasets:  # one run per dataset, so each has its own wall
         result, walls[dataset] = timed_run(root, work / dataset, [dataset], weights)
