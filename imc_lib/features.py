@@ -20,7 +20,7 @@ import kornia
 import numpy as np
 import torch
 
-from . import budget, io, models
+from . import aliked, budget, io, models
 from .io import failed_images, read_features  # noqa: F401  (their old home; callers may import them from here)
 from .progress import bar as progress_bar
 from .utils import (
@@ -161,6 +161,8 @@ def _detect(model: torch.nn.Module, mconf: dict, tensor: torch.Tensor) -> tuple:
         # Sides are multiples of 32 (SIDE_MULTIPLE), so keypoints are pixel centres of `tensor`.
         out = model.detectAndCompute(tensor, mconf["max_num_keypoints"], mconf["detection_threshold"])[0]
         return out["keypoints"], out["descriptors"], out["scores"]
+    if tensor.device.type == "cpu":  # kornia's forward, laid out for a CPU (imc_lib/aliked.py)
+        return aliked.detect(model, tensor)
     out = model(tensor)[0]
     return out.keypoints, out.descriptors, out.keypoint_scores
 
