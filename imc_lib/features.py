@@ -104,7 +104,8 @@ def matcher_name(conf: dict) -> str:
 def prepare(image: np.ndarray, resize_to: int | None, device: torch.device, multiple: int = 1) -> torch.Tensor:
     """RGB uint8 (H, W, 3) -> (1, 3, h, w) float tensor whose longest side is `resize_to`, both
     sides rounded down to a `multiple` (at least one)."""
-    tensor = kornia.image.image_to_tensor(image, keepdim=False).float().div(255).to(device)
+    # Contiguous: kornia's antialiasing blur on the (channels-last) view of the array ran 4x slower.
+    tensor = kornia.image.image_to_tensor(image, keepdim=False).contiguous().float().div(255).to(device)
     h, w = image.shape[:2]
     scale = resize_to / max(h, w) if resize_to else 1.0
     size = tuple(max(multiple, round(side * scale) // multiple * multiple) for side in (h, w))
