@@ -30,6 +30,9 @@ PAIR_METHODS = ("exhaustive", "dinov2", "vlad")  # dinov2 and vlad: retrieval, `
 # Mirrors pairs.confs["dinov2"] (tests check they agree); kept here so this module stays pure.
 EXHAUSTIVE_IF_LESS = 20
 MIN_PAIRS = 20
+# Mirrors pairs.confs["vlad"]: a larger scene's photos keep a share of its photos as neighbours (pairs.neighbours).
+VLAD_MIN_PAIRS_SHARE = 1 / 12
+VLAD_MAX_PAIRS = 30
 # Below this many seconds a stage is taken as reused from an earlier run, not as measured.
 MIN_MEASURED_S = 0.5
 
@@ -85,11 +88,13 @@ def estimated_pairs(
     n_images: int, method: str, exhaustive_if_less: int = EXHAUSTIVE_IF_LESS, min_pairs: int = MIN_PAIRS
 ) -> int:
     """Pairs the pairs stage will keep: all of them, or for retrieval on a large enough scene at most
-    `min_pairs` per image (an upper bound on the nearest-neighbour part; the distance threshold may add
-    some, which the measured rates absorb)."""
+    `min_pairs` per image (VLAD: more in larger scenes, as pairs.neighbours); an upper bound on the
+    nearest-neighbour part; the distance threshold may add some, which the measured rates absorb."""
     everything = n_images * (n_images - 1) // 2
     if method == "exhaustive" or n_images < exhaustive_if_less:
         return everything
+    if method == "vlad":
+        min_pairs = max(min_pairs, min(round(VLAD_MIN_PAIRS_SHARE * n_images), VLAD_MAX_PAIRS))
     if method in PAIR_METHODS:
         return min(everything, n_images * min_pairs)
     raise ValueError(f"pairs method must be one of {PAIR_METHODS}, not {method!r}")

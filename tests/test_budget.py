@@ -54,6 +54,8 @@ def test_estimated_pairs(n, method, expected):
 def test_retrieval_constants_mirror_the_pairs_stage():
     assert budget.EXHAUSTIVE_IF_LESS == pairs.confs["dinov2"]["exhaustive_if_less"]
     assert budget.MIN_PAIRS == pairs.confs["dinov2"]["min_pairs"]
+    for n in (119, 363, 600, 5000):
+        assert budget.estimated_pairs(n, "vlad") == n * pairs.neighbours(pairs.confs["vlad"], n)
 
 
 def test_scene_seconds():

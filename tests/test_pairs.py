@@ -47,6 +47,12 @@ def test_min_pairs_adds_nearest_neighbours():
     assert pairs.pairs_from_descriptors(CLUSTERS, 0.0, min_pairs=1) == [(0, 1), (2, 3), (4, 5)]
 
 
+def test_larger_scenes_keep_a_share_of_their_photos_as_neighbours():
+    conf = pairs.confs["vlad"]
+    assert [pairs.neighbours(conf, n) for n in (20, 119, 245, 246, 300, 363, 1117)] == [20, 20, 20, 20, 25, 30, 30]
+    assert pairs.neighbours({"min_pairs": 20}, 363) == 20  # no share: min_pairs alone (dinov2)
+
+
 def test_min_pairs_is_capped_at_all_other_images():
     result = pairs.pairs_from_descriptors(CLUSTERS, 0.0, min_pairs=100)
     assert result == [(i, j) for i in range(6) for j in range(i + 1, 6)]
