@@ -1,12 +1,13 @@
-"""ALIKED's forward pass laid out for a CPU: kornia's network and weights, the same outputs, ~40% less time.
+"""ALIKED's forward pass laid out for a CPU: kornia's network and weights, its outputs, two thirds of its time.
 
 kornia's `ALIKED.forward` L2-normalises its whole (128, H, W) feature map, then its descriptor head
 reads 9 + 16 positions per keypoint from it with `grid_sample`. On a CPU that reads each position's
 channels H*W floats apart: at 640 px and 2048 keypoints the normalisation and the sampling take about
 half the forward. Here the map is built channels-last (one contiguous row of channels per pixel)
 and only the rows the head reads are normalised and interpolated, by grid_sample's own rule
-(bilinear, align_corners=True, zeros outside). Keypoints and scores are kornia's; descriptors equal
-kornia's to float rounding (tests/test_aliked.py). On a GPU kornia's forward is used as is.
+(bilinear, align_corners=True, zeros outside). The channels-last upsampling rounds differently
+(~1e-6), so keypoints agree with kornia's to 1e-3 px and descriptors to 1e-4 (tests/test_aliked.py;
+benchmarks/aliked_cpu.py). On a GPU kornia's forward is used as is.
 """
 
 from __future__ import annotations
