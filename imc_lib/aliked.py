@@ -47,9 +47,9 @@ def _dense_rows(model: ALIKED, image: torch.Tensor) -> tuple[torch.Tensor, torch
         model.upsample8(model.gate(model.conv3(x3)).contiguous(memory_format=last)),
         model.upsample32(model.gate(model.conv4(x4)).contiguous(memory_format=last)),
     ]
-    rows = torch.cat(levels, dim=1).permute(0, 2, 3, 1)
-    score_map = torch.sigmoid(model.score_head(rows.permute(0, 3, 1, 2)))
-    return padder.unpad(rows.permute(0, 3, 1, 2)).permute(0, 2, 3, 1), padder.unpad(score_map)
+    dense = torch.cat(levels, dim=1)  # (1, dim, H, W) held channels-last
+    score_map = torch.sigmoid(model.score_head(dense))
+    return padder.unpad(dense).permute(0, 2, 3, 1), padder.unpad(score_map)
 
 
 def describe(head: SDDH, rows: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
