@@ -36,7 +36,8 @@ def test_same_keypoints_scores_and_descriptors_as_kornia(imc_data_dir, weights_d
 
 
 def test_sampling_is_grid_sample_s_on_the_normalised_map():
-    """Positions inside, on the border, between pixels and outside (zeros) of a random map."""
+    """Positions inside, on the border, between pixels and outside (zeros) of a random map given as
+    two levels of 2 + 3 channels, one a crop of a larger channels-last map (as the forward's are)."""
     torch.manual_seed(0)
     rows = torch.randn(7, 9, 5)
     xy = torch.tensor([[0.0, 0.0], [8.0, 6.0], [3.25, 4.5], [-0.5, 2.0], [8.7, 6.2], [-3.0, -3.0], [20.0, 1.0]])
@@ -44,6 +45,9 @@ def test_sampling_is_grid_sample_s_on_the_normalised_map():
     normalised = F.normalize(rows, dim=-1).permute(2, 0, 1)[None]
     grid = (2 * xy / wh - 1).view(1, 1, -1, 2)
     expected = F.grid_sample(normalised, grid, mode="bilinear", align_corners=True)[0, :, 0].T
-    got = aliked._bilinear_normalised(rows, xy)
+    padded = torch.randn(10, 13, 3)
+    padded[2:9, 1:10] = rows[..., 2:]
+    levels = [rows[..., :2].contiguous(), padded[2:9, 1:10]]
+    got = aliked._bilinear_normalised(levels, xy)
     assert torch.allclose(got, expected, atol=1e-6)
     assert torch.equal(got[-2:], torch.zeros(2, 5))
