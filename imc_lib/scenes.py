@@ -11,8 +11,9 @@ unrelated photos that happen to match each other. One rule tells them apart, for
 
 Geometry decides, never names: two scenes shot in one place that share views become one model, as
 they are. After the joins, each cluster (largest first) tries the photos left out of every model,
-and a cluster that grew is bundle-adjusted once. `keep="one"` (IMC 2024: a folder is one scene)
-also lets the largest cluster take photos of the clusters that did not join it, and keeps it
+and a cluster that grew is bundle-adjusted once (every cluster, with a tighter reprojection filter,
+when `final_max_reproj_error` is set, as the reconstruction stage sets it). `keep="one"` (IMC 2024:
+a folder is one scene) also lets the largest cluster take photos of the clusters that did not join it, and keeps it
 alone; `keep="all"` (IMC 2025) keeps every cluster of `min_cluster_size`+ photos, and a photo in two
 models stays with the larger.
 """
@@ -42,6 +43,10 @@ confs = {
         # "one": the largest cluster only (IMC 2024); "all": every cluster of min_cluster_size+ photos.
         "keep": "one",
         "min_cluster_size": 3,
+        # Every kept cluster is refined once more (tracks completed and merged, bundle adjustment,
+        # filtering) keeping only observations within this many pixels; None: only clusters that
+        # grew are refined, with the mapper's own filter.
+        "final_max_reproj_error": None,
     },
 }
 
@@ -108,11 +113,12 @@ def main(
     _share_out(clusters)
     if conf["keep"] == "one":
         clusters = clusters[:1]
+    tight = conf["final_max_reproj_error"]
     for cluster in clusters:  # largest first: a left-out photo goes to the first that takes it
         taken = set().union(*(c.image_ids() for c in clusters))
         outcome.added += session.extend(cluster, _all_images(cache) - taken)
-        if cluster.grew:
-            session.refine(cluster)
+        if cluster.grew or tight is not None:
+            session.refine(cluster, tight)
     kept = [c.model for c in clusters if c.model.num_reg_images() >= min(conf["min_cluster_size"], _size(ordered[0]))]
     outcome.clusters = sorted(kept, key=_size, reverse=True)
     return outcome
@@ -236,14 +242,18 @@ class _Session:
         cluster.grew |= added > 0
         return added
 
-    def refine(self, cluster: _Cluster) -> None:
-        """Tracks completed and merged, then global bundle adjustment and filtering, as the mapper ends a model."""
+    def refine(self, cluster: _Cluster, max_reproj_error: float | None = None) -> None:
+        """Tracks completed and merged, then global bundle adjustment and filtering, as the mapper ends a
+        model; observations over `max_reproj_error` pixels are dropped (default: the mapper's filter)."""
+        mapper_options = self.options.get_mapper()
+        if max_reproj_error is not None:
+            mapper_options.filter_max_reproj_error = max_reproj_error
         mapper = pycolmap.IncrementalMapper(self.cache)
         mapper.begin_reconstruction(cluster.model)
         mapper.iterative_global_refinement(
             self.options.ba_global_max_refinements,
             self.options.ba_global_max_refinement_change,
-            self.mapper_options,
+            mapper_options,
             self.bundle,
             self.triangulation,
             False,

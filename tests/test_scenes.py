@@ -136,3 +136,30 @@ def test_photos_registered_out_of_their_model_s_shape_do_not_join(fountain, tmp_
     for i, j in zip(ids[:4], [ids[2], ids[0], ids[3], ids[1]]):  # four photos placed where others were
         swapped.frame(swapped.image(i).frame_id).rig_from_world = poses[j]
     assert not scenes._agrees(model, swapped, set(ids), 0.1)
+
+
+def test_final_refinement_keeps_observations_within_the_bound_and_every_photo(fountain, imc_data_dir, tmp_path):
+    """final_max_reproj_error: the kept model is refined once more and every observation left reprojects
+    within the bound (the mapper's own filter keeps up to 4 px); no photo is lost, the score holds."""
+    scene, database, _ = fountain
+    model, options = _map_part(scene, database, sorted(scene.image_names), tmp_path / "all")
+    before = pycolmap.Reconstruction(model)
+    worst = max(_errors(before))
+    assert worst > 1.5
+    (refined,) = scenes.main({"keep": "one", "final_max_reproj_error": 1.5}, [model], database, options).clusters
+    assert refined.num_reg_images() == before.num_reg_images() == 11
+    assert max(_errors(refined)) <= 1.5 + 1e-6
+    assert refined.compute_mean_reprojection_error() < before.compute_mean_reprojection_error()
+    assert _score(scene, imc_data_dir, refined, tmp_path) >= _score(scene, imc_data_dir, before, tmp_path)
+
+
+def _errors(model: pycolmap.Reconstruction) -> list[float]:
+    """Every observation's reprojection error in pixels."""
+    errors = []
+    for point in model.points3D.values():
+        for element in point.track.elements:
+            image = model.images[element.image_id]
+            projected = image.project_point(point.xyz)
+            if projected is not None:
+                errors.append(float(((projected - image.points2D[element.point2D_idx].xy) ** 2).sum() ** 0.5))
+    return errors
