@@ -13,9 +13,9 @@ Geometry decides, never names: two scenes shot in one place that share views bec
 they are. After the joins, each cluster (largest first) tries the photos left out of every model,
 and a cluster that grew is bundle-adjusted once (every cluster, with a tighter reprojection filter,
 when `final_max_reproj_error` is set, as the reconstruction stage sets it). `keep="one"` (IMC 2024:
-a folder is one scene) also lets the largest cluster take photos of the clusters that did not join it, and keeps it
-alone; `keep="all"` (IMC 2025) keeps every cluster of `min_cluster_size`+ photos, and a photo in two
-models stays with the larger.
+a folder is one scene) also lets the largest cluster take photos of the clusters that did not join
+it, and keeps it alone; `keep="all"` (IMC 2025) keeps every cluster of `min_cluster_size`+ photos,
+and a photo in two models stays with the larger.
 """
 
 from __future__ import annotations

@@ -54,3 +54,35 @@ def test_a_scene_mapped_in_small_pieces_is_mapped_again_with_distortion_held(tmp
     submission.write_submission(submission.scene_rows(scene, reconstruction.poses(held)), table_path)
     table = metric.score(imc_data_dir / "train/train_labels.csv", table_path)
     assert table[table["scene"] == "herzjesu-p8"]["mAA"].iloc[0] >= 0.95
+
+
+def test_the_held_try_is_judged_on_the_mapper_s_own_models_not_the_joined_ones(monkeypatch, tmp_path):
+    """A mapping broken into small models is mapped again held even when joining covered the photos
+    (ALIKED-t16 on dino-full: largest 45 of 363, joined 351 at mAA 0.506; held 351 in one model,
+    0.836), and the held try is kept when its mapper placed more; a mapping that placed 90%+ is final."""
+    from imc_lib import scenes
+
+    class Model:
+        def __init__(self, n):
+            self.n = n
+
+        def num_reg_images(self):
+            return self.n
+
+    tries = {"models": scenes.Outcome([Model(351)], 50, 45), "models-held": scenes.Outcome([Model(351)], 2, 351)}
+    calls = []
+
+    def map_and_join(conf, options, out_dir, *args):
+        calls.append((out_dir.name, options))
+        return tries[out_dir.name]
+
+    monkeypatch.setattr(reconstruction, "_map_and_join", map_and_join)
+    conf = full_conf(reconstruction.confs, {}, reconstruction.DEFAULT_BY)
+    final = reconstruction._final_clusters(conf, tmp_path / "db", tmp_path, tmp_path, 363, 1)
+    assert final is tries["models-held"] and [c[0] for c in calls] == ["models", "models-held"]
+    assert calls[1][1]["ba_refine_extra_params"] is False  # the second try holds distortion
+
+    calls.clear()
+    tries["models"] = scenes.Outcome([Model(330)], 2, 330)  # 330 >= 0.9 * 363: mapped once
+    assert reconstruction._final_clusters(conf, tmp_path / "db", tmp_path, tmp_path, 363, 1) is tries["models"]
+    assert [c[0] for c in calls] == ["models"]
