@@ -11,8 +11,10 @@ unrelated photos that happen to match each other. One rule tells them apart, for
 
 Geometry decides, never names: two scenes shot in one place that share views become one model, as
 they are. After the joins, each cluster (largest first) tries the photos left out of every model,
-and a cluster that grew is bundle-adjusted once (every cluster, with a tighter reprojection filter,
-when `final_max_reproj_error` is set, as the reconstruction stage sets it). `keep="one"` (IMC 2024:
+and is bundle-adjusted once more with a tighter reprojection filter when `final_max_reproj_error`
+is set (as the reconstruction stage sets it). Each of these steps (a join, the photos added, the
+final refinement) is refined and kept only when `checks.judge` finds its result no worse than what
+it started from; its decision is logged and kept in `Outcome.checks`. `keep="one"` (IMC 2024:
 a folder is one scene) also lets the largest cluster take photos of the clusters that did not join
 it, and keeps it alone; `keep="all"` (IMC 2025) keeps every cluster of `min_cluster_size`+ photos,
 and a photo in two models stays with the larger.
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 
-from . import metric
+from . import checks, metric
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +46,10 @@ confs = {
         "keep": "one",
         "min_cluster_size": 3,
         # Every kept cluster is refined once more (tracks completed and merged, bundle adjustment,
-        # filtering) keeping only observations within this many pixels; None: only clusters that
-        # grew are refined, with the mapper's own filter.
+        # filtering) keeping only observations within this many pixels; None: not refined again.
         "final_max_reproj_error": None,
+        # Each step above is kept only when checks.judge approves its result (over checks.confs["check"]).
+        "check": {},
     },
 }
 
@@ -63,6 +66,7 @@ class Outcome:
     seconds: float = 0.0
     mapped_in: str = ""  # the folder of mapper models the clusters came from
     log: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)  # each checked step's decision, with its numbers
 
     @property
     def registered(self) -> int:
@@ -79,6 +83,7 @@ class Outcome:
             "added": self.added,
             "seconds": round(self.seconds, 2),
             "mapped_in": self.mapped_in,
+            "checks": self.checks,
         }
 
 
@@ -108,17 +113,20 @@ def main(
     session = _Session(cache, options, conf["max_passes"])
     clusters: list[_Cluster] = []
     for model in ordered:
-        if not _join_any(session, clusters, model, conf["join_share"], conf["max_disagreement"], outcome):
+        if not _join_any(session, clusters, model, conf, outcome):
             clusters.append(_Cluster(pycolmap.Reconstruction(model)))
     _share_out(clusters)
     if conf["keep"] == "one":
         clusters = clusters[:1]
-    tight = conf["final_max_reproj_error"]
     for cluster in clusters:  # largest first: a left-out photo goes to the first that takes it
         taken = set().union(*(c.image_ids() for c in clusters))
-        outcome.added += session.extend(cluster, _all_images(cache) - taken)
-        if cluster.grew or tight is not None:
-            session.refine(cluster, tight)
+        trial = pycolmap.Reconstruction(cluster.model)
+        added = session.extend(trial, _all_images(cache) - taken)
+        if added and _keep("re-registration", cluster, session.refine(trial), conf["check"], outcome):
+            outcome.added += added
+        if conf["final_max_reproj_error"] is not None:
+            trial = session.refine(pycolmap.Reconstruction(cluster.model), conf["final_max_reproj_error"])
+            _keep("final refinement", cluster, trial, conf["check"], outcome, refine_only=True)
     kept = [c.model for c in clusters if c.model.num_reg_images() >= min(conf["min_cluster_size"], _size(ordered[0]))]
     outcome.clusters = sorted(kept, key=_size, reverse=True)
     return outcome
@@ -141,15 +149,15 @@ def _all_images(cache: pycolmap.DatabaseCache) -> set[int]:
 @dataclass
 class _Cluster:
     model: pycolmap.Reconstruction
-    grew: bool = False
 
     def image_ids(self) -> set[int]:
         return _ids(self.model)
 
 
-def _join_any(session, clusters: list[_Cluster], model, join_share, max_disagreement, outcome: Outcome) -> bool:
+def _join_any(session, clusters: list[_Cluster], model, conf: dict, outcome: Outcome) -> bool:
     """Join `model` into the first (largest) cluster its photos register into where they keep the
-    model's own shape (`_agrees`); True when one took it."""
+    model's own shape (`_agrees`) and the joined model, refined, passes the check; True when one took it."""
+    join_share, max_disagreement, check = conf["join_share"], conf["max_disagreement"], conf["check"]
     own = _ids(model)
     for cluster in clusters:
         shared = own & cluster.image_ids()
@@ -158,17 +166,34 @@ def _join_any(session, clusters: list[_Cluster], model, join_share, max_disagree
             outcome.log.append(f"model of {len(own)}: {len(shared)} shared, {len(reachable)} tied by verified "
                                f"matches to one of {len(cluster.image_ids())}; apart, not tried")  # fmt: skip
             continue
-        trial = _Cluster(pycolmap.Reconstruction(cluster.model))
+        trial = pycolmap.Reconstruction(cluster.model)
         added = session.extend(trial, reachable)
         share = (len(shared) + added) / len(own)
-        agrees = share >= join_share and _agrees(model, trial.model, own, max_disagreement)
+        agrees = share >= join_share and _agrees(model, trial, own, max_disagreement)
         outcome.log.append(f"model of {len(own)}: {len(shared)} shared, {added} registered into one of "
                            f"{len(cluster.image_ids())} ({share:.0%}); {'joined' if agrees else 'apart'}")  # fmt: skip
-        if agrees:
-            cluster.model, cluster.grew = trial.model, cluster.grew or trial.grew
+        if agrees and _keep("joining", cluster, session.refine(trial), check, outcome):
             outcome.joined += 1
             return True
     return False
+
+
+def _keep(
+    step: str,
+    cluster: _Cluster,
+    trial: pycolmap.Reconstruction,
+    check: dict,
+    outcome: Outcome,
+    refine_only: bool = False,
+) -> bool:
+    """Whether `trial`, a step's result from `cluster`'s model, passes checks.judge (logged with its
+    numbers); when it does, it becomes the cluster's model."""
+    verdict = checks.judge(step, checks.stats(cluster.model), checks.stats(trial), check, refine_only)
+    outcome.checks.append(verdict.line())
+    logger.info("model of %d photos: %s", cluster.model.num_reg_images(), verdict.line())
+    if verdict.kept:
+        cluster.model = trial
+    return verdict.kept
 
 
 def _agrees(model: pycolmap.Reconstruction, joined: pycolmap.Reconstruction, own: set[int], most: float) -> bool:
@@ -222,12 +247,13 @@ class _Session:
             found |= frontier
         return found
 
-    def extend(self, cluster: _Cluster, candidates: set[int]) -> int:
-        """Register what of `candidates` registers into `cluster` (triangulating each); the number added."""
+    def extend(self, model: pycolmap.Reconstruction, candidates: set[int]) -> int:
+        """Register what of `candidates` registers into `model` (triangulating each); the number added."""
         if not candidates:
             return 0
+        candidates = set(candidates)
         mapper = pycolmap.IncrementalMapper(self.cache)
-        mapper.begin_reconstruction(cluster.model)
+        mapper.begin_reconstruction(model)
         added = 0
         for _ in range(self.passes):
             before = added
@@ -239,17 +265,17 @@ class _Session:
             if added == before or not candidates:
                 break
         mapper.end_reconstruction(False)
-        cluster.grew |= added > 0
         return added
 
-    def refine(self, cluster: _Cluster, max_reproj_error: float | None = None) -> None:
+    def refine(self, model: pycolmap.Reconstruction, max_reproj_error: float | None = None) -> pycolmap.Reconstruction:
         """Tracks completed and merged, then global bundle adjustment and filtering, as the mapper ends a
-        model; observations over `max_reproj_error` pixels are dropped (default: the mapper's filter)."""
+        model; observations over `max_reproj_error` pixels are dropped (default: the mapper's filter).
+        Returns `model`, refined in place."""
         mapper_options = self.options.get_mapper()
         if max_reproj_error is not None:
             mapper_options.filter_max_reproj_error = max_reproj_error
         mapper = pycolmap.IncrementalMapper(self.cache)
-        mapper.begin_reconstruction(cluster.model)
+        mapper.begin_reconstruction(model)
         mapper.iterative_global_refinement(
             self.options.ba_global_max_refinements,
             self.options.ba_global_max_refinement_change,
@@ -259,3 +285,4 @@ class _Session:
             False,
         )
         mapper.end_reconstruction(False)
+        return model

@@ -3,12 +3,15 @@ scores like the whole scene; two unrelated scenes in one photo set stay apart.""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from pathlib import Path
 
+import numpy as np
 import pycolmap
 import pytest
 
-from imc_lib import data, metric, pipeline, reconstruction, scenes, submission
+from imc_lib import checks, data, metric, pipeline, reconstruction, scenes, submission
 
 SCENE = "fountain"  # 11 photos along a facade: an overlap of 3 ties the two halves
 
@@ -163,3 +166,59 @@ def _errors(model: pycolmap.Reconstruction) -> list[float]:
             if projected is not None:
                 errors.append(float(((projected - image.points2D[element.point2D_idx].xy) ** 2).sum() ** 0.5))
     return errors
+
+
+def test_a_refinement_that_drops_most_points_is_refused_and_the_model_kept(fountain):
+    """The check (imc_lib/checks.py): a final refinement whose filter is far too tight (0.2 px) keeps
+    a fraction of the points; it is refused, logged with its numbers, and the mapper's model is kept."""
+    scene, database, _ = fountain
+    model, options = _map_part(scene, database, sorted(scene.image_names), Path(database).parent / "tight")
+    before = pycolmap.Reconstruction(model)
+    outcome = scenes.main({"keep": "one", "final_max_reproj_error": 0.2}, [model], database, options)
+    (kept,) = outcome.clusters
+    (line,) = [c for c in outcome.checks if c.startswith("final refinement")]
+    assert "refused" in line and "points kept" in line
+    assert kept.num_points3D() == before.num_points3D()
+    assert kept.compute_num_observations() == before.compute_num_observations()
+    for image_id, image in before.images.items():
+        assert np.allclose(kept.image(image_id).cam_from_world().matrix(), image.cam_from_world().matrix())
+
+
+def test_a_step_that_pulls_the_intrinsics_away_is_refused(fountain, monkeypatch):
+    """A refinement that moves the focal length by 15% (pulled on purpose after the real one) is refused:
+    the kept model has the mapper's intrinsics; an honest refinement of the same model is kept."""
+    scene, database, _ = fountain
+    model, options = _map_part(scene, database, sorted(scene.image_names), Path(database).parent / "pulled")
+    focal = {c: cam.mean_focal_length() for c, cam in model.cameras.items()}
+    honest = scenes.main({"keep": "one", "final_max_reproj_error": 1.5}, [pycolmap.Reconstruction(model)],
+                         database, options)  # fmt: skip
+    assert any(c.startswith("final refinement: kept") for c in honest.checks)
+    refine = scenes._Session.refine
+
+    def pulled(self, model, max_reproj_error=None):
+        refine(self, model, max_reproj_error)
+        for camera in model.cameras.values():
+            camera.params = [p * 1.15 if i in camera.focal_length_idxs() else p for i, p in enumerate(camera.params)]
+        return model
+
+    monkeypatch.setattr(scenes._Session, "refine", pulled)
+    outcome = scenes.main({"keep": "one", "final_max_reproj_error": 1.5}, [model], database, options)
+    assert any(c.startswith("final refinement: refused (a focal length moved") for c in outcome.checks)
+    (kept,) = outcome.clusters
+    assert {c: cam.mean_focal_length() for c, cam in kept.cameras.items()} == pytest.approx(focal)
+
+
+def test_the_check_reads_a_model_s_signs():
+    """checks.judge on made-up stats: each sign refuses on its own, and equal stats pass."""
+    base = checks.Stats(photos=10, points=1000, observations=4000, focal={1: 1000.0}, error={i: 0.5 for i in range(10)})
+    assert checks.judge("s", base, base, refine_only=True).kept
+    worse = {
+        "fewer photos": dataclasses.replace(base, photos=9),
+        "focal length moved": dataclasses.replace(base, focal={1: 1100.0}),
+        "points kept": dataclasses.replace(base, points=500),
+        "did not add": dataclasses.replace(base, error={i: 0.9 for i in range(10)}),
+    }
+    for reason, after in worse.items():
+        verdict = checks.judge("s", base, after, refine_only=True)
+        assert not verdict.kept and reason in verdict.line(), reason
+    assert checks.judge("s", base, worse["points kept"]).kept  # a step that adds photos may drop points
