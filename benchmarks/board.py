@@ -107,23 +107,37 @@ def with_changes(rows: list[dict], saved: dict) -> pd.DataFrame:
 
     table.insert(3, "change", table.apply(change, axis=1))
     table["SIFT"] = table["SIFT"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.3f}")
+    table["mAA"] = table["mAA"].map(lambda v: f"{v:.3f}")
     return table
 
 
-def totals(table: pd.DataFrame, walls: dict[str, float]) -> pd.DataFrame:
-    """Per set: mean mAA, mean SIFT mAA where every scene has one, scenes at or above SIFT, wall."""
+def totals(table: pd.DataFrame, walls: dict[str, float], saved: dict) -> pd.DataFrame:
+    """Per set: mean mAA, mean SIFT mAA where every scene has one, scenes at or above SIFT, wall, and
+    the wall against the saved board's (a ratio; compare walls measured the same day only)."""
+    before = saved.get("walls", {})
     rows = []
     for name, group in table.groupby("set", sort=False):
         sift = pd.to_numeric(group["SIFT"], errors="coerce")
+        maa = pd.to_numeric(group["mAA"])
         rows.append({
             "set": name,
             "scenes": len(group),
-            "mean mAA": round(group["mAA"].mean(), 3),
-            "mean SIFT": "" if sift.isna().any() else round(sift.mean(), 3),
-            ">= SIFT": f"{int((group['mAA'] >= sift).sum())}/{int(sift.notna().sum())}",
+            "mean mAA": f"{maa.mean():.3f}",
+            "mean SIFT": "" if sift.isna().any() else f"{sift.mean():.3f}",
+            ">= SIFT": f"{int((maa >= sift).sum())}/{int(sift.notna().sum())}" if sift.notna().any() else "",
             "wall s": round(walls[name], 1),
+            "wall / saved": f"{walls[name] / before[name]:.2f}x" if before.get(name) else "",
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _against(walls: dict[str, float], saved: dict) -> str:
+    """ ", X.XXx the saved board's N s" over the sets both ran, or nothing."""
+    both = [k for k in walls if k in saved.get("walls", {})]
+    if not both:
+        return ""
+    mine, theirs = sum(walls[k] for k in both), sum(saved["walls"][k] for k in both)
+    return f", {mine / theirs:.2f}x the saved board's {theirs:.0f} s over the same sets"
 
 
 def _revision() -> str:
@@ -147,7 +161,8 @@ def main():
     p.add_argument("--no-sift", action="store_true", help="skip COLMAP SIFT's imc-mini wall-time run")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("imc_lib.scenes").setLevel(logging.INFO)  # the checks' decisions, per scene
+    for name in ("imc_lib.reconstruction", "imc_lib.features", "imc_lib.matching"):  # checks, sizes, rescues
+        logging.getLogger(name).setLevel(logging.INFO)
     pycolmap.logging.minloglevel = 2
     work = args.work or Path(tempfile.mkdtemp(prefix="imc-board-"))
     revision = _revision()
@@ -165,10 +180,10 @@ def main():
         sift_wall = time.perf_counter() - start
     saved = json.loads(args.against.read_text()) if args.against.exists() else {}
     table = with_changes(rows, saved)
-    summary = totals(table, walls)
+    summary = totals(table, walls, saved)
     lines = [f"Board of `{revision}` (changes against `{args.against.name}` of `{saved.get('revision', '-')}`):",
              "", markdown(table), "", markdown(summary), "",
-             f"Whole board: {sum(walls.values()):.0f} s."]  # fmt: skip
+             f"Whole board: {sum(walls.values()):.0f} s{_against(walls, saved)}."]  # fmt: skip
     if sift_wall is not None:
         lines.append(f"imc-mini: {walls['imc-mini']:.1f} s against COLMAP SIFT's {sift_wall:.1f} s in this run "
                      f"({walls['imc-mini'] / sift_wall:.2f}x).")  # fmt: skip
