@@ -77,7 +77,7 @@ def unusable(kwargs: dict, device: torch.device) -> str | None:
 def network_rate(fconf: dict, nets: pipeline.Networks, photos: list[Path]) -> float:
     """Photos per second of the extractor of `fconf` alone (decoded, resized photos; one warm-up)."""
     model = nets.extractor(fconf)()
-    images = [read_image(p, max_side=fconf["resize_to"]) for p in photos]
+    images = [read_image(p, max_side=features.max_side(fconf)) for p in photos]
     features.extract(model, fconf, images[0], nets.device)
     start = time.perf_counter()
     for image in images:

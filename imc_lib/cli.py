@@ -173,7 +173,12 @@ def parser() -> argparse.ArgumentParser:
         help="lightglue, or mnn: mutual nearest neighbours, ms per pair (default lightglue, mnn on a CPU)",
     )
     r.add_argument("--max-keypoints", type=int, help="keypoints per image (default 4096, 2048 on a CPU)")
-    r.add_argument("--resize-to", type=int, help="longest image side for features (default 1024, 640 on a CPU)")
+    r.add_argument(
+        "--resize-to",
+        type=_resize,
+        help="longest image side for features, or auto: each scene's photos' own size within 640-1024 "
+        "(default 1024, auto on a CPU)",
+    )
     r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     r.add_argument(
         "--weights",
@@ -233,6 +238,16 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--port", type=int, default=8501)
     a.set_defaults(func=_app, streamlit_args=[])
     return p
+
+
+def _resize(text: str) -> int | str:
+    """--resize-to: pixels, or "auto"."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give pixels (e.g. 1024) or auto") from None
 
 
 def main(argv: list[str] | None = None) -> int:

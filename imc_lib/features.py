@@ -101,12 +101,27 @@ def matcher_name(conf: dict) -> str:
     return mconf["model_name"] if mconf.get("model_name") in models.NO_LIGHTGLUE else mconf["name"]
 
 
-def prepare(image: np.ndarray, resize_to: int | None, device: torch.device, multiple: int = 1) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> (1, 3, h, w) float tensor whose longest side is `resize_to`, both
-    sides rounded down to a `multiple` (at least one)."""
-    # Contiguous: kornia's antialiasing blur on the (channels-last) view of the array ran 4x slower.
+def target_side(resize_to: int | list[int] | None, side: int) -> int | None:
+    """The longest side a photo of longest side `side` is extracted at: `resize_to` pixels, or for
+    bounds [low, high] its own size within them (None: as decoded)."""
+    if isinstance(resize_to, (list, tuple)):
+        return int(min(max(side, resize_to[0]), resize_to[1]))
+    return resize_to
+
+
+def max_side(conf: dict) -> int | None:
+    """The most pixels on a side `conf` extracts at (what a photo need be decoded at, at least)."""
+    resize_to = conf.get("resize_to")
+    return max(resize_to) if isinstance(resize_to, (list, tuple)) else resize_to
+
+
+def prepare(image: np.ndarray, resize_to, device: torch.device, multiple: int = 1) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> (1, 3, h, w) float tensor whose longest side is `resize_to` (pixels, or
+    bounds: `target_side`), both sides rounded down to a `multiple` (at least one)."""
+    # Contiguous: kornia's antialiasing blur on the (channels-last) view of the array ran 4.5x slower.
     tensor = kornia.image.image_to_tensor(image, keepdim=False).contiguous().float().div(255).to(device)
     h, w = image.shape[:2]
+    resize_to = target_side(resize_to, max(h, w))
     scale = resize_to / max(h, w) if resize_to else 1.0
     size = tuple(max(multiple, round(side * scale) // multiple * multiple) for side in (h, w))
     if size != (h, w):
@@ -185,7 +200,7 @@ def extract_with_retry(
         except torch.OutOfMemoryError:
             if attempt == attempts - 1:
                 raise
-            smaller = int((conf.get("resize_to") or max(image.shape[:2])) * 0.7)
+            smaller = int((target_side(conf.get("resize_to"), max(image.shape[:2])) or max(image.shape[:2])) * 0.7)
             logger.warning("out of memory extracting at %s px; retrying at %d px", conf.get("resize_to"), smaller)
             conf = {**conf, "resize_to": smaller}
             if device.type == "cuda":
@@ -245,13 +260,14 @@ def main(
     if not todo:
         return feature_path
     model = resolve_model(model, lambda: load_model(conf, weights, device))
+    sides: dict[int, int] = {}  # longest side extracted at -> photos
     for name in progress_bar(todo, desc=f"features {conf['output']}", callback=progress, unit="img"):
         budget.check(deadline, f"feature extraction ({feature_path})")
         logger.debug("%s: extracting %s", feature_path, name)  # the images before it are stored
         path = Path(image_dir) / name
         try:
             size = image_size(path)
-            image = read_image(path, max_side=conf.get("resize_to"))
+            image = read_image(path, max_side=max_side(conf))
         except (ImageError, FileNotFoundError) as err:  # a photo too large to decode is a choice, not a fault
             logger.log(logging.WARNING if isinstance(err, PhotoTooLarge) else logging.ERROR,
                        "%s; it gets no keypoints and no pose", err)  # fmt: skip
@@ -259,7 +275,18 @@ def main(
             continue
         feats = extract_with_retry(model, conf, image, device, turns.get(name, 0), size)
         io.write_group(feature_path, name, feats, {"turns": turns.get(name, 0), io.FINGERPRINT: expected[name]})
+        side = target_side(conf.get("resize_to"), max(size))
+        sides[side] = sides.get(side, 0) + 1
+    _log_sides(feature_path, conf, sides)
     return feature_path
+
+
+def _log_sides(feature_path: Path, conf: dict, sides: dict) -> None:
+    """Which longest side the photos were extracted at, and why (bounds: their own size within them)."""
+    if isinstance(conf.get("resize_to"), (list, tuple)) and sides:
+        said = ", ".join(f"{n} at {side} px" for side, n in sorted(sides.items()))
+        logger.info("%s: each photo at its own size within %d-%d px (larger ones reduced, smaller enlarged): %s",
+                    feature_path, *conf["resize_to"], said)  # fmt: skip
 
 
 def fingerprints(conf: dict, image_dir: Path, image_names: list[str], turns: dict[str, int]) -> dict[str, str]:

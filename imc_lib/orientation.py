@@ -158,7 +158,7 @@ class _TurnedFeatures:
         if (name, turns) not in self.cache:
             path = self.image_dir / name
             try:
-                image = read_image(path, max_side=self.conf["resize_to"])
+                image = read_image(path, max_side=features.max_side(self.conf))
             except (ImageError, FileNotFoundError):  # the features stage reports it
                 self.cache[(name, turns)] = {"keypoints": np.zeros((0, 2), np.float32)}
                 return self.cache[(name, turns)]

@@ -269,7 +269,7 @@ def _held_kept(first: scenes.Outcome, held: scenes.Outcome, sfm_dir: Path, n_ima
     verdict = checks.judge("held-distortion mapping", _mapper_stats(first), _mapper_stats(held), signs=("photos",))
     logger.info("%s: the mapper placed %d of %d photos with distortion held (%d before); %s", sfm_dir,
                 held.registered_before, n_images, first.registered_before, verdict.line())  # fmt: skip
-    held.checks.insert(0, verdict.line())
+    held.checks.insert(0, verdict.line())  # summary.json keeps it with the held try's other decisions
     return verdict.kept
 
 
@@ -303,6 +303,8 @@ def _join(conf, models, database_path, pipeline_options, out_dir, n_images) -> s
     )  # fmt: skip
     for line in outcome.log:
         logger.debug("%s: %s", out_dir, line)
+    for line in outcome.checks:  # each checked step's decision, with its numbers
+        logger.info("%s: %s", out_dir, line)
     return outcome
 
 

@@ -189,8 +189,7 @@ def _keep(
     """Whether `trial`, a step's result from `cluster`'s model, passes checks.judge (logged with its
     numbers); when it does, it becomes the cluster's model."""
     verdict = checks.judge(step, checks.stats(cluster.model), checks.stats(trial), check, refine_only)
-    outcome.checks.append(verdict.line())
-    logger.info("model of %d photos: %s", cluster.model.num_reg_images(), verdict.line())
+    outcome.checks.append(f"model of {cluster.model.num_reg_images()} photos: {verdict.line()}")
     if verdict.kept:
         cluster.model = trial
     return verdict.kept

@@ -42,7 +42,7 @@ def test_the_cpu_device_then_gets_the_cpu_settings(monkeypatch, caplog):
     monkeypatch.setattr(utils, "cuda_smoke_test", fail_like_a_p100)
     with caplog.at_level(logging.INFO):
         sconfs = pipeline.resolve(device=utils.usable_device("auto"), pairs_method="vlad")
-    assert sconfs["features"]["resize_to"] == pipeline.CPU_DEFAULTS["resize_to"]
+    assert sconfs["features"]["resize_to"] == pipeline.AUTO_RESIZE  # CPU_DEFAULTS: "auto"
     assert sconfs["matching"]["model"]["name"] == "mnn"
     assert any("CPU speed settings" in r.getMessage() for r in caplog.records)
 

@@ -177,3 +177,37 @@ def test_lightglue_with_aliked_t16_stops_naming_the_matcher_to_use(tmp_path, fas
         matching.main(matching.confs["lightglue"], pairs_path, fast_feats("aliked-t16"), tmp_path / "m.h5", name,
                       "cpu", weights=weights_dir)  # fmt: skip
     assert not (tmp_path / "m.h5").exists()
+
+
+def test_weak_pairs_are_those_of_weakly_tied_photos():
+    """A photo with fewer than min_strong_pairs strong pairs is weakly tied; only its weak pairs are rescued."""
+    counts = {("a", "b"): 200, ("a", "c"): 150, ("b", "c"): 120, ("c", "d"): 20, ("a", "d"): 0, ("b", "e"): 10}
+    assert matching.weak_pairs(counts, strong=50, min_strong_pairs=2) == [("c", "d"), ("a", "d"), ("b", "e")]
+    assert matching.weak_pairs(counts, strong=50, min_strong_pairs=0) == []
+    assert matching.weak_pairs({("a", "b"): 200}, strong=50, min_strong_pairs=3) == []  # weak photo, strong pair
+
+
+def test_rescue_matches_weak_pairs_again_with_lightglue_and_keeps_the_more(tmp_path, feats, lightglue_aliked):
+    """mnn+lightglue: nearest neighbours first; every pair weak here (strong set above any count), so
+    LightGlue matches each again and a pair keeps whichever found more; a rerun matches nothing."""
+    pairs_path = tmp_path / "pairs.txt"
+    pairs.write_pairs([("a.jpg", "b.jpg"), ("a.jpg", "t.png")], pairs_path)
+    mnn = {**matching.confs["mnn+lightglue"], "rescue": None}
+    plain = matching.main(mnn, pairs_path, feats, tmp_path / "mnn.h5", "aliked", "cpu")
+    before = len(matching.read_matches(plain, "a.jpg", "b.jpg")[0])
+    conf = {**matching.confs["mnn+lightglue"], "rescue": {**matching.confs["mnn+lightglue"]["rescue"], "strong": 10**6}}
+    path = matching.main(conf, pairs_path, feats, tmp_path / "m.h5", "aliked", "cpu")
+    assert len(matching.read_matches(path, "a.jpg", "b.jpg")[0]) == before  # nearest neighbours' alone, so far
+    assert matching.rescue(conf, pairs_path, feats, path, "aliked", "cpu", model=lightglue_aliked) >= 1
+    rescued = len(matching.read_matches(path, "a.jpg", "b.jpg")[0])
+    a, b = (features.read_features(feats, n) for n in ("a.jpg", "b.jpg"))
+    lightglue = len(matching.match_pair(lightglue_aliked, a, b, torch.device("cpu"))[0])
+    assert rescued == max(before, lightglue) and lightglue > before
+    with h5py.File(path) as f:
+        assert f["a.jpg"]["b.jpg"].attrs["rescued"] and f["a.jpg"]["t.png"].attrs["rescued"]
+
+    def must_not_load():
+        raise AssertionError("LightGlue loaded although every weak pair was rescued")
+
+    assert matching.rescue(conf, pairs_path, feats, path, "aliked", "cpu", model=must_not_load) == 0
+    matching.main(conf, pairs_path, feats, path, "aliked", "cpu", model=must_not_load)  # main keeps them too

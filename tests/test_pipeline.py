@@ -584,3 +584,30 @@ def test_a_very_large_photo_costs_at_most_itself(tmp_path, weights_dir, caplog):
     relative, truth = R["huge.jpg"] @ R["0000.jpg"].T, labels.loc["0003.jpg", "R"] @ labels.loc["0000.jpg", "R"].T
     angle = np.degrees(np.arccos(np.clip((np.trace(relative @ truth.T) - 1) / 2, -1, 1)))
     assert angle < 1.0, angle
+
+
+def test_auto_resize_extracts_each_photo_at_its_own_size_within_the_bounds(tmp_path, aliked, caplog):
+    """resize_to "auto" (the CPU default): a large photo at 1024, a mid-sized one at its own size, a
+    small one enlarged to 640; the features' file is named by the bounds; the log says what each got."""
+
+    sconfs = pipeline.resolve(device="cpu", pairs_method="vlad")
+    fconf = sconfs["features"]
+    assert fconf["resize_to"] == [640, 1024] and fconf["output"] == "feats-aliked-n16-2048-r640-1024-orient-mnn"
+    rng = np.random.default_rng(0)
+    sizes = {"large.jpg": (1536, 1024), "mid.jpg": (540, 800), "small.jpg": (480, 270)}
+    for name, size in sizes.items():
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(tmp_path / name)
+    seen = []
+    extract = features.extract
+
+    def spy(model, conf, image, device, turns=0, stored_size=None):
+        seen.append(max(features.prepare(image, conf["resize_to"], device).shape[-2:]))
+        return extract(model, conf, image, device, turns, stored_size)
+
+    with caplog.at_level("INFO", logger="imc_lib.features"), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(features, "extract", spy)
+        path = features.main(fconf, tmp_path, list(sizes), tmp_path / "feats.h5", "cpu", model=aliked)
+    assert seen == [1024, 800, 640]
+    assert "1 at 640 px, 1 at 800 px, 1 at 1024 px" in caplog.text
+    kpts = features.read_features(path, "large.jpg")["keypoints"]
+    assert kpts[:, 0].max() > 1024  # keypoints on the stored 1536 px grid

@@ -67,7 +67,7 @@ class Settings:
 
     features: str = "aliked"  # --features: a pipeline.confs name (aliked, disk, xfeat, aliked+disk ...)
     max_keypoints: int = _default("max_keypoints", 4096)
-    resize_to: int = _default("resize_to", 1024)
+    resize_to: int = 0 if _default("resize_to", 1024) == "auto" else _default("resize_to", 1024)  # 0: auto
     orientation: str = _default("orientation_method", "upright")  # --orientation: upright | mnn | none
     matcher: str = _default("matcher", "lightglue")  # --matcher: lightglue | mnn
     pairs_method: str = "auto"  # --pairs: auto (DINOv2 when a source is given, else vlad) | dinov2 | vlad | exhaustive
@@ -96,7 +96,7 @@ class Settings:
             DEVICE,
             max_keypoints=None if self.max_keypoints == Settings.max_keypoints else int(self.max_keypoints),
             pairs_method=self.pairs,
-            resize_to=None if self.resize_to == Settings.resize_to else int(self.resize_to),
+            resize_to=None if self.resize_to == Settings.resize_to else int(self.resize_to) or "auto",
             orientation_method=self.orientation,
             matcher=self.matcher,
             dinov2=self.dinov2 or None,

@@ -103,7 +103,14 @@ def _stage_settings(d: S.Settings) -> dict:
         "max_keypoints": sb.number_input(
             "Max keypoints per image", 64, 16384, d.max_keypoints, step=256, key="max_keypoints"
         ),
-        "resize_to": sb.number_input("Resize to (longest side, px)", 128, 4096, d.resize_to, step=64, key="resize_to"),
+        "resize_to": sb.number_input(
+            "Resize to (longest side, px; 0: each scene's own size within 640-1024)",
+            0,
+            4096,
+            d.resize_to,
+            step=64,
+            key="resize_to",
+        ),
         "orientation": _radio(
             "Orientation (--orientation)",
             S.ORIENTATIONS,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from imc_lib import features, orientation, viz
+from imc_lib import features, orientation, pipeline, viz
 from imc_lib.app.steps import Ctx, blocked, failed, next_button, run
 from imc_lib.io import FeatureReader
 from imc_lib.utils import read_image
@@ -51,7 +51,8 @@ def _intro(c: Ctx) -> None:
     }
     st.markdown(
         f"**{extractors}** keypoints, at most {s.max_keypoints} per image, on images resized to "
-        f"{s.resize_to} px (longest side); coordinates are mapped back to the original pixels."
+        + (f"{s.resize_to} px" if s.resize_to else "their own size within {}-{} px".format(*pipeline.AUTO_RESIZE))
+        + " (longest side); coordinates are mapped back to the original pixels."
         + how.get(s.orientation, "")
     )
 
