@@ -98,9 +98,9 @@ CPU_MAX_KEYPOINTS = 2048
 # The time guard halves keypoints down to this many, no lower.
 MIN_KEYPOINTS = 1024
 # resize_to "auto" (the CPU's default): each photo's features at its own size (longest side) within
-# these bounds (features.target_side). 640 px loses what large sharp photos hold (two unseen 1280 px
-# object scenes: 0.365 -> 0.735 and 0.576 -> 0.980 mAA at 1024); 1024 is the GPU's setting, and
-# costs ALIKED ~2.5x 640's time, so photos of 640 px or less are not extracted larger than 640.
+# these bounds, photos under 640 px at twice their size (features.target_side). 640 px loses what large
+# sharp photos hold (two unseen 1280 px object scenes: 0.365 -> 0.735 and 0.576 -> 0.980 mAA at 1024);
+# 1024 is the GPU's setting and costs ALIKED ~2.5x 640's time, so 640 px photos stay at 640.
 AUTO_RESIZE = [640, 1024]
 CPU_DEFAULTS = {"max_keypoints": CPU_MAX_KEYPOINTS, "resize_to": "auto", "matcher": "mnn", "orientation_method": "mnn"}
 

@@ -588,13 +588,13 @@ def test_a_very_large_photo_costs_at_most_itself(tmp_path, weights_dir, caplog):
 
 def test_auto_resize_extracts_each_photo_at_its_own_size_within_the_bounds(tmp_path, aliked, caplog):
     """resize_to "auto" (the CPU default): a large photo at 1024, a mid-sized one at its own size, a
-    small one enlarged to 640; the features' file is named by the bounds; the log says what each got."""
+    small one at twice its size; the features' file is named by the bounds; the log says what each got."""
 
     sconfs = pipeline.resolve(device="cpu", pairs_method="vlad")
     fconf = sconfs["features"]
     assert fconf["resize_to"] == [640, 1024] and fconf["output"] == "feats-aliked-n16-2048-r640-1024-orient-mnn"
     rng = np.random.default_rng(0)
-    sizes = {"large.jpg": (1536, 1024), "mid.jpg": (540, 800), "small.jpg": (480, 270)}
+    sizes = {"large.jpg": (1536, 1024), "mid.jpg": (540, 800), "small.jpg": (480, 270), "tiny.jpg": (200, 150)}
     for name, size in sizes.items():
         Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(tmp_path / name)
     seen = []
@@ -607,7 +607,7 @@ def test_auto_resize_extracts_each_photo_at_its_own_size_within_the_bounds(tmp_p
     with caplog.at_level("INFO", logger="imc_lib.features"), pytest.MonkeyPatch.context() as mp:
         mp.setattr(features, "extract", spy)
         path = features.main(fconf, tmp_path, list(sizes), tmp_path / "feats.h5", "cpu", model=aliked)
-    assert seen == [1024, 800, 640]
-    assert "1 at 640 px, 1 at 800 px, 1 at 1024 px" in caplog.text
+    assert seen == [1024, 800, 960, 640]
+    assert "1 at 640 px, 1 at 800 px, 1 at 960 px, 1 at 1024 px" in caplog.text
     kpts = features.read_features(path, "large.jpg")["keypoints"]
     assert kpts[:, 0].max() > 1024  # keypoints on the stored 1536 px grid
