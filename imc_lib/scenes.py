@@ -170,9 +170,12 @@ def _join_any(session, clusters: list[_Cluster], model, conf: dict, outcome: Out
         added = session.extend(trial, reachable)
         share = (len(shared) + added) / len(own)
         agrees = share >= join_share and _agrees(model, trial, own, max_disagreement)
-        outcome.log.append(f"model of {len(own)}: {len(shared)} shared, {added} registered into one of "
-                           f"{len(cluster.image_ids())} ({share:.0%}); {'joined' if agrees else 'apart'}")  # fmt: skip
-        if agrees and _keep("joining", cluster, session.refine(trial), check, outcome):
+        size = len(cluster.image_ids())
+        joined = agrees and _keep("joining", cluster, session.refine(trial), check, outcome)
+        said = "joined" if joined else "apart (the check refused)" if agrees else "apart"
+        outcome.log.append(f"model of {len(own)}: {len(shared)} shared, {added} registered into one of {size} "
+                           f"({share:.0%}); {said}")  # fmt: skip
+        if joined:
             outcome.joined += 1
             return True
     return False
