@@ -16,7 +16,6 @@ A partial conf is merged over the `confs` entry it names (DEFAULT_BY; utils.full
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import shutil
 import time
@@ -26,7 +25,7 @@ import numpy as np
 import pycolmap
 from PIL import ExifTags
 
-from . import checks, io, scenes
+from . import io, scenes
 from .progress import report as report_progress
 from .utils import colmap_image_dir, full_conf, merge_conf, open_image
 
@@ -265,18 +264,14 @@ def _final_clusters(conf, database_path, image_dir, sfm_dir, n_images, num_threa
 def _held_kept(first: scenes.Outcome, held: scenes.Outcome, sfm_dir: Path, n_images: int) -> bool:
     """The check of the held-distortion second mapping: kept unless its mapper placed fewer photos.
     Only that sign: the two mappings differ in distortion by design, so their focal lengths and
-    errors may differ and say nothing; their numbers are logged beside the decision."""
-    verdict = checks.judge("held-distortion mapping", _mapper_stats(first), _mapper_stats(held), signs=("photos",))
-    logger.info("%s: the mapper placed %d of %d photos with distortion held (%d before); %s", sfm_dir,
-                held.registered_before, n_images, first.registered_before, verdict.line())  # fmt: skip
-    held.checks.insert(0, verdict.line())  # summary.json keeps it with the held try's other decisions
-    return verdict.kept
-
-
-def _mapper_stats(outcome: scenes.Outcome) -> checks.Stats:
-    """checks.Stats of a mapping as the held try judges it: its photos are the mapper's own count."""
-    stats = checks.stats(outcome.clusters[0]) if outcome.clusters else checks.Stats(0, 0, 0, {}, {})
-    return dataclasses.replace(stats, photos=outcome.registered_before)
+    errors say nothing of which is better. Logged with its numbers, and kept in summary.json."""
+    kept = held.registered_before >= first.registered_before
+    line = (f"held-distortion mapping: {'kept' if kept else 'refused (fewer photos)'}; the mapper placed "
+            f"{first.registered_before}->{held.registered_before} of {n_images} photos, "
+            f"{first.models_before}->{held.models_before} models")  # fmt: skip
+    logger.info("%s: %s", sfm_dir, line)
+    held.checks.insert(0, line)
+    return kept
 
 
 def _map_and_join(conf, options, out_dir, database_path, image_dir, n_images, num_threads) -> scenes.Outcome:

@@ -55,13 +55,14 @@ def test_end_to_end_scores_at_least_sift(run_dir, imc_data_dir):
 
 
 def test_cpu_run_uses_the_speed_settings_it_was_not_told_otherwise(run_dir):
-    # --max-keypoints 1024 given; the rest are pipeline.CPU_DEFAULTS: 640 px, mnn matching, and the
-    # orientation from the main features (not the upright config's own low-resolution pass).
+    # --max-keypoints 1024 given; the rest are pipeline.CPU_DEFAULTS: each photo at its own size within
+    # 640-1024 px, mnn matching, and the orientation from the main features (not the upright config's
+    # own low-resolution pass).
     work, _ = run_dir
     files = sorted(p.name for p in (work / "work").rglob("*") if p.is_file())
     assert any(f.startswith("orient-mnn_") and f.endswith(".csv") for f in files), files
-    assert "feats-aliked-n16-1024-r640-orient-mnn.h5" in files, files
-    assert any(f.startswith("feats-aliked-n16-1024-r640-orient-mnn_matches-mnn_") for f in files), files
+    assert "feats-aliked-n16-1024-r640-1024-orient-mnn.h5" in files, files
+    assert any(f.startswith("feats-aliked-n16-1024-r640-1024-orient-mnn_matches-mnn_") for f in files), files
     assert not any(f.startswith(orientation.confs["upright"]["output"]) for f in files), files
 
 
@@ -517,11 +518,11 @@ def test_lightglue_asked_for_aliked_t16_stops_the_run_naming_the_matcher(tmp_pat
 @pytest.mark.slow
 @pytest.mark.parametrize("conf", ["xfeat", "aliked-t16"])
 def test_a_fast_extractor_reconstructs_the_scene(tmp_path, imc_data_dir, weights_dir, conf):
-    """`--features xfeat` / `aliked-t16` with the CPU defaults (640 px, mutual nearest neighbours)."""
+    """`--features xfeat` / `aliked-t16` with the CPU defaults (640-1024 px, mutual nearest neighbours)."""
     argv = ["run", str(imc_data_dir), "--scenes", SCENE, "--features", conf, "--work", str(tmp_path / "w"),
             "--out", str(tmp_path / "s.csv"), "--weights", str(weights_dir), "--device", "cpu"]  # fmt: skip
     assert cli.main(argv) == 0
-    assert (tmp_path / "w" / SCENE / f"feats-{conf}-2048-r640-orient-mnn.h5").is_file()
+    assert (tmp_path / "w" / SCENE / f"feats-{conf}-2048-r640-1024-orient-mnn.h5").is_file()
     row = metric.score(imc_data_dir / "train/train_labels.csv", tmp_path / "s.csv").set_index("scene").loc[SCENE]
     assert row["registered"] == 8 and row["mAA"] >= 0.9
 

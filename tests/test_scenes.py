@@ -21,7 +21,9 @@ def fountain(tmp_path_factory, imc_data_dir, weights_dir):
     """fountain's verified matches in a COLMAP database, and the scene record."""
     (scene,) = data.load_scenes(imc_data_dir, "train", [SCENE])
     work = tmp_path_factory.mktemp("fountain")
-    sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
+    sconfs = pipeline.resolve(
+        device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none", resize_to=640
+    )  # at 640 px the facade's far end is tied to its first photos through the middle
     nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
     paths = pipeline.run_scene(scene, sconfs, work, nets, until="matching")["paths"]
     conf = reconstruction.confs["incremental"]
@@ -110,8 +112,10 @@ def test_unrelated_scenes_in_one_photo_set_stay_apart(tmp_path, imc_data_dir, we
             os.symlink(photo, image_dir / f"{key}_{photo.name}")
     names = tuple(sorted(p.name for p in image_dir.iterdir()))
     mixed = data.Scene("two", "two", image_dir, names, names)
-    sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
-    sconfs["reconstruction"] = dict(reconstruction.confs["clusters"])
+    # at 640 px the facade's far end is tied to its first photos only through the middle
+    sconfs = pipeline.resolve(
+        device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none", resize_to=640
+    )
     nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
     out = pipeline.run_scene(mixed, sconfs, tmp_path / "work", nets)
     clusters = reconstruction.clusters(out["paths"]["sfm"])
@@ -176,7 +180,7 @@ def test_a_refinement_that_drops_most_points_is_refused_and_the_model_kept(fount
     before = pycolmap.Reconstruction(model)
     outcome = scenes.main({"keep": "one", "final_max_reproj_error": 0.2}, [model], database, options)
     (kept,) = outcome.clusters
-    (line,) = [c for c in outcome.checks if c.startswith("final refinement")]
+    (line,) = [c for c in outcome.checks if "final refinement" in c]
     assert "refused" in line and "points kept" in line
     assert kept.num_points3D() == before.num_points3D()
     assert kept.compute_num_observations() == before.compute_num_observations()
@@ -192,7 +196,7 @@ def test_a_step_that_pulls_the_intrinsics_away_is_refused(fountain, monkeypatch)
     focal = {c: cam.mean_focal_length() for c, cam in model.cameras.items()}
     honest = scenes.main({"keep": "one", "final_max_reproj_error": 1.5}, [pycolmap.Reconstruction(model)],
                          database, options)  # fmt: skip
-    assert any(c.startswith("final refinement: kept") for c in honest.checks)
+    assert any("final refinement: kept" in c for c in honest.checks)
     refine = scenes._Session.refine
 
     def pulled(self, model, max_reproj_error=None):
@@ -203,7 +207,7 @@ def test_a_step_that_pulls_the_intrinsics_away_is_refused(fountain, monkeypatch)
 
     monkeypatch.setattr(scenes._Session, "refine", pulled)
     outcome = scenes.main({"keep": "one", "final_max_reproj_error": 1.5}, [model], database, options)
-    assert any(c.startswith("final refinement: refused (a focal length moved") for c in outcome.checks)
+    assert any("final refinement: refused (a focal length moved" in c for c in outcome.checks)
     (kept,) = outcome.clusters
     assert {c: cam.mean_focal_length() for c, cam in kept.cameras.items()} == pytest.approx(focal)
 

@@ -17,7 +17,11 @@ DEFAULT_IMAGES = 10  # a dataset scene starts with its first 10 images: minutes,
 DEFAULT_MIXED_IMAGES = 40
 LABELS = {
     "orientation": {"upright": "upright (own pass)", "mnn": "mnn (from the keypoints)", "none": "none (upright)"},
-    "matcher": {"lightglue": "LightGlue", "mnn": "mutual nearest neighbours"},
+    "matcher": {
+        "lightglue": "LightGlue",
+        "mnn": "mutual nearest neighbours",
+        "mnn+lightglue": "nearest neighbours, LightGlue for weakly tied photos",
+    },
     "pairs": {"auto": "auto", "dinov2": "DINOv2 retrieval", "vlad": "VLAD retrieval", "exhaustive": "all pairs"},
 }
 
@@ -104,7 +108,7 @@ def _stage_settings(d: S.Settings) -> dict:
             "Max keypoints per image", 64, 16384, d.max_keypoints, step=256, key="max_keypoints"
         ),
         "resize_to": sb.number_input(
-            "Resize to (longest side, px; 0: each scene's own size within 640-1024)",
+            "Resize to (longest side, px; 0: each photo's own size within 640-1024)",
             0,
             4096,
             d.resize_to,
