@@ -170,7 +170,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--matcher",
         choices=sorted(matching.confs),
-        help="lightglue, or mnn: mutual nearest neighbours, ms per pair (default lightglue, mnn on a CPU)",
+        help="lightglue, or mnn: mutual nearest neighbours, ms per pair, or mnn+lightglue: LightGlue again "
+        "for the weak pairs of weakly tied photos (default lightglue, mnn on a CPU)",
     )
     r.add_argument("--max-keypoints", type=int, help="keypoints per image (default 4096, 2048 on a CPU)")
     r.add_argument(
