@@ -23,7 +23,7 @@ def fountain(tmp_path_factory, imc_data_dir, weights_dir):
     work = tmp_path_factory.mktemp("fountain")
     sconfs = pipeline.resolve(
         device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none", resize_to=640
-    )  # at 640 px the facade's far end is tied to its first photos through the middle
+    )  # at 640 px the facade's far end is tied to its first photos only through the middle
     nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
     paths = pipeline.run_scene(scene, sconfs, work, nets, until="matching")["paths"]
     conf = reconstruction.confs["incremental"]
@@ -112,10 +112,8 @@ def test_unrelated_scenes_in_one_photo_set_stay_apart(tmp_path, imc_data_dir, we
             os.symlink(photo, image_dir / f"{key}_{photo.name}")
     names = tuple(sorted(p.name for p in image_dir.iterdir()))
     mixed = data.Scene("two", "two", image_dir, names, names)
-    # at 640 px the facade's far end is tied to its first photos only through the middle
-    sconfs = pipeline.resolve(
-        device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none", resize_to=640
-    )
+    sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
+    sconfs["reconstruction"] = dict(reconstruction.confs["clusters"])
     nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
     out = pipeline.run_scene(mixed, sconfs, tmp_path / "work", nets)
     clusters = reconstruction.clusters(out["paths"]["sfm"])
