@@ -77,13 +77,8 @@ class Verdict:
         return f"{self.step}: {'kept' if self.kept else 'refused (' + '; '.join(self.reasons) + ')'}; {said}"
 
 
-SIGNS = ("photos", "focal", "error")
-
-
-def judge(
-    step: str, before: Stats, after: Stats, conf: dict | None = None, refine_only: bool = False, signs=SIGNS
-) -> Verdict:
-    """Whether `after` (a step's result) is no worse than `before` by each of `signs` (the module's list).
+def judge(step: str, before: Stats, after: Stats, conf: dict | None = None, refine_only: bool = False) -> Verdict:
+    """Whether `after` (a step's result) is no worse than `before` by every sign in the module's list.
     `refine_only`: the step adds nothing (no photo, no match), so the points it keeps are judged too."""
     conf = {**confs["check"], **(conf or {})}
     shared = [c for c in before.focal if c in after.focal]
@@ -95,12 +90,12 @@ def judge(
                "observations kept": after.observations / max(before.observations, 1), "focal moved": focal,
                "error px": f"{error0:.3f}->{error1:.3f}"}  # fmt: skip
     reasons = []
-    if "photos" in signs and after.photos < before.photos:
+    if after.photos < before.photos:
         reasons.append("fewer photos")
-    if "focal" in signs and focal > conf["max_focal_change"]:
+    if focal > conf["max_focal_change"]:
         reasons.append(f"a focal length moved {focal:.1%} > {conf['max_focal_change']:.0%}")
     if refine_only and kept_points < conf["min_points_kept"]:
         reasons.append(f"{kept_points:.0%} of the points kept < {conf['min_points_kept']:.0%}")
-    if "error" in signs and error1 > error0 * conf["max_error_growth"] + conf["error_slack"]:
+    if error1 > error0 * conf["max_error_growth"] + conf["error_slack"]:
         reasons.append(f"the photos it did not add: {error0:.2f} -> {error1:.2f} px")
     return Verdict(step, not reasons, numbers, reasons)
