@@ -177,8 +177,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--resize-to",
         type=_resize,
-        help="longest image side for features, or auto: each scene's photos' own size within 640-1024 "
-        "(default 1024, auto on a CPU)",
+        help="longest image side for features, or auto: each photo at its own size within 640-1024, one under "
+        "640 at twice its size (default 1024, auto on a CPU)",
     )
     r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     r.add_argument(

@@ -269,12 +269,16 @@ def rescue(
     if not conf.get("rescue"):
         return 0
     pairs = io.read_pairs(pairs_path)
+    strong = conf["rescue"]["strong"]
+    counts, weak = {}, {}  # matches per pair; the weak pairs' own (nearest neighbours'), kept if LightGlue finds fewer
     with io.MatchReader(match_path) as stored:
-        counts = {(a, b): len(stored(a, b)[0]) for a, b in pairs}
+        for pair in pairs:
+            found = stored(*pair)
+            counts[pair] = len(found[0])
+            if counts[pair] < strong:
+                weak[pair] = found
         done = {p for p in pairs if stored.file[io.pair_key(*p)].attrs.get("rescued", False)}
-    todo = [
-        p for p in weak_pairs(counts, conf["rescue"]["strong"], conf["rescue"]["min_strong_pairs"]) if p not in done
-    ]
+    todo = [p for p in weak_pairs(counts, strong, conf["rescue"]["min_strong_pairs"]) if p not in done]
     if not todo:
         return 0
     device = pick_device(device)
@@ -286,7 +290,7 @@ def rescue(
             budget.check(deadline, f"matching ({match_path})")
             matches, scores = match_with_retry(model, reader[name0], reader[name1], device)
             if len(matches) < conf["min_matches"] or len(matches) <= counts[(name0, name1)]:
-                matches, scores = io.read_matches(match_path, name0, name1)
+                matches, scores = weak[(name0, name1)]
             else:
                 gained += 1
             io.write_group(match_path, io.pair_key(name0, name1), {"matches": matches, "scores": scores},
