@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import executor, lock, matching, orientation, pipeline
+from . import data, executor, lock, matching, orientation, pipeline
+
+FOLDER_OUT = "imc-out"  # --out of a plain folder of photos, when not given
 
 
 def _run(args) -> int:
@@ -26,9 +28,12 @@ def _run(args) -> int:
 
 
 def _pipeline(args, runner) -> dict:
+    folder = data.layout(args.data_dir, args.split) == "folder"
+    if folder and args.export:
+        raise ValueError(f"{args.data_dir}: a plain folder's files go to --out; --export is for competition layouts")
     return pipeline.run(
         args.data_dir,
-        args.out,
+        args.out or Path(FOLDER_OUT if folder else "submission.csv"),
         args.work,
         split=args.split,
         scenes=args.scenes,
@@ -45,6 +50,7 @@ def _pipeline(args, runner) -> dict:
         matcher=args.matcher,
         time_limit=args.time_limit,
         executor=runner,
+        export=args.export,
     )
 
 
@@ -53,11 +59,13 @@ def _report(result) -> int:
     print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()) + f", total {sum(times.values()):.1f}s")
     missing = sum(r["images"] - r["registered"] - r.get("outliers", 0) for r in result["scenes"].values())
     outliers = sum(r.get("outliers", 0) for r in result["scenes"].values())
+    written = result["submission"] or "poses.csv and each cluster's files"
     print(
-        f"wrote {result['submission']}"
+        f"wrote {written}"
         + (f" ({missing} image(s) without a pose: placeholder rows)" if missing else "")
         + (f" ({outliers} photo(s) of mixed folders in no cluster: outliers)" if outliers else "")
     )
+    print(f"report: {result['report']}")
     # Scenes the time guard skipped or stopped ("skipped: ...") were a decision, not a failure.
     failed = [key for key, r in result["scenes"].items() if r["error"] and not r["error"].startswith("skipped")]
     if failed:
@@ -101,6 +109,13 @@ def _models(summary: dict) -> str:
     return f"{summary['models_before']} -> {summary['models_after']}" if summary else ""
 
 
+def _report_command(args) -> int:
+    from . import report
+
+    print(f"wrote {report.main(args.work_dir, args.out)}")
+    return 0
+
+
 def _score(args) -> int:
     from . import metric
 
@@ -140,10 +155,25 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="reconstruct every scene and write submission.csv")
     r.add_argument(
-        "data_dir", type=Path, help="IMC 2024 or 2025 folder (holding train/ or test/ + sample_submission.csv)"
+        "data_dir",
+        type=Path,
+        help="IMC 2024 or 2025 folder (holding train/ or test/ + sample_submission.csv), or any folder of photos "
+        "(at any depth; one photo set that may hold several scenes and junk, as an IMC 2025 dataset)",
     )
-    r.add_argument("--split", choices=["train", "test"], default="train")
-    r.add_argument("--out", type=Path, default=Path("submission.csv"))
+    r.add_argument("--split", choices=["train", "test"], default="train", help="of a competition layout")
+    r.add_argument(
+        "--out",
+        type=Path,
+        help="competition layouts: submission.csv (the default); a folder of photos: the folder that gets poses.csv, "
+        f"per cluster a COLMAP model, transforms.json and points3D.ply, and report.html (default {FOLDER_OUT})",
+    )
+    r.add_argument(
+        "--export",
+        type=Path,
+        metavar="DIR",
+        help="competition layouts: also write each scene's poses.csv, COLMAP models, transforms.json and "
+        "points3D.ply to DIR/<scene>/",
+    )
     r.add_argument("--work", type=Path, default=Path("work"), help="intermediate files; a rerun reuses them")
     r.add_argument("--scenes", nargs="+", help="only these scenes")
     r.add_argument("--features", choices=sorted(pipeline.confs), default="aliked")
@@ -204,6 +234,11 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--address", help="the Ray cluster to join (default $RAY_ADDRESS, else a local cluster)")
     r.set_defaults(func=_run)
+
+    rp = sub.add_parser("report", help="write the HTML report of the last run in a work folder")
+    rp.add_argument("work_dir", type=Path, help="the --work folder of a run (holding run.json)")
+    rp.add_argument("--out", type=Path, help="the HTML file (default WORK_DIR/report.html)")
+    rp.set_defaults(func=_report_command)
 
     s = sub.add_parser(
         "score",

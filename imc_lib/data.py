@@ -15,7 +15,11 @@ photos of several scenes and outliers; each dataset becomes one `Scene` with `mi
     DATA_DIR/test/<dataset>/*
     DATA_DIR/sample_submission.csv      image_id,dataset,scene,image,rotation_matrix,translation_vector
 
-`layout` tells them apart by these files alone (no flag).
+A plain folder (`layout` "folder"): none of those files or folders, photos at any depth. It is one
+photo set, as an IMC 2025 dataset is (several scenes and junk): one mixed `Scene` named after the folder,
+its photos named by their paths under it.
+
+`layout` tells the three apart by these files alone (no flag).
 """
 
 from __future__ import annotations
@@ -26,11 +30,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from .utils import ImageError, open_image
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 # The column that names a photo in each year's tables (labels, sample_submission, submission).
 KEY_COLUMNS = {"2024": ("image_path", "image_name"), "2025": ("image",)}
+# What makes a folder a competition layout; a folder with none of them is a plain folder of photos.
+COMPETITION_MARKERS = ("sample_submission.csv", "train_labels.csv", "train", "test")
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,10 @@ def layout(data_dir: Path, split: str = "train") -> str:
     `train/` (2024), else photos in `train/<dataset>/images/` (2024) or in `train/<dataset>/` (2025).
     """
     data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no such folder")
+    if not any((data_dir / marker).exists() for marker in COMPETITION_MARKERS):
+        return "folder"
     if split == "test":
         return table_format(data_dir / "sample_submission.csv")
     root, inner = data_dir / "train_labels.csv", data_dir / "train" / "train_labels.csv"
@@ -106,7 +118,8 @@ def layout(data_dir: Path, split: str = "train") -> str:
         return "2025"
     raise FileNotFoundError(
         f"{data_dir}: neither IMC layout: looked for train_labels.csv (IMC 2025), train/train_labels.csv "
-        "(IMC 2024), photos in train/<dataset>/images/ (IMC 2024) or in train/<dataset>/ (IMC 2025)"
+        "(IMC 2024), photos in train/<dataset>/images/ (IMC 2024) or in train/<dataset>/ (IMC 2025); a plain "
+        f"folder of photos must hold none of {', '.join(COMPETITION_MARKERS)}"
     )
 
 
@@ -122,6 +135,8 @@ def load_scenes(data_dir: Path, split: str = "train", scenes: list[str] | None =
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     year = layout(data_dir, split)
+    if year == "folder":
+        return [folder_scene(data_dir)]
     table = _table_2025(data_dir, split) if year == "2025" else _table_2024(data_dir, split)
     table = _drop_repeated(table, data_dir)
     if scenes:
@@ -134,6 +149,39 @@ def load_scenes(data_dir: Path, split: str = "train", scenes: list[str] | None =
         _scene(dataset, scene, group, categories.get(scene, ()), year == "2025")
         for (dataset, scene), group in table.groupby(["dataset", "scene"], sort=False)
     ]
+
+
+def folder_scene(folder: Path) -> Scene:
+    """A plain folder as one mixed Scene: every photo at any depth (hidden files and folders left out),
+    named by its path under `folder`; FileNotFoundError naming the folder when no photo can be read."""
+    folder = Path(folder)
+    files = sorted(
+        p for p in folder.rglob("*") if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    names = [p.relative_to(folder).as_posix() for p in files if _is_image(p)]
+    readable = [n for n in names if _readable(folder / n)]
+    if not readable:
+        raise FileNotFoundError(
+            f"{folder}: no readable photo at any depth ({len(names)} file(s) named as images, "
+            f"suffixes {', '.join(sorted(IMAGE_SUFFIXES))}); point imc-lib run at a folder of photos"
+        )
+    if len(readable) < len(names):  # kept: the features stage says why, and they get rows as outliers
+        logger.warning("%s: %d of %d photos cannot be read, e.g. %s", folder, len(names) - len(readable), len(names),
+                       next(n for n in names if n not in readable))  # fmt: skip
+    logger.info("%s: a plain folder of %d photos (%d file(s) that are not photos left out)", folder, len(names),
+                sum(p.is_file() for p in files) - len(names))  # fmt: skip
+    name = folder.resolve().name or "photos"
+    return Scene(dataset=name, scene=name, image_dir=folder, image_names=tuple(names),
+                 image_paths=tuple(names), mixed=True)  # fmt: skip
+
+
+def _readable(path: Path) -> bool:
+    """Whether PIL can read the photo's header (cheap: the pixels are not decoded)."""
+    try:
+        with open_image(path):
+            return True
+    except (ImageError, FileNotFoundError):
+        return False
 
 
 def _scene(dataset: str, scene: str, group: pd.DataFrame, categories, mixed: bool) -> Scene:

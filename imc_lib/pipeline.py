@@ -19,15 +19,18 @@ from . import (
     data,
     ensemble,
     features,
+    io,
     lock,
     matching,
     models,
     orientation,
     pairs,
     reconstruction,
+    report,
     shards,
     submission,
 )
+from . import export as export_mod
 from .executor import LocalExecutor
 from .io import read_pairs, stamp_path, write_pairs
 from .utils import ImageError, merge_conf, pick_device, read_image, usable_device
@@ -596,9 +599,16 @@ def run(
     networks: dict | None = None,
     time_limit: float | None = None,
     executor=None,
+    export: Path | None = None,
     **overrides,
 ) -> dict:
-    """Reconstruct every scene of `data_dir`/`split` and write `out` (submission.csv).
+    """Reconstruct every scene of `data_dir`/`split` and write `out` (submission.csv), then the run's
+    record (`WORK/run.json`, report.RUN_RECORD) and its report (`report.html` beside `out`).
+
+    A plain folder of photos (`data.layout` "folder"): `out` is a folder that gets the export's files
+    (poses.csv, a COLMAP model, transforms.json and a PLY per cluster: imc_lib/export.py) and the
+    report, no submission. `export`: a folder where competition layouts also get those files, one
+    subfolder per scene.
 
     `overrides`: max_keypoints, resize_to, orientation_method, prefilter, matcher (see `resolve`).
     `pairs_method`: "auto" (default), "dinov2", "vlad" or "exhaustive"; see `choose_pairs`.
@@ -610,8 +620,8 @@ def run(
 
     A scene that fails is logged and still gets its rows (no pose); the run goes on. Returns
     {"scenes": {key: {"registered", "images", "error", "times", "spans", "models"}}, "times": {stage: seconds},
-    "submission": out, "confs": the stage configs used}; "spans" are (stage, start, end) in
-    `time.perf_counter` seconds.
+    "submission": out (None for a plain folder), "report", "confs": the stage configs used}; "spans"
+    are (stage, start, end) in `time.perf_counter` seconds.
     """
     executor = executor or LocalExecutor()
     if time_limit is not None and executor.parallel:
@@ -620,6 +630,8 @@ def run(
         data_dir, work_dir = Path(data_dir).resolve(), Path(work_dir).resolve()
     requested, device = device, usable_device(device)  # a GPU that cannot run kernels: CPU settings, loudly
     scene_list = data.load_scenes(data_dir, split, scenes)
+    folder = data.layout(data_dir, split) == "folder"
+    sub_path, export = (None, Path(out)) if folder else (Path(out), export)
     executor.check(data_dir, work_dir)
     networks = {} if networks is None else networks
     method = choose_pairs(pairs_method, scene_list, dinov2, networks)
@@ -628,7 +640,7 @@ def run(
     guard = _guard(time_limit, sconfs, method, scene_list[0], nets) if time_limit is not None and scene_list else None
     logger.info("%d scene(s) from %s (%s), device %s", len(scene_list), data_dir, split, device)
     times: dict[str, float] = defaultdict(float)
-    results, rows, settings = {}, {}, {}
+    results, rows, settings, sfm_dirs = {}, {}, {}, {}
 
     def jobs():  # drawn one at a time by a local executor, so the guard plans each scene from the last
         for i, scene in enumerate(scene_list):
@@ -643,22 +655,49 @@ def run(
         for stage, seconds in result["times"].items():
             times[stage] += seconds
         results[scene.key], rows[scene.key] = result, _rows(scene, clusters)
-        if guard or executor.parallel:  # a complete file as each scene ends: the rest as placeholders
-            submission.write_submission([r for s in scene_list for r in rows.get(s.key, _rows(s, []))], out)
+        sfm_dirs[scene.key] = job.sconfs and scene_paths(job.work_dir, scene, scene_confs(job.sconfs, scene))["sfm"]
+        if (guard or executor.parallel) and sub_path:  # a complete file as each scene ends: the rest as placeholders
+            submission.write_submission([r for s in scene_list for r in rows.get(s.key, _rows(s, []))], sub_path)
     results = {s.key: results[s.key] for s in scene_list}
-    rows = [r for s in scene_list for r in rows[s.key]]
-    with _Clock(times)("submission"):
-        submission.write_submission(rows, out)
+    if sub_path:
+        with _Clock(times)("submission"):
+            submission.write_submission([r for s in scene_list for r in rows[s.key]], sub_path)
+    _warn_unposed(results)
+    with _Clock(times)("export"):
+        for scene in scene_list if export else []:
+            export_mod.main(scene, sfm_dirs[scene.key], Path(export) if folder else Path(export) / scene.key)
+    report_path = (Path(out) if folder else Path(out).parent) / "report.html"
+    record = {"data_dir": _absolute(data_dir), "split": None if folder else split, "conf": conf, "times": dict(times),
+              "submission": _absolute(sub_path), "export": _absolute(export),
+              "scenes": [_scene_record(s, results[s.key], sfm_dirs[s.key]) for s in scene_list]}  # fmt: skip
+    write_record(work_dir, record, report_path)
+    return {"scenes": results, "times": dict(times), "submission": sub_path, "report": report_path, "confs": sconfs}
+
+
+def _warn_unposed(results: dict) -> None:
     failed = [k for k, r in results.items() if r["error"]]
     unregistered = sum(r["images"] - r["registered"] - r.get("outliers", 0) for r in results.values())
     if failed or unregistered:
-        logger.warning(
-            "%d image(s) without a pose, %d scene(s) failed %s; their rows carry a placeholder pose",
-            unregistered,
-            len(failed),
-            failed,
-        )
-    return {"scenes": results, "times": dict(times), "submission": Path(out), "confs": sconfs}
+        logger.warning("%d image(s) without a pose, %d scene(s) failed %s; their rows carry a placeholder pose",
+                       unregistered, len(failed), failed)  # fmt: skip
+
+
+def _absolute(path) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+def write_record(work_dir: Path, record: dict, report_path: Path) -> None:
+    """The run's record in its work folder (what `imc-lib report WORK_DIR` reads) and the report made from it."""
+    io.write_json(Path(work_dir) / report.RUN_RECORD, record)
+    report.main(Path(work_dir), report_path)
+
+
+def _scene_record(scene: data.Scene, result: dict, sfm_dir: Path | None) -> dict:
+    """What the report needs of one scene: its photos, where its models are, what the run found."""
+    kept = {k: v for k, v in result.items() if k != "spans"}
+    return {"key": scene.key, "dataset": scene.dataset, "scene": scene.scene, "mixed": scene.mixed,
+            "image_dir": _absolute(scene.image_dir), "photos": list(scene.image_names), "sfm": _absolute(sfm_dir),
+            **kept}  # fmt: skip
 
 
 def _plan(guard, scenes_left, sconfs, conf, device, dinov2, overrides) -> tuple[dict | None, budget.Setting | None]:

@@ -48,7 +48,7 @@ import pandas as pd
 import pycolmap
 from IPython.display import display
 
-from imc_lib import data, features, io, matching, metric, pairs, pipeline, reconstruction, submission, viz
+from imc_lib import data, features, figure3d, io, matching, metric, pairs, pipeline, reconstruction, submission, viz
 from imc_lib.utils import pick_device, read_image
 
 logging.basicConfig(
@@ -190,4 +190,4 @@ if model is None:
     print(f"{model_dir}: no model was built for {SCENE}")
 else:
     print(model.summary())
-    display(viz.reconstruction_figure(model, camera_errors=dict(zip(names, errors))))
+    display(figure3d.reconstruction_figure(model, camera_errors=dict(zip(names, errors))))

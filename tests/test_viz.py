@@ -10,7 +10,7 @@ import pytest
 from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.figure import Figure
 
-from imc_lib import viz
+from imc_lib import figure3d, viz
 
 RNG = np.random.default_rng(0)
 
@@ -149,7 +149,7 @@ def _vertices(trace) -> np.ndarray:
 
 
 def test_reconstruction_figure_points_and_frustums():
-    fig = viz.reconstruction_figure(_reconstruction(), frustum_scale=2.0)
+    fig = figure3d.reconstruction_figure(_reconstruction(), frustum_scale=2.0)
     points, frustums, centres = fig.data
     assert len(points.x) == 5
     assert dict(zip(points.x, points.marker.color)) == {k: f"rgb(255,0,{k})" for k in range(5)}
@@ -165,7 +165,7 @@ def test_reconstruction_figure_points_and_frustums():
 
 def test_reconstruction_figure_colours_cameras_by_error():
     errors = {"0.jpg": 0.0, "1.jpg": 0.5, "2.jpg": math.inf}
-    fig = viz.reconstruction_figure(_reconstruction(), camera_errors=errors, max_error=1.0)
+    fig = figure3d.reconstruction_figure(_reconstruction(), camera_errors=errors, max_error=1.0)
     _, lines, centres, grey_lines, grey = fig.data
     assert list(centres.marker.color) == [0.0, 0.5] and centres.marker.cmax == 1.0
     assert centres.marker.colorbar.title.text == "camera error"
@@ -175,6 +175,6 @@ def test_reconstruction_figure_colours_cameras_by_error():
 
 
 def test_reconstruction_figure_empty_and_subsampled():
-    empty = viz.reconstruction_figure(pycolmap.Reconstruction())
+    empty = figure3d.reconstruction_figure(pycolmap.Reconstruction())
     assert len(empty.data) == 1 and len(empty.data[0].x) == 0
-    assert len(viz.reconstruction_figure(_reconstruction(), max_points=2).data[0].x) == 2
+    assert len(figure3d.reconstruction_figure(_reconstruction(), max_points=2).data[0].x) == 2

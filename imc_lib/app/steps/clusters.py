@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from imc_lib import reconstruction, submission, viz
+from imc_lib import figure3d, reconstruction, submission
 from imc_lib.app import session as S
 from imc_lib.app.steps import Ctx, thumbnail
 
@@ -79,7 +79,7 @@ def _view(c: Ctx, res: dict) -> None:
                           format_func=lambda g: f"{g} ({sizes[g]} photos)")  # fmt: skip
     model = res["models"][names.index(chosen)]
     errors, largest = (res["score"] or {}).get("errors", {}).get(chosen, (None, None))
-    st.plotly_chart(viz.reconstruction_figure(model, camera_errors=errors, max_error=largest),
+    st.plotly_chart(figure3d.reconstruction_figure(model, camera_errors=errors, max_error=largest),
                     key="reconstruction_3d")  # fmt: skip
     if errors:
         st.caption(

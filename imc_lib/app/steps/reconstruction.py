@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from imc_lib import reconstruction, submission, viz
+from imc_lib import figure3d, reconstruction, submission
 from imc_lib.app import session as S
 from imc_lib.app.steps import Ctx, blocked, clusters, failed, next_button, run
 
@@ -80,7 +80,9 @@ def show(c: Ctx) -> None:
         return
     errors = scored["errors"] if scored else None
     st.plotly_chart(
-        viz.reconstruction_figure(model, camera_errors=errors, max_error=max(scored["thresholds"]) if scored else None),
+        figure3d.reconstruction_figure(
+            model, camera_errors=errors, max_error=max(scored["thresholds"]) if scored else None
+        ),
         key="reconstruction_3d",
     )
     if scored:
