@@ -92,7 +92,8 @@ def table_format(path: Path) -> str:
 
 
 def layout(data_dir: Path, split: str = "train") -> str:
-    """'2024' or '2025': which competition's layout `data_dir` has for `split` (module docstring).
+    """'2024', '2025' or 'folder': which competition's layout `data_dir` has for `split`, or none
+    (train only: a plain folder of photos); module docstring.
 
     test: by sample_submission.csv's columns; train: `train_labels.csv` at the root (2025) or in
     `train/` (2024), else photos in `train/<dataset>/images/` (2024) or in `train/<dataset>/` (2025).
@@ -100,8 +101,8 @@ def layout(data_dir: Path, split: str = "train") -> str:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: no such folder")
-    if not any((data_dir / marker).exists() for marker in COMPETITION_MARKERS):
-        return "folder"
+    if split == "train" and not any((data_dir / marker).exists() for marker in COMPETITION_MARKERS):
+        return "folder"  # asked for the test split, a folder is read as Kaggle's: sample_submission.csv
     if split == "test":
         return table_format(data_dir / "sample_submission.csv")
     root, inner = data_dir / "train_labels.csv", data_dir / "train" / "train_labels.csv"

@@ -180,21 +180,25 @@ def _table(frame: pd.DataFrame) -> str:
 
 
 def _scores(record: dict) -> dict[str, pd.DataFrame]:
-    """Scene key -> its score table, where the data folder has labels for the run's split (train)."""
+    """Scene key -> its score table, where the data folder has labels for the run's split (train);
+    scored against the labels of the run's own scenes (IMC 2025: datasets) only."""
     if record["split"] != "train" or not record["submission"] or not Path(record["submission"]).is_file():
         return {}
-    data_dir = Path(record["data_dir"])
-    labels = next((p for p in (data_dir / "train_labels.csv", data_dir / "train" / "train_labels.csv") if p.is_file()),
-                  None)  # fmt: skip
-    if labels is None:
-        return {}
+    data_dir, scenes = Path(record["data_dir"]), record["scenes"]
     try:
-        if labels.parent == data_dir:  # IMC 2025: per dataset
-            datasets, _ = metric.score_2025(labels, record["submission"])
-            return {s["key"]: datasets[datasets["dataset"] == s["dataset"]] for s in record["scenes"]}
-        scenes = metric.score(labels, record["submission"])
-    except (ValueError, KeyError) as err:  # labels that do not fit this run: the report without scores
+        if (data_dir / "train_labels.csv").is_file():  # IMC 2025: per dataset
+            labels = submission.read_poses(data_dir / "train_labels.csv", "2025")
+            labels = labels[labels["dataset"].isin([s["dataset"] for s in scenes])]
+            table, _ = metric.score_2025(labels, record["submission"], data_dir / "train_thresholds.csv")
+            return {s["key"]: table[table["dataset"] == s["dataset"]] for s in scenes}
+        path = data_dir / "train" / "train_labels.csv"
+        if not path.is_file():
+            return {}
+        labels = submission.read_poses(path, "labels")
+        labels = labels[labels["scene"].isin([s["scene"] for s in scenes])]
+        categories = path.with_name("categories.csv")
+        table = metric.score(labels, record["submission"], categories if categories.is_file() else {})
+    except (ValueError, KeyError, FileNotFoundError) as err:  # labels that do not fit this run: said, not hidden
         logger.warning("report: no scores: %s", err)
         return {}
-    return {s["key"]: scenes[(scenes["dataset"] == s["dataset"]) & (scenes["scene"] == s["scene"])]
-            for s in record["scenes"]}  # fmt: skip
+    return {s["key"]: table[(table["dataset"] == s["dataset"]) & (table["scene"] == s["scene"])] for s in scenes}

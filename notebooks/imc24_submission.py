@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -284,3 +284,20 @@ elif SPLIT == "train" and labels_path.is_file():
     print(metric.format_table(scores))
 else:
     print(f"split {SPLIT!r}: no labels to score against")
+
+# %% [markdown]
+# ## The report
+#
+# `report.html`, written beside the submission by the run (`imc_lib/report.py`): per scene its
+# clusters as strips of thumbnails with an interactive 3D view each, the outliers apart, the photos
+# registered, the models before and after joining, the time of each stage and, on train data, the
+# score. One self-contained file: shown here in a frame, and kept in the kernel's output.
+
+# %%
+import html
+
+from IPython.display import HTML, display
+
+report_html = Path(result["report"]).read_text()
+print(f"{result['report']}: {len(report_html) / 1e6:.1f} MB")
+display(HTML(f'<iframe srcdoc="{html.escape(report_html)}" style="width:100%;height:900px;border:0"></iframe>'))

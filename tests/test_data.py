@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
+from PIL import Image
 
 from imc_lib import data
 
@@ -128,10 +131,10 @@ def test_2024_folders_are_read_as_before(imc_data_dir):
 
 
 def test_neither_layout_names_what_was_looked_for(tmp_path):
+    _touch_images(tmp_path / "train/x", ["readme.md"])
     with pytest.raises(FileNotFoundError, match=r"neither IMC layout: looked for train_labels.csv \(IMC 2025\), "):
         data.load_scenes(tmp_path, "train")
-    _touch_images(tmp_path / "train/x", ["readme.md"])
-    with pytest.raises(FileNotFoundError, match="train/<dataset>/images/"):
+    with pytest.raises(FileNotFoundError, match="train/<dataset>/images/.*a plain folder of photos must hold none"):
         data.layout(tmp_path)
     (tmp_path / "sample_submission.csv").write_text("id,dataset,scene\n1,a,b\n")
     with pytest.raises(ValueError, match=r"sample_submission.csv: not an IMC table: no column image_path or "):
@@ -149,3 +152,31 @@ def test_both_labels_tables_is_an_error(tmp_path):
         ValueError, match="both .*train_labels.csv \\(IMC 2025\\) and .*train_labels.csv \\(IMC 2024\\)"
     ):
         data.layout(tmp_path)
+
+
+def test_a_plain_folder_is_one_mixed_photo_set_named_by_paths_at_any_depth(tmp_path, caplog):
+    photo = tmp_path / "src.png"
+    Image.new("RGB", (8, 6)).save(photo)
+    root = tmp_path / "trip"
+    for name in ["b.png", "day1/a.png", "day1/late/c.PNG", ".hidden/x.png"]:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, root / name)
+    (root / "notes.txt").write_text("not a photo")
+    (root / "day1/broken.jpg").write_bytes(b"not a jpeg")
+    assert data.layout(root) == "folder"
+    (scene,) = data.load_scenes(root)
+    assert (scene.key, scene.mixed, scene.image_dir) == ("trip", True, root)
+    # the unreadable photo stays (it gets a row, as an outlier); hidden folders and other files do not
+    assert scene.image_names == ("b.png", "day1/a.png", "day1/broken.jpg", "day1/late/c.PNG")
+    assert scene.image_paths == scene.image_names
+    assert "1 of 4 photos cannot be read, e.g. day1/broken.jpg" in caplog.text
+
+
+def test_a_folder_without_a_readable_photo_stops_naming_it(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub/broken.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(FileNotFoundError, match=rf"{tmp_path}: no readable photo at any depth \(1 file"):
+        data.load_scenes(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"nowhere: no such folder"):
+        data.layout(tmp_path / "nowhere")

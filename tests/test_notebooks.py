@@ -114,6 +114,15 @@ def test_submission_notebook_reports_stage_times_and_score(executed):
 
 
 @pytest.mark.slow  # executes a notebook on a real scene
+def test_submission_notebook_shows_the_report_of_its_run(executed):
+    tmp, notebooks = executed
+    shown = [o.data["text/html"] for o in outputs(notebooks["imc24_submission.ipynb"], "display_data")
+             if "text/html" in o.data and "<iframe srcdoc=" in o.data["text/html"]]  # fmt: skip
+    assert len(shown) == 1 and (tmp / "report.html").is_file()
+    assert shown[0].count("class=&quot;thumb&quot;") == 8 and "plot3d" in shown[0]  # the run's report, inlined
+
+
+@pytest.mark.slow  # executes a notebook on a real scene
 def test_time_guard_skips_what_cannot_fit_and_still_writes_every_row(tmp_path, imc_data_dir, weights_dir, monkeypatch):
     for key, value in notebook_env(tmp_path, imc_data_dir, weights_dir).items():
         monkeypatch.setenv(key, value)

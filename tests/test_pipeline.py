@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from imc_lib import cli, data, features, lock, matching, metric, orientation, pairs, pipeline, submission
+from imc_lib import cli, data, features, lock, matching, metric, orientation, pairs, pipeline, report, submission
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = "herzjesu-p8"
@@ -85,8 +85,9 @@ def test_rerun_recomputes_nothing(run_dir, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("a network was loaded on a rerun")
 
-    def stage_files():  # every stage output, with when it was last written (the lock file is the run's own)
-        return {p: p.stat().st_mtime_ns for p in (work / "work").rglob("*") if p.is_file() and p.name != lock.LOCK_NAME}
+    def stage_files():  # every stage output, with when it was last written (the lock and the record are the run's own)
+        own = (lock.LOCK_NAME, report.RUN_RECORD)
+        return {p: p.stat().st_mtime_ns for p in (work / "work").rglob("*") if p.is_file() and p.name not in own}
 
     monkeypatch.setattr(features, "load_model", no_model)
     monkeypatch.setattr(matching, "load_model", no_model)
@@ -174,7 +175,7 @@ def test_a_scene_that_fails_makes_run_exit_1_after_writing_every_row(tmp_path, w
 
 def test_unusable_input_exits_nonzero_naming_the_path(tmp_path, capsys):
     assert cli.main(["run", str(tmp_path / "nowhere"), "--split", "test", "--out", str(tmp_path / "s.csv")]) == 2
-    assert "nowhere/sample_submission.csv" in capsys.readouterr().err
+    assert "nowhere: no such folder" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
 
 

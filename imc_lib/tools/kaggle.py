@@ -51,7 +51,7 @@ DEFAULT_KERNELS = {COMPETITIONS["2024"]: DEFAULT_KERNEL, COMPETITIONS["2025"]: "
 KAGGLE_PYTHONS = ("3.12",)
 KAGGLE_PLATFORMS = tuple(f"manylinux_2_{minor}_x86_64" for minor in range(35, 16, -1)) + ("manylinux2014_x86_64",)
 # imc_lib's requirements that Kaggle's image holds at versions pyproject.toml accepts: not shipped.
-KAGGLE_PROVIDED = ("torch", "numpy", "pandas", "scipy", "h5py", "pillow", "tqdm", "transformers")
+KAGGLE_PROVIDED = ("torch", "numpy", "pandas", "scipy", "h5py", "pillow", "tqdm", "transformers", "plotly")
 # Shipped as wheels and pinned to the versions installed here, the ones the tests ran with. Kaggle has
 # some kornia too; the pin replaces it with the tested one. kornia-rs is kornia's compiled core.
 SHIPPED = ("kornia", "kornia-rs", "pycolmap")
