@@ -12,7 +12,7 @@ import pandas as pd
 import pycolmap
 import pytest
 
-from imc_lib import cli, export, submission
+from imc_lib import cli, export, metric, submission
 
 SCENE = "herzjesu-p8"
 # nerfstudio's documented transforms.json keys (docs.nerf.studio, "Data conventions": camera intrinsics
@@ -145,3 +145,66 @@ def test_a_folder_without_photos_stops_naming_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{tmp_path / 'empty'}: no readable photo at any depth" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # two real runs of 24 photos
+def test_plain_folder_of_two_scenes_and_outliers_scores_as_the_competition_layout(tmp_path, imc_data_dir, weights_dir):
+    """fountain and herzjesu-p8 (imc-mini) plus five photos of imc-hard, under shuffled names at two depths,
+    against the same photos in the IMC 2025 layout: two clusters, the outliers apart, the same scores."""
+    shared = imc_data_dir.parent
+    if not (shared / "imc-hard" / "train" / "train_labels.csv").is_file():
+        pytest.skip(f"{shared / 'imc-hard'}: not found beside imc-mini")
+    picks = [("imc-mini", s, n) for s in ("fountain", "herzjesu-p8") for n in _names(shared / "imc-mini", s)]
+    hard = [(s, n) for s, k in (("dino-full", 3), ("gold-cape", 2)) for n in _names(shared / "imc-hard", s)[:k]]
+    picks += [("imc-hard", s, n) for s, n in hard]
+    order = np.random.default_rng(7).permutation(len(picks))
+    plain, layout = tmp_path / "photos", tmp_path / "imc25"
+    labels = []
+    for new, i in enumerate(order):
+        source, scene, name = picks[i]
+        flat = f"p{new:03d}{Path(name).suffix}"
+        nested = plain / ("a/b" if new % 3 == 0 else "a" if new % 3 == 1 else "") / flat
+        for dest in (nested, layout / "train" / "mix" / flat):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(shared / source / "train" / scene / "images" / name, dest)
+        R, t = _truth(shared / source, scene, name) if source == "imc-mini" else submission.NAN_POSE
+        labels.append({"dataset": "mix", "scene": scene if source == "imc-mini" else "outliers", "image": flat,
+                       "rotation_matrix": R, "translation_vector": t})  # fmt: skip
+    pd.DataFrame(labels).to_csv(layout / "train_labels.csv", index=False)
+    building = "0.025;0.05;0.1;0.2;0.5;1.0"  # metres, as imc25-mix/compose.py gives these scenes
+    pd.DataFrame({"dataset": "mix", "scene": ["fountain", "herzjesu-p8"], "thresholds": building}).to_csv(
+        layout / "train_thresholds.csv", index=False
+    )
+    fast = ["--weights", str(weights_dir), "--device", "cpu", "--max-keypoints", "1024", "--resize-to", "640"]
+    assert cli.main(["run", str(plain), "--out", str(tmp_path / "out"), "--work", str(tmp_path / "w1"), *fast]) == 0
+    argv = ["run", str(layout), "--out", str(tmp_path / "submission.csv"), "--work", str(tmp_path / "w2"), *fast]
+    assert cli.main(argv) == 0
+
+    poses = _poses(tmp_path / "out")
+    assert sorted(set(poses["cluster"])) == ["cluster0", "cluster1", "outliers"]
+    truth = pd.DataFrame(labels).set_index("image")
+    outliers = {Path(n).name for n in poses.loc[poses["cluster"] == "outliers", "image"]}
+    assert outliers == set(truth.index[truth["scene"] == "outliers"])  # the five, and no photo of a scene
+    as_submission = pd.DataFrame(
+        {"image_id": range(len(poses)), "dataset": "mix", "scene": poses["cluster"],
+         "image": [Path(n).name for n in poses["image"]], "rotation_matrix": poses["rotation_matrix"],
+         "translation_vector": poses["translation_vector"]}
+    )  # fmt: skip
+    as_submission.to_csv(tmp_path / "plain.csv", index=False)
+    plain_scores = metric.score_2025(layout / "train_labels.csv", tmp_path / "plain.csv")[1].set_index("scene")
+    layout_scores = metric.score_2025(layout / "train_labels.csv", tmp_path / "submission.csv")[1].set_index("scene")
+    for scene in ("fountain", "herzjesu-p8"):
+        assert plain_scores.loc[scene, "shared"] == plain_scores.loc[scene, "images"]  # the whole scene in its cluster
+        assert plain_scores.loc[scene, "mAA"] == pytest.approx(layout_scores.loc[scene, "mAA"], abs=0.01)
+        assert plain_scores.loc[scene, "mAA"] >= 0.95
+
+
+def _names(root: Path, scene: str) -> list[str]:
+    table = pd.read_csv(root / "train" / "train_labels.csv", dtype=str)
+    return sorted(table.loc[table["scene"] == scene, "image_name"])
+
+
+def _truth(root: Path, scene: str, name: str) -> tuple[str, str]:
+    table = pd.read_csv(root / "train" / "train_labels.csv", dtype=str)
+    row = table[(table["scene"] == scene) & (table["image_name"] == name)].iloc[0]
+    return row["rotation_matrix"], row["translation_vector"]
