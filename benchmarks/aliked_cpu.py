@@ -21,7 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments, markdown  # noqa: E402
 
-from imc_lib import aliked, data, features, models  # noqa: E402
+from imc_lib import data, features  # noqa: E402
+from imc_lib.networks import aliked, aliked_cpu  # noqa: E402
 from imc_lib.utils import read_image  # noqa: E402
 
 
@@ -39,13 +40,13 @@ def photos(data_dirs: list[Path], scenes: list[str] | None, resize_to: int) -> l
 def compare(model, images: list[torch.Tensor]) -> dict:
     """Seconds per photo of both forwards (after one warm-up each) and their agreement."""
     with torch.inference_mode():
-        model(images[0]), aliked.detect(model, images[0])
+        model(images[0]), aliked_cpu.detect(model, images[0])
         seconds, same, desc = [0.0, 0.0], [], 0.0
         for image in images:
             start = time.perf_counter()
             ref = model(image)[0]
             middle = time.perf_counter()
-            keypoints, descriptors, _ = aliked.detect(model, image)
+            keypoints, descriptors, _ = aliked_cpu.detect(model, image)
             seconds[0] += middle - start
             seconds[1] += time.perf_counter() - middle
             mode = "donot_use_mm_for_euclid_dist"
@@ -78,7 +79,9 @@ def main():
     print(f"{len(images)} photos at {args.resize_to} px, {args.max_keypoints} keypoints, {threads} torch threads")
     rows = []
     for name in args.models:
-        model = models.load_aliked(name, args.max_keypoints, 0.01, directory=args.weights).eval()
+        model = aliked.load(
+            {"model_name": name, "max_num_keypoints": args.max_keypoints, "detection_threshold": 0.01}, args.weights
+        ).eval()
         rows.append({"model": name, **compare(model, images)})
     print(markdown(pd.DataFrame(rows)))
 

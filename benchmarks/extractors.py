@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments, run_sift  # noqa: E402
 
-from imc_lib import data, features, metric, models, pipeline  # noqa: E402
+from imc_lib import data, features, metric, networks, pipeline  # noqa: E402
 from imc_lib.utils import read_image, usable_device  # noqa: E402
 
 
@@ -69,12 +69,12 @@ def unusable(kwargs: dict, device: torch.device) -> str | None:
     sconfs = pipeline.resolve(kwargs["conf"], device, pairs_method="exhaustive", **overrides)
     if sconfs["matching"]["model"]["name"] != "lightglue":
         return None
-    names = [features.matcher_name(f) for f in [sconfs["features"], *sconfs["also"]]]
-    lacking = [n for n in names if f"lightglue-{n}" not in models.WEIGHT_FILES]
+    names = [networks.lightglue_key(f) for f in [sconfs["features"], *sconfs["also"]]]
+    lacking = [n for n in names if f"lightglue-{n}" not in networks.WEIGHT_FILES]
     return f"no LightGlue for {', '.join(lacking)}" if lacking else None
 
 
-def network_rate(fconf: dict, nets: pipeline.Networks, photos: list[Path]) -> float:
+def network_rate(fconf: dict, nets: networks.Networks, photos: list[Path]) -> float:
     """Photos per second of the extractor of `fconf` alone (decoded, resized photos; one warm-up)."""
     model = nets.extractor(fconf)()
     images = [read_image(p, max_side=features.max_side(fconf)) for p in photos]
@@ -96,7 +96,7 @@ def run_setting(data_dir: Path, kwargs: dict, work: Path, args) -> dict:
     scenes = result["scenes"]
     first = data.load_scenes(data_dir, "train", args.scenes)[0]
     photos = [first.image_dir / n for n in list(first.image_names)[: args.rate_photos]]
-    nets = pipeline.Networks(args.weights, args.device, networks)
+    nets = networks.Networks(args.weights, args.device, networks)
     fconfs = [result["confs"]["features"], *result["confs"]["also"]]
     photos_done = sum(r["images"] for r in scenes.values()) * len(fconfs)
     return {

@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments  # noqa: E402
 
-from imc_lib import data, io, matching, orientation, pipeline  # noqa: E402
+from imc_lib import data, io, matching, networks, orientation, pipeline  # noqa: E402
 
 
 def read_all(path: Path) -> dict:
@@ -70,7 +70,7 @@ def main():
     # The pairs method the run used: exhaustive below the retrieval threshold, else VLAD (no DINOv2 here).
     method = "vlad" if any(len(s.image_names) >= 20 for s in scenes) else "exhaustive"
     sconfs = pipeline.resolve("aliked", "cpu", pairs_method=method)
-    nets = pipeline.Networks(args.weights, pipeline.pick_device("cpu"))
+    nets = networks.Networks(args.weights, pipeline.pick_device("cpu"))
     print("| scene | pairs | copied | matched | orientation s | matching fresh s | copied s | copies == run's |")
     print("|---|---|---|---|---|---|---|---|")
     for scene in scenes:

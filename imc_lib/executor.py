@@ -15,15 +15,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 
-# When a scene is large enough to shard (`min_photos`), and a shard's size: photos per extraction
-# shard, pairs per matching shard. `actors`: extraction/matching actors per large scene (None: one
-# per GPU of the cluster, else one per CPU).
-SHARDING = {"min_photos": 300, "photos": 64, "pairs": 2000, "actors": None}
+from .shards import SHARDING
 
 
 class LocalExecutor:
     """Everything in this process, scenes in the order given: today's run. `sharding` (a partial
-    SHARDING) shards large scenes here too, one shard after another (for tests); default: never."""
+    shards.SHARDING) shards large scenes here too, one shard after another (for tests); default: never."""
 
     parallel = False  # scenes run one at a time, so the time guard can plan each from the last
 

@@ -20,7 +20,7 @@ import kornia
 import numpy as np
 import torch
 
-from . import aliked, budget, io, models
+from . import budget, io, networks
 from .io import failed_images, read_features  # noqa: F401  (their old home; callers may import them from here)
 from .progress import bar as progress_bar
 from .utils import (
@@ -36,69 +36,13 @@ from .utils import (
 
 logger = logging.getLogger(__name__)
 
-confs = {
-    "aliked-n16": {
-        "output": "feats-aliked-n16",
-        "model": {"name": "aliked", "model_name": "aliked-n16", "max_num_keypoints": 4096, "detection_threshold": 0.01},
-        "resize_to": 1024,
-    },
-    "aliked-n16rot": {
-        "output": "feats-aliked-n16rot",
-        "model": {
-            "name": "aliked",
-            "model_name": "aliked-n16rot",
-            "max_num_keypoints": 4096,
-            "detection_threshold": 0.01,
-        },
-        "resize_to": 1024,
-    },
-    "disk": {
-        "output": "feats-disk",
-        "model": {"name": "disk", "max_num_keypoints": 4096},
-        "resize_to": 1024,
-    },
-    # The smallest ALIKED: 64-d descriptors, no LightGlue (mutual nearest neighbours only).
-    "aliked-t16": {
-        "output": "feats-aliked-t16",
-        "model": {"name": "aliked", "model_name": "aliked-t16", "max_num_keypoints": 4096, "detection_threshold": 0.01},
-        "resize_to": 1024,
-    },
-    # XFeat (CVPR 2024): 64-d descriptors, a CPU-fast net; matched by LighterGlue or mutual nearest neighbours.
-    "xfeat": {
-        "output": "feats-xfeat",
-        "model": {"name": "xfeat", "max_num_keypoints": 4096, "detection_threshold": 0.05},
-        "resize_to": 1024,
-    },
-}
-# XFeat reads images whose sides are multiples of 32 (it would resize them itself, unevenly).
-SIDE_MULTIPLE = {"xfeat": 32}
+# Every registered extractor's named confs (imc_lib/networks: aliked-n16, aliked-n16rot, aliked-t16,
+# disk, xfeat), read live so a network registered later is found too.
+confs = networks.Registered("confs", networks.EXTRACTORS)
 
 # A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
 # output name, or the model: `{"model": {"name": "disk"}}` is DISK's), else over aliked-n16.
 DEFAULT_BY = ("output", "model.name", "model.model_name")
-
-
-def load_model(conf: dict, weights: str | Path | None = None, device=None) -> torch.nn.Module:
-    """The extractor named in `conf['model']`, on `device`."""
-    mconf = conf["model"]
-    if mconf["name"] == "aliked":
-        model = models.load_aliked(
-            mconf["model_name"], mconf["max_num_keypoints"], mconf["detection_threshold"], directory=weights
-        )
-    elif mconf["name"] == "disk":
-        model = models.load_disk(directory=weights)
-    elif mconf["name"] == "xfeat":
-        model = models.load_xfeat(mconf["max_num_keypoints"], mconf["detection_threshold"], directory=weights)
-    else:
-        raise ValueError(f"unknown feature model {mconf['name']!r}; known: aliked, disk, xfeat")
-    return model.to(pick_device(device))
-
-
-def matcher_name(conf: dict) -> str:
-    """Which LightGlue weights fit these features: 'aliked', 'disk', 'xfeat', or the name of an
-    extractor that has none (models.NO_LIGHTGLUE: loading LightGlue for it says so)."""
-    mconf = conf["model"]
-    return mconf["model_name"] if mconf.get("model_name") in models.NO_LIGHTGLUE else mconf["name"]
 
 
 def target_side(resize_to: int | list[int] | None, side: int) -> int | None:
@@ -153,13 +97,12 @@ def extract(
     if turns % 4:
         image = np.ascontiguousarray(np.rot90(image, turns))
     mconf = conf["model"]
-    tensor = prepare(image, conf.get("resize_to"), device, SIDE_MULTIPLE.get(mconf["name"], 1))
+    net = networks.extractor(mconf["name"])
+    tensor = prepare(image, conf.get("resize_to"), device, net.SIDE_MULTIPLE)
     turned = stored[::-1] if turns % 2 else stored
     scales = (turned / np.array([tensor.shape[-1], tensor.shape[-2]])).astype(np.float32)
-    # kornia documents XFeat's half-precision defects (kornia#5810, #5957); in fp32 it is cheap anyway.
-    half = device.type == "cuda" and mconf["name"] != "xfeat"
-    with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=half):
-        kpts, desc, scores = _detect(model, mconf, tensor)
+    with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=device.type == "cuda" and net.HALF):
+        kpts, desc, scores = net.detect(model, mconf, tensor)
     kpts = kpts.float().cpu().numpy().reshape(-1, 2)
     kpts = (kpts + 0.5) * scales[None] - 0.5
     if turns % 4:
@@ -170,21 +113,6 @@ def extract(
         "scores": scores.float().cpu().numpy().astype(np.float32).reshape(-1),
         "image_size": stored,
     }
-
-
-def _detect(model: torch.nn.Module, mconf: dict, tensor: torch.Tensor) -> tuple:
-    """(keypoints in `tensor`'s pixels, descriptors, scores) of one image from the extractor of `mconf`."""
-    if mconf["name"] == "disk":
-        out = model(tensor, n=mconf["max_num_keypoints"], pad_if_not_divisible=True)[0]
-        return out.keypoints, out.descriptors, out.detection_scores
-    if mconf["name"] == "xfeat":
-        # Sides are multiples of 32 (SIDE_MULTIPLE), so keypoints are pixel centres of `tensor`.
-        out = model.detectAndCompute(tensor, mconf["max_num_keypoints"], mconf["detection_threshold"])[0]
-        return out["keypoints"], out["descriptors"], out["scores"]
-    if tensor.device.type == "cpu":  # kornia's forward, laid out for a CPU (imc_lib/aliked.py)
-        return aliked.detect(model, tensor)
-    out = model(tensor)[0]
-    return out.keypoints, out.descriptors, out.keypoint_scores
 
 
 def extract_with_retry(
@@ -263,7 +191,7 @@ def main(
     todo = _copy_reusable(reuse, feature_path, todo, expected)
     if not todo:
         return feature_path
-    model = resolve_model(model, lambda: load_model(conf, weights, device))
+    model = resolve_model(model, lambda: networks.load_extractor(conf, weights, device))
     sides: dict[int, int] = {}  # longest side extracted at -> photos
     for name in progress_bar(todo, desc=f"features {conf['output']}", callback=progress, unit="img"):
         budget.check(deadline, f"feature extraction ({feature_path})")

@@ -29,7 +29,7 @@ import kornia
 import numpy as np
 import torch
 
-from . import budget, io, models
+from . import budget, io, networks
 from .io import read_matches  # noqa: F401  (its old home; callers may import it from here)
 from .progress import bar as progress_bar
 from .utils import full_conf, pick_device, resolve_model
@@ -66,20 +66,6 @@ DEFAULT_BY = ("output", "model.name")
 
 # What a finished pair's group holds; "scores" is written last, so a group without it was cut short.
 MATCH_KEYS = ("matches", "scores")
-
-
-def load_model(features: str, conf: dict, weights: str | Path | None = None, device=None) -> torch.nn.Module:
-    """The matcher of `conf`: LightGlue trained for `features` ('aliked', 'disk' or 'xfeat': LighterGlue;
-    mixed precision on CUDA), or a mutual-nearest-neighbour matcher (needs no weights). Features
-    with no LightGlue (aliked-t16) and the lightglue matcher: models.WeightsError naming `--matcher mnn`."""
-    device = pick_device(device)
-    mconf = dict(conf["model"])
-    name = mconf.pop("name", "lightglue")
-    if name == "mnn":
-        return kornia.feature.DescriptorMatcher("smnn", th=mconf["ratio"]).to(device)
-    if name != "lightglue":
-        raise ValueError(f"unknown matcher {name!r}; known: lightglue, mnn")
-    return models.load_lightglue(features, weights, mp=device.type == "cuda", **mconf).to(device)
 
 
 def _to_lightglue(feats: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
@@ -128,7 +114,7 @@ def main(
 ) -> Path:
     """Match every pair of `pairs_path` that `match_path` does not hold yet.
 
-    `features` names the LightGlue weights (features.matcher_name); it must fit the features file.
+    `features` names the LightGlue weights (networks.lightglue_key); it must fit the features file.
     `model`: a loaded matcher or a zero-argument loader, called only if some pair needs matching.
     `deadline` (time.monotonic seconds): past it, budget.OutOfTime is raised before the next pair.
     `reuse`: a file of matches another stage made (see the module's docstring); the pairs it holds
@@ -147,7 +133,7 @@ def main(
         if not pending:
             return match_path
         if todo:
-            model = resolve_model(model, lambda: load_model(features, conf, weights, device))
+            model = resolve_model(model, lambda: networks.load_matcher(features, conf, weights, device))
         dropped, copied = 0, set(pending) - set(todo)
         # The bar counts the copied pairs too: the stage reports every pair it made, as without `reuse`.
         for key in progress_bar(pending, desc=f"matching {conf['output']}", callback=progress, unit="pair"):
@@ -282,7 +268,9 @@ def rescue(
     if not todo:
         return 0
     device = pick_device(device)
-    model = resolve_model(model, lambda: load_model(features, {"model": conf["rescue"]["model"]}, weights, device))
+    model = resolve_model(
+        model, lambda: networks.load_matcher(features, {"model": conf["rescue"]["model"]}, weights, device)
+    )
     gained = 0
     with io.FeatureReader(feature_path) as reader:
         expected = fingerprints(conf, todo, reader)

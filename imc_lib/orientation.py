@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 from scipy.cluster.hierarchy import DisjointSet
 
-from . import features, io, matching
+from . import features, io, matching, networks
 from .progress import bar as progress_bar
 from .utils import ImageError, full_conf, image_size, pick_device, read_image, resolve_model
 
@@ -231,11 +231,11 @@ def main(
         return orientation_path
     device = pick_device(device)
     extractor_once = functools.cache(
-        lambda: resolve_model(extractor, lambda: features.load_model(fconf, weights, device))
+        lambda: resolve_model(extractor, lambda: networks.load_extractor(fconf, weights, device))
     )
     matcher_once = functools.cache(
         lambda: resolve_model(
-            matcher, lambda: matching.load_model(features.matcher_name(fconf), conf["matching"], weights, device)
+            matcher, lambda: networks.load_matcher(networks.lightglue_key(fconf), conf["matching"], weights, device)
         )
     )
     shared = conf["features"] is None and feature_path is not None and Path(feature_path).exists()

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from scipy.cluster.vq import kmeans2
 from scipy.spatial.distance import cdist
 
-from . import io, models
+from . import io, networks
 from .io import read_pairs, write_pairs  # noqa: F401  (their old home; callers may import them from here)
 from .progress import bar as progress_bar
 from .progress import report as report_progress
@@ -43,7 +43,7 @@ confs = {
     "dinov2": {
         "output": "pairs-dinov2",
         "method": "retrieval",
-        "model": None,  # None: models.load_dinov2 default sources ($IMC_DINOV2, Kaggle input, hub)
+        "model": None,  # None: networks.load_dinov2 default sources ($IMC_DINOV2, Kaggle input, hub)
         "similarity_threshold": 0.6,  # keep pairs whose descriptor distance is below this
         "min_pairs": 20,  # each image keeps at least this many nearest neighbours
         "exhaustive_if_less": 20,  # scenes with fewer images get all pairs, without DINOv2
@@ -187,7 +187,7 @@ def vlad_descriptors(
 
 def load_model(conf: dict):
     """(processor, Dinov2Model) for a retrieval conf; load once and pass as `model=` to reuse across scenes."""
-    return models.load_dinov2(conf.get("model"))
+    return networks.load_dinov2(conf.get("model"))
 
 
 @torch.inference_mode()

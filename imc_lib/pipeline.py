@@ -5,6 +5,7 @@ WORK/<scene>/pairs-*.txt  orient-*.csv  feats-*.h5  *matches-*.h5  sfm_*/
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -22,7 +23,6 @@ from . import (
     io,
     lock,
     matching,
-    models,
     orientation,
     pairs,
     reconstruction,
@@ -33,62 +33,33 @@ from . import (
 from . import export as export_mod
 from .executor import LocalExecutor
 from .io import read_pairs, stamp_path, write_pairs
+from .networks import (
+    DINOV2_HUB_ID,
+    DINOV2_KAGGLE_DIR,
+    EXTRACTORS,
+    NO_LIGHTGLUE,
+    Networks,
+    Registered,
+    WeightsError,
+    lightglue_key,
+    load_dinov2,
+    local_dinov2,
+)
 from .utils import ImageError, merge_conf, pick_device, read_image, usable_device
 
 logger = logging.getLogger(__name__)
 
-# "pairs": "auto" is DINOv2 where a model loads (a local folder: --dinov2, $IMC_DINOV2, the Kaggle
-# input), else VLAD over the scene's own features; decided once per run (`pairs_method`).
-confs = {
-    "aliked": {
-        "pairs": "auto",
-        "orientation": "upright",
-        "features": "aliked-n16",
-        "matching": "lightglue",
-        "reconstruction": "incremental",
-    },
-    "disk": {
-        "pairs": "auto",
-        "orientation": "upright",
-        "features": "disk",
-        "matching": "lightglue",
-        "reconstruction": "incremental",
-    },
-    # XFeat, a CPU-fast extractor, with LighterGlue (its LightGlue) or, --matcher mnn, nearest neighbours.
-    "xfeat": {
-        "pairs": "auto",
-        "orientation": "upright",
-        "features": "xfeat",
-        "matching": "lightglue",
-        "reconstruction": "incremental",
-    },
-    # The smallest ALIKED. No LightGlue exists for its 64-d descriptors: mutual nearest neighbours on
-    # every device (--matcher lightglue with it stops the run, naming --matcher mnn).
-    "aliked-t16": {
-        "pairs": "auto",
-        "orientation": "upright",
-        "features": "aliked-t16",
-        "matching": "mnn",
-        "reconstruction": "incremental",
-    },
-    # Both extractors, each with its LightGlue, keypoints and matches merged (imc_lib/ensemble.py).
-    "aliked+disk": {
-        "pairs": "auto",
-        "orientation": "upright",
-        "features": "aliked-n16",
-        "also": ["disk"],
-        "matching": "lightglue",
-        "reconstruction": "incremental",
-    },
-    "aliked+xfeat": {
-        "pairs": "auto",
-        "orientation": "upright",
-        "features": "aliked-n16",
-        "also": ["xfeat"],
-        "matching": "lightglue",
-        "reconstruction": "incremental",
-    },
+# Named pipeline configs (--features): each registered extractor's (imc_lib/networks: its features conf
+# and its matcher pairing, e.g. aliked, aliked-t16, disk, xfeat), then the ensembles, whose extractors'
+# keypoints and matches are merged (imc_lib/ensemble.py); every entry over NAMED_DEFAULTS. "pairs":
+# "auto" is DINOv2 where a model loads (a local folder: --dinov2, $IMC_DINOV2, the Kaggle input), else
+# VLAD over the scene's own features; decided once per run (`pairs_method`).
+NAMED_DEFAULTS = {"pairs": "auto", "orientation": "upright", "reconstruction": "incremental"}
+ENSEMBLES = {
+    "aliked+disk": {"features": "aliked-n16", "also": ["disk"], "matching": "lightglue"},
+    "aliked+xfeat": {"features": "aliked-n16", "also": ["xfeat"], "matching": "lightglue"},
 }
+confs = collections.ChainMap(ENSEMBLES, Registered("PIPELINES", EXTRACTORS))
 PAIR_METHODS = ("auto", *pairs.confs)
 
 
@@ -128,7 +99,7 @@ def stage_confs(
     """
     if name not in confs:
         raise ValueError(f"unknown pipeline config {name!r}; known: {sorted(confs)}")
-    names = dict(confs[name])
+    names = {**NAMED_DEFAULTS, **confs[name]}
     if pairs_method:
         names["pairs"] = pairs_method
     if names["pairs"] not in pairs.confs:
@@ -137,27 +108,14 @@ def stage_confs(
         )
     if matcher:
         names["matching"] = matcher
-    no_lightglue = [f for f in [names["features"], *names.get("also", [])] if f in models.NO_LIGHTGLUE]
+    no_lightglue = [f for f in [names["features"], *names.get("also", [])] if f in NO_LIGHTGLUE]
     mconf = matching.confs[names["matching"]]
     if (mconf["model"]["name"] == "lightglue" or mconf.get("rescue")) and no_lightglue:
-        raise models.WeightsError(
-            f"no LightGlue weights for {no_lightglue[0]} features ({models.NO_LIGHTGLUE[no_lightglue[0]]}); "
-            "pass --matcher mnn"
+        raise WeightsError(
+            f"no LightGlue weights for {no_lightglue[0]} features ({NO_LIGHTGLUE[no_lightglue[0]]}); pass --matcher mnn"
         )  # said before any photo is read, not when the matcher first loads
     if orientation_method:
         names["orientation"] = None if orientation_method == "none" else orientation_method
-
-    def features_conf(fname: str) -> dict:
-        over, tags = {}, ""  # the overrides, and what they add to the output name
-        if max_keypoints:
-            over["model"], tags = {"max_num_keypoints": max_keypoints}, f"-{max_keypoints}"
-        if resize_to == "auto":
-            over["resize_to"], tags = list(AUTO_RESIZE), tags + "-r{}-{}".format(*AUTO_RESIZE)
-        elif resize_to:
-            over["resize_to"], tags = resize_to, tags + f"-r{resize_to}"
-        if names.get("orientation"):  # photos turned by the orientation stage's findings: say which stage
-            tags += "-" + orientation.confs[names["orientation"]]["output"]
-        return merge_conf(features.confs[fname], {**over, "output": features.confs[fname]["output"] + tags})
 
     oconf = merge_conf(orientation.confs[names["orientation"]], {}) if names.get("orientation") else None
     if prefilter is not None:
@@ -167,12 +125,27 @@ def stage_confs(
     return {
         "pairs": merge_conf(pairs.confs[names["pairs"]], {}),
         "orientation": oconf,
-        "features": features_conf(names["features"]),
+        "features": _features_conf(names["features"], max_keypoints, resize_to, names.get("orientation")),
         # further extractors whose keypoints and matches are merged with the first's (ensemble)
-        "also": [features_conf(n) for n in names.get("also", [])],
+        "also": [_features_conf(n, max_keypoints, resize_to, names.get("orientation")) for n in names.get("also", [])],
         "matching": merge_conf(matching.confs[names["matching"]], {}),
         "reconstruction": merge_conf(reconstruction.confs[names["reconstruction"]], {}),
     }
+
+
+def _features_conf(fname: str, max_keypoints: int | None, resize_to, orientation_name: str | None) -> dict:
+    """A features conf with the run's overrides, its output name saying each (and the orientation stage
+    whose turns it was extracted at)."""
+    over, tags = {}, ""
+    if max_keypoints:
+        over["model"], tags = {"max_num_keypoints": max_keypoints}, f"-{max_keypoints}"
+    if resize_to == "auto":
+        over["resize_to"], tags = list(AUTO_RESIZE), tags + "-r{}-{}".format(*AUTO_RESIZE)
+    elif resize_to:
+        over["resize_to"], tags = resize_to, tags + f"-r{resize_to}"
+    if orientation_name:  # photos turned by the orientation stage's findings: say which stage
+        tags += "-" + orientation.confs[orientation_name]["output"]
+    return merge_conf(features.confs[fname], {**over, "output": features.confs[fname]["output"] + tags})
 
 
 def choose_pairs(requested: str | None, scenes: list[data.Scene], dinov2=None, networks: dict | None = None) -> str:
@@ -186,30 +159,30 @@ def choose_pairs(requested: str | None, scenes: list[data.Scene], dinov2=None, n
     needed = any(len(s.image_names) >= threshold for s in scenes)  # else every scene gets all pairs
     if requested == "dinov2" and needed:
         try:
-            model = models.load_dinov2(dinov2)
+            model = load_dinov2(dinov2)
         except Exception as err:
-            raise models.WeightsError(
-                f"{dinov2 or models.local_dinov2() or models.DINOV2_HUB_ID}: DINOv2 cannot be "
+            raise WeightsError(
+                f"{dinov2 or local_dinov2() or DINOV2_HUB_ID}: DINOv2 cannot be "
                 f"loaded ({err}); pass a model folder with --dinov2 DIR or $IMC_DINOV2, or "
                 "use --pairs vlad (no weights)"
             ) from err
         if networks is not None:
-            networks[("pairs", str(dinov2 or models.local_dinov2()))] = model
+            networks[("pairs", str(dinov2 or local_dinov2()))] = model
     if requested not in (None, "auto"):
         return requested
     if not needed:
         return "vlad"
-    source = dinov2 or models.local_dinov2()
+    source = dinov2 or local_dinov2()
     if source is None:
         logger.warning(
             "pairs: no DINOv2 model found (--dinov2 DIR, $IMC_DINOV2, %s); scenes of %d+ photos use "
             "VLAD retrieval over their own features (--pairs vlad)",
-            models.DINOV2_KAGGLE_DIR,
+            DINOV2_KAGGLE_DIR,
             threshold,
         )
         return "vlad"
     try:
-        model = models.load_dinov2(source)
+        model = load_dinov2(source)
     except Exception as err:  # a broken folder must not cost the scenes their pairs
         logger.warning(
             "pairs: DINOv2 at %s cannot be loaded (%s); scenes of %d+ photos use VLAD retrieval over "
@@ -320,39 +293,6 @@ class _Clock:
 # `mnn` orientation read the main features as stored, so with those a first "features" pass runs
 # before "pairs"; "merge" runs for an ensemble only.
 STAGES = ("pairs", "orientation", "features", "matching", "merge", "reconstruction")
-
-
-class Networks:
-    """Each network of a run, loaded at most once and only when some stage still needs it; `cache`
-    is a dict the caller may keep between runs so the next run reuses what this one loaded."""
-
-    def __init__(self, weights, device: torch.device, cache: dict | None = None):
-        self.weights, self.device = weights, device
-        self.cache = {} if cache is None else cache
-
-    def _once(self, *key, load):
-        key = (*key, str(self.weights), str(self.device))
-        return lambda: self.cache[key] if key in self.cache else self.cache.setdefault(key, load())
-
-    def extractor(self, fconf: dict):
-        return self._once(
-            "features", repr(fconf["model"]), load=lambda: features.load_model(fconf, self.weights, self.device)
-        )
-
-    def matcher(self, fconf: dict, mconf: dict):
-        name = features.matcher_name(fconf)
-        return self._once(
-            "matching",
-            name,
-            repr(mconf["model"]),
-            load=lambda: matching.load_model(name, mconf, self.weights, self.device),
-        )
-
-    def retrieval(self, pconf: dict):
-        source = str(pconf.get("model") or models.local_dinov2())
-        if ("pairs", source) in self.cache:
-            return self.cache[("pairs", source)]
-        return lambda: self.cache.setdefault(("pairs", source), pairs.load_model(pconf))
 
 
 def run_scene(
@@ -493,12 +433,12 @@ class _SceneRun:
                     self._count("matching", shards.match(self.pool, mconf, fconf, paths["match_pairs"], feature_path,
                                 match_path, self.overwrite, self.sharding["pairs"], reuse))  # fmt: skip
                 else:
-                    matching.main(mconf, paths["match_pairs"], feature_path, match_path, features.matcher_name(fconf),
+                    matching.main(mconf, paths["match_pairs"], feature_path, match_path, lightglue_key(fconf),
                                   self.nets.device, self.overwrite, model=self.nets.matcher(fconf, mconf),
                                   deadline=self.deadline, reuse=reuse, progress=self.report("matching"))  # fmt: skip
                 if mconf.get("rescue"):
                     matching.rescue(mconf, paths["match_pairs"], feature_path, match_path,
-                                    features.matcher_name(fconf), self.nets.device,
+                                    lightglue_key(fconf), self.nets.device,
                                     model=self.nets.matcher(fconf, {"model": mconf["rescue"]["model"]}),
                                     deadline=self.deadline, progress=self.report("matching"))  # fmt: skip
 
@@ -639,39 +579,60 @@ def run(
     nets = Networks(weights, device, networks)
     guard = _guard(time_limit, sconfs, method, scene_list[0], nets) if time_limit is not None and scene_list else None
     logger.info("%d scene(s) from %s (%s), device %s", len(scene_list), data_dir, split, device)
-    times: dict[str, float] = defaultdict(float)
-    results, rows, settings, sfm_dirs = {}, {}, {}, {}
+    runs = _Runs(scene_list, sub_path if guard or executor.parallel else None, guard)
 
     def jobs():  # drawn one at a time by a local executor, so the guard plans each scene from the last
         for i, scene in enumerate(scene_list):
-            planned, settings[scene.key] = _plan(guard, scene_list[i:], sconfs, conf, device, dinov2, overrides)
+            planned, runs.settings[scene.key] = _plan(guard, scene_list[i:], sconfs, conf, device, dinov2, overrides)
             yield SceneJob(scene, planned, Path(work_dir), overwrite, guard and guard.deadline, requested)
 
     for job, outcome in executor.scenes(scene_task, jobs(), nets):
+        runs.add(job, outcome)
+    results = runs.results()
+    if sub_path:
+        with _Clock(runs.times)("submission"):
+            submission.write_submission(runs.rows(), sub_path)
+    _warn_unposed(results)
+    with _Clock(runs.times)("export"):
+        for scene in scene_list if export else []:
+            export_mod.main(scene, runs.sfm_dirs[scene.key], Path(export) if folder else Path(export) / scene.key)
+    report_path = (Path(out) if folder else Path(out).parent) / "report.html"
+    record = {"data_dir": _absolute(data_dir), "split": None if folder else split, "conf": conf,
+              "times": dict(runs.times), "submission": _absolute(sub_path), "export": _absolute(export),
+              "scenes": [_scene_record(s, results[s.key], runs.sfm_dirs[s.key]) for s in scene_list]}  # fmt: skip
+    write_record(work_dir, record, report_path)
+    return {"scenes": results, "times": dict(runs.times), "submission": sub_path, "report": report_path,
+            "confs": sconfs}  # fmt: skip
+
+
+class _Runs:
+    """What the scenes of a run gave, as they finish: results, submission rows, reconstruction folders,
+    stage times; with `live_submission`, that file rewritten complete after every scene (placeholder
+    rows for the scenes to come: a killed run still leaves one)."""
+
+    def __init__(self, scenes: list[data.Scene], live_submission: Path | None, guard):
+        self.scenes, self.live, self.guard = scenes, live_submission, guard
+        self.times: dict[str, float] = defaultdict(float)
+        self.by_key, self.by_rows, self.settings, self.sfm_dirs = {}, {}, {}, {}
+
+    def add(self, job: SceneJob, outcome) -> None:
         scene = job.scene
         result, clusters = _lost(scene, outcome) if isinstance(outcome, BaseException) else outcome
-        if guard and job.sconfs:
-            guard.record(result["images"], settings[scene.key], result["times"])
+        if self.guard and job.sconfs:
+            self.guard.record(result["images"], self.settings[scene.key], result["times"])
         for stage, seconds in result["times"].items():
-            times[stage] += seconds
-        results[scene.key], rows[scene.key] = result, _rows(scene, clusters)
-        sfm_dirs[scene.key] = job.sconfs and scene_paths(job.work_dir, scene, scene_confs(job.sconfs, scene))["sfm"]
-        if (guard or executor.parallel) and sub_path:  # a complete file as each scene ends: the rest as placeholders
-            submission.write_submission([r for s in scene_list for r in rows.get(s.key, _rows(s, []))], sub_path)
-    results = {s.key: results[s.key] for s in scene_list}
-    if sub_path:
-        with _Clock(times)("submission"):
-            submission.write_submission([r for s in scene_list for r in rows[s.key]], sub_path)
-    _warn_unposed(results)
-    with _Clock(times)("export"):
-        for scene in scene_list if export else []:
-            export_mod.main(scene, sfm_dirs[scene.key], Path(export) if folder else Path(export) / scene.key)
-    report_path = (Path(out) if folder else Path(out).parent) / "report.html"
-    record = {"data_dir": _absolute(data_dir), "split": None if folder else split, "conf": conf, "times": dict(times),
-              "submission": _absolute(sub_path), "export": _absolute(export),
-              "scenes": [_scene_record(s, results[s.key], sfm_dirs[s.key]) for s in scene_list]}  # fmt: skip
-    write_record(work_dir, record, report_path)
-    return {"scenes": results, "times": dict(times), "submission": sub_path, "report": report_path, "confs": sconfs}
+            self.times[stage] += seconds
+        self.by_key[scene.key], self.by_rows[scene.key] = result, _rows(scene, clusters)
+        planned = job.sconfs and scene_confs(job.sconfs, scene)
+        self.sfm_dirs[scene.key] = planned and scene_paths(job.work_dir, scene, planned)["sfm"]
+        if self.live:
+            submission.write_submission(self.rows(), self.live)
+
+    def rows(self) -> list[dict]:
+        return [r for s in self.scenes for r in self.by_rows.get(s.key, _rows(s, []))]
+
+    def results(self) -> dict:
+        return {s.key: self.by_key[s.key] for s in self.scenes}
 
 
 def _warn_unposed(results: dict) -> None:
@@ -721,7 +682,7 @@ PER_IMAGE_FACTOR, PER_PAIR_FACTOR = 2.0, 2.0
 def _guard(time_limit: float, sconfs: dict, method: str, scene: data.Scene, nets: Networks) -> budget.Guard:
     """The run's time guard, its first rates measured on this device (`_measure_costs`)."""
     prior = _measure_costs(sconfs, scene, nets)
-    retrieval = method if method != "exhaustive" else ("dinov2" if models.local_dinov2() else "vlad")
+    retrieval = method if method != "exhaustive" else ("dinov2" if local_dinov2() else "vlad")
     settings = budget.ladder(prior.keypoints, method, min(MIN_KEYPOINTS, prior.keypoints), retrieval=retrieval)
     logger.info("time guard: %.0f s; rates %s; settings from %s down to %s", time_limit, prior, settings[0],
                 settings[-1])  # fmt: skip
@@ -799,7 +760,7 @@ def _run_one(scene, sconfs, work_dir, nets, overwrite, deadline=None, executor=N
             out = run_scene(scene, sconfs, work_dir, nets, overwrite, deadline, executor=executor)
         clusters = out["clusters"] if scene.mixed else [out["poses"]]
         result.update(times=out["times"], spans=out["spans"], models=out["models"], shards=out["shards"])
-    except (models.WeightsError, lock.SceneLockedError):
+    except (WeightsError, lock.SceneLockedError):
         raise  # set-up problems, not the scene's: missing weights fail every scene; a busy folder is another run's
     except budget.OutOfTime as err:
         logger.warning("scene %s: %s; its %d images get placeholder rows", scene.key, err, len(names))

@@ -19,7 +19,7 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .executor import SHARDING
+from .shards import SHARDING
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ _NETWORKS: dict = {}  # each worker process's networks, loaded once however many
 
 class RayExecutor:
     """Scenes as Ray tasks on the cluster at `address` (default $RAY_ADDRESS, else a local cluster
-    started for the run and stopped by `close`); `sharding` a partial executor.SHARDING."""
+    started for the run and stopped by `close`); `sharding` a partial shards.SHARDING."""
 
     parallel = True
 
@@ -110,10 +110,10 @@ def _sees(data_dir: str, probe: str) -> list[str]:
 
 
 def _networks(weights: str, device: str | None):
-    from . import pipeline
+    from .networks import Networks
     from .utils import usable_device
 
-    return pipeline.Networks(weights or None, usable_device(device), _NETWORKS)
+    return Networks(weights or None, usable_device(device), _NETWORKS)
 
 
 def _logging(level: int) -> None:

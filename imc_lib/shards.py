@@ -19,10 +19,15 @@ from pathlib import Path
 
 import h5py
 
-from . import features, io, matching
+from . import features, io, matching, networks
 from .utils import full_conf
 
 logger = logging.getLogger(__name__)
+
+# When a scene is large enough to shard (`min_photos`), and a shard's size: photos per extraction
+# shard, pairs per matching shard. `actors`: extraction/matching actors per large scene (None: one
+# per GPU of the cluster, else one per CPU). The executors' default (imc_lib/executor.py).
+SHARDING = {"min_photos": 300, "photos": 64, "pairs": 2000, "actors": None}
 
 
 def shard_dir(path: Path) -> Path:
@@ -99,7 +104,7 @@ def match_shard(nets, conf, fconf, pairs, feature_path, shard, reuse=None) -> bo
         return False
     pairs_path, partial = Path(f"{shard}.txt"), Path(f"{shard}.partial")
     io.write_pairs(pairs, pairs_path)
-    matching.main(conf, pairs_path, feature_path, partial, features.matcher_name(fconf), nets.device,
+    matching.main(conf, pairs_path, feature_path, partial, networks.lightglue_key(fconf), nets.device,
                   model=nets.matcher(fconf, conf), reuse=reuse)  # fmt: skip
     os.replace(partial, shard)
     pairs_path.unlink()

@@ -62,16 +62,16 @@ def small_conf(name: str = "aliked-n16", resize_to: int = 512, max_keypoints: in
 @pytest.fixture(scope="session")
 def aliked(weights_dir):
     """ALIKED-n16 loaded once for the session (1024 keypoints)."""
-    from imc_lib import features
+    from imc_lib import networks
 
-    return features.load_model(small_conf(), weights_dir, "cpu")
+    return networks.load_extractor(small_conf(), weights_dir, "cpu")
 
 
 @pytest.fixture(scope="session")
 def lightglue_aliked(weights_dir):
-    from imc_lib import matching
+    from imc_lib import matching, networks
 
-    return matching.load_model("aliked", matching.confs["lightglue"], weights_dir, "cpu")
+    return networks.load_matcher("aliked", matching.confs["lightglue"], weights_dir, "cpu")
 
 
 # Where Kaggle mounts a kernel's inputs, in its 2024 and 2026 layouts (imc_lib/kaggle_inputs.py).

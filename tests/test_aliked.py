@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from imc_lib import aliked, features, models
+from imc_lib import features
+from imc_lib.networks import aliked, aliked_cpu
 from imc_lib.utils import read_image
 
 
@@ -19,11 +20,13 @@ from imc_lib.utils import read_image
 def test_same_keypoints_scores_and_descriptors_as_kornia(imc_data_dir, weights_dir, name, scene, photo):
     images = imc_data_dir / "train" / scene / "images"
     path = images / photo
-    model = models.load_aliked(name, 2048, 0.01, directory=weights_dir).eval()
+    model = aliked.load(
+        {"model_name": name, "max_num_keypoints": 2048, "detection_threshold": 0.01}, weights_dir
+    ).eval()
     image = features.prepare(read_image(path, max_side=640), 640, torch.device("cpu"))
     with torch.inference_mode():
         expected = model(image)[0]
-    keypoints, descriptors, scores = aliked.detect(model, image)
+    keypoints, descriptors, scores = aliked_cpu.detect(model, image)
     assert len(keypoints) == len(expected.keypoints) > 1000
     # The channels-last upsampling rounds differently (~1e-6): where more maxima than 2048 pass the
     # threshold, a few near-ties at the cut may swap, so keypoints are compared by position.
@@ -48,6 +51,6 @@ def test_sampling_is_grid_sample_s_on_the_normalised_map():
     padded = torch.randn(10, 13, 3)
     padded[2:9, 1:10] = rows[..., 2:]
     levels = [rows[..., :2].contiguous(), padded[2:9, 1:10]]
-    got = aliked._bilinear_normalised(levels, xy)
+    got = aliked_cpu._bilinear_normalised(levels, xy)
     assert torch.allclose(got, expected, atol=1e-6)
     assert torch.equal(got[-2:], torch.zeros(2, 5))

@@ -395,7 +395,7 @@ def test_whole_flow_on_a_scene(env, tiny_dinov2):
     assert at.sidebar.radio(key="pairs_method").options == ["auto", "all pairs", "DINOv2 retrieval", "VLAD retrieval"]
     assert at.sidebar.radio(key="orientation").value == "mnn"
     assert "mnn (from the keypoints)" in at.sidebar.radio(key="orientation").options
-    extractors = ["aliked", "disk", "xfeat", "aliked-t16", "aliked+disk", "aliked+xfeat"]
+    extractors = ["aliked", "aliked-t16", "disk", "xfeat", "aliked+disk", "aliked+xfeat"]  # the registry's order
     assert at.sidebar.radio(key="features").options == extractors
 
     # 1. Images

@@ -10,7 +10,7 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from conftest import small_conf
-from imc_lib import features
+from imc_lib import features, networks
 from imc_lib.utils import full_conf
 
 
@@ -82,7 +82,7 @@ def test_rerun_extracts_only_new_images(tmp_path, scene_dir, aliked):
 
 def test_disk_features(tmp_path, scene_dir, weights_dir):
     conf = small_conf("disk", resize_to=400, max_keypoints=512)
-    model = features.load_model(conf, weights_dir, "cpu")
+    model = networks.load_extractor(conf, weights_dir, "cpu")
     path = features.main(conf, scene_dir, ["0003.jpg"], tmp_path / "d.h5", "cpu", model=model)
     feats = features.read_features(path, "0003.jpg")
     _check(feats, 1536, 1024)
@@ -185,7 +185,7 @@ def test_xfeat_features_on_original_grid(tmp_path, scene_dir, weights_dir):
     with Image.open(scene_dir / "0000.jpg") as im:
         im.resize((640, 416), Image.LANCZOS).save(tmp_path / "squashed.png")
     conf = small_conf("xfeat", resize_to=640)
-    model = features.load_model(conf, weights_dir, "cpu")
+    model = networks.load_extractor(conf, weights_dir, "cpu")
     path = features.main(conf, scene_dir, ["0000.jpg"], tmp_path / "full.h5", "cpu", model=model)
     features.main(conf, tmp_path, ["squashed.png"], tmp_path / "squashed.h5", "cpu", model=model)
     full = features.read_features(path, "0000.jpg")
@@ -201,7 +201,7 @@ def test_xfeat_features_on_original_grid(tmp_path, scene_dir, weights_dir):
 
 def test_aliked_t16_features(tmp_path, scene_dir, weights_dir):
     conf = small_conf("aliked-t16", resize_to=400, max_keypoints=512)
-    model = features.load_model(conf, weights_dir, "cpu")
+    model = networks.load_extractor(conf, weights_dir, "cpu")
     path = features.main(conf, scene_dir, ["0003.jpg"], tmp_path / "t.h5", "cpu", model=model)
     feats = features.read_features(path, "0003.jpg")
     _check(feats, 1536, 1024, dim=64)
@@ -209,13 +209,13 @@ def test_aliked_t16_features(tmp_path, scene_dir, weights_dir):
 
 
 def test_matcher_names_fit_the_lightglue_weights():
-    assert [features.matcher_name(c) for c in features.confs.values()] == [
-        "aliked",
-        "aliked",
-        "disk",
-        "aliked-t16",  # none exists: loading LightGlue for it says so (tests/test_models.py)
-        "xfeat",
-    ]
+    assert {name: networks.lightglue_key(c) for name, c in features.confs.items()} == {
+        "aliked-n16": "aliked",
+        "aliked-n16rot": "aliked",
+        "disk": "disk",
+        "aliked-t16": "aliked-t16",  # none exists: loading LightGlue for it says so (tests/test_networks.py)
+        "xfeat": "xfeat",
+    }
 
 
 def test_a_photo_without_keypoints_is_stored_empty(tmp_path, weights_dir):

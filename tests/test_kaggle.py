@@ -18,7 +18,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from conftest import kaggle_input_paths, write_dinov2_config
-from imc_lib import cli, kaggle_inputs, metric, models, submission
+from imc_lib import cli, kaggle_inputs, metric, networks, submission
 from imc_lib.tools import kaggle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +93,8 @@ def test_dataset_lists_every_file_and_holds_wheel_requirements_and_weights(built
 
 
 RUNTIME = ("__init__", "cli", "data", "pairs", "orientation", "features", "matching", "ensemble", "reconstruction")
-RUNTIME += ("pipeline", "submission", "metric", "budget", "models", "kaggle_inputs", "lock", "utils")
+RUNTIME += ("pipeline", "submission", "metric", "budget", "kaggle_inputs", "lock", "utils")
+RUNTIME += ("export", "report", "figure3d", "networks/__init__", "networks/aliked", "networks/lightglue")
 
 
 def test_wheel_carries_the_runtime_and_not_the_tooling(built):
@@ -291,7 +292,7 @@ def test_download_script_fetches_every_weight_file_the_loaders_know():
     import re
 
     listed = re.findall(r'^  "(\S+) https://\S+ [0-9a-f]{64}"$', DOWNLOAD.read_text(), re.MULTILINE)
-    assert sorted(listed) == sorted(set(models.WEIGHT_FILES.values()))
+    assert sorted(listed) == sorted(set(networks.WEIGHT_FILES.values()))
     for name in ("xfeat.pt", "xfeat-lighterglue.pt"):  # the official source, verlab/accelerated_features
         assert f"github.com/verlab/accelerated_features/raw/main/weights/{name} " in DOWNLOAD.read_text()
 

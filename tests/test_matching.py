@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import small_conf
-from imc_lib import features, matching, models, pairs
+from imc_lib import features, matching, networks, pairs
 from imc_lib.utils import full_conf
 
 
@@ -159,7 +159,7 @@ def test_fast_extractors_match_a_real_pair(tmp_path, fast_feats, weights_dir, ex
     feats_path = fast_feats(extractor)
     pairs_path = tmp_path / "pairs.txt"
     pairs.write_pairs([("a.jpg", "b.jpg"), ("a.jpg", "t.png")], pairs_path)
-    name = features.matcher_name(small_conf(extractor))  # LighterGlue for XFeat
+    name = networks.lightglue_key(small_conf(extractor))  # LighterGlue for XFeat
     path = matching.main(matching.confs[matcher], pairs_path, feats_path, tmp_path / "m.h5", name, "cpu",
                          weights=weights_dir)  # fmt: skip
     m, s = matching.read_matches(path, "a.jpg", "b.jpg")
@@ -172,8 +172,8 @@ def test_fast_extractors_match_a_real_pair(tmp_path, fast_feats, weights_dir, ex
 def test_lightglue_with_aliked_t16_stops_naming_the_matcher_to_use(tmp_path, fast_feats, weights_dir):
     pairs_path = tmp_path / "pairs.txt"
     pairs.write_pairs([("a.jpg", "b.jpg")], pairs_path)
-    name = features.matcher_name(small_conf("aliked-t16"))
-    with pytest.raises(models.WeightsError, match="no LightGlue weights for aliked-t16 .*--matcher mnn"):
+    name = networks.lightglue_key(small_conf("aliked-t16"))
+    with pytest.raises(networks.WeightsError, match="no LightGlue weights for aliked-t16 .*--matcher mnn"):
         matching.main(matching.confs["lightglue"], pairs_path, fast_feats("aliked-t16"), tmp_path / "m.h5", name,
                       "cpu", weights=weights_dir)  # fmt: skip
     assert not (tmp_path / "m.h5").exists()

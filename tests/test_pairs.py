@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imc_lib import models, pairs
+from imc_lib import networks, pairs
 from imc_lib.utils import full_conf
 
 DATA_DIR = Path(os.environ.get("IMC_DATA_DIR", Path(__file__).resolve().parents[2] / "shared/data/imc-mini"))
@@ -217,7 +217,7 @@ def test_small_scene_is_exhaustive_without_dinov2(scene, tmp_path, monkeypatch, 
     def no_load(*args, **kwargs):
         raise AssertionError("DINOv2 was loaded")
 
-    monkeypatch.setattr(models, "load_dinov2", no_load)
+    monkeypatch.setattr(networks, "load_dinov2", no_load)
     conf = _retrieval_conf(exhaustive_if_less=len(names) + 1)
     with caplog.at_level(logging.INFO, logger="imc_lib.pairs"):
         pairs.main(conf, image_dir, names, tmp_path / "a.txt", tmp_path / "a.h5")
@@ -298,15 +298,15 @@ def test_a_photo_replaced_under_its_name_gets_a_new_descriptor_and_new_pairs(sce
 
 
 def test_model_loaded_from_local_directory(scene, tiny_model, tmp_path, monkeypatch):
-    """conf['model'] as a saved directory goes through models.load_dinov2, offline."""
+    """conf['model'] as a saved directory goes through networks.load_dinov2, offline."""
     image_dir, names = scene
     processor, model = tiny_model
     weights = tmp_path / "dinov2"
     processor.save_pretrained(weights)
     model.save_pretrained(weights)
     calls = []
-    real_load = models.load_dinov2
-    monkeypatch.setattr(models, "load_dinov2", lambda source=None: calls.append(source) or real_load(source))
+    real_load = networks.load_dinov2
+    monkeypatch.setattr(networks, "load_dinov2", lambda source=None: calls.append(source) or real_load(source))
     conf = _retrieval_conf(model=str(weights), min_pairs=1)
     pairs.main(conf, image_dir, names, tmp_path / "pairs.txt", tmp_path / "global.h5", device="cpu")
     assert calls == [str(weights)]

@@ -16,7 +16,20 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from imc_lib import cli, data, features, lock, matching, metric, orientation, pairs, pipeline, report, submission
+from imc_lib import (
+    cli,
+    data,
+    features,
+    lock,
+    matching,
+    metric,
+    networks,
+    orientation,
+    pairs,
+    pipeline,
+    report,
+    submission,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = "herzjesu-p8"
@@ -89,8 +102,8 @@ def test_rerun_recomputes_nothing(run_dir, monkeypatch):
         own = (lock.LOCK_NAME, report.RUN_RECORD)
         return {p: p.stat().st_mtime_ns for p in (work / "work").rglob("*") if p.is_file() and p.name not in own}
 
-    monkeypatch.setattr(features, "load_model", no_model)
-    monkeypatch.setattr(matching, "load_model", no_model)
+    monkeypatch.setattr(networks, "load_extractor", no_model)
+    monkeypatch.setattr(networks, "load_matcher", no_model)
     files = stage_files()
     assert cli.main(argv) == 0
     assert stage_files() == files  # nothing written again
@@ -224,7 +237,7 @@ def test_missing_weights_stop_the_run_with_the_fix(tmp_path, imc_data_dir, capsy
 
 def test_networks_loaded_by_one_run_serve_the_next(tmp_path, imc_data_dir, weights_dir, monkeypatch):
     """The notebook runs scene by scene: a second run given the same dict loads nothing again."""
-    networks = {}
+    cache = {}
     kwargs = {
         "split": "train",
         "scenes": [SCENE],
@@ -232,16 +245,16 @@ def test_networks_loaded_by_one_run_serve_the_next(tmp_path, imc_data_dir, weigh
         "weights": weights_dir,
         "max_keypoints": 256,
         "resize_to": 320,
-        "networks": networks,
+        "networks": cache,
     }
     first = pipeline.run(imc_data_dir, tmp_path / "a.csv", tmp_path / "work", **kwargs)
-    assert first["scenes"][next(iter(first["scenes"]))]["registered"] >= 6 and networks
+    assert first["scenes"][next(iter(first["scenes"]))]["registered"] >= 6 and cache
 
     def no_model(*args, **kw):
         raise AssertionError("a network was loaded again")
 
-    monkeypatch.setattr(features, "load_model", no_model)
-    monkeypatch.setattr(matching, "load_model", no_model)
+    monkeypatch.setattr(networks, "load_extractor", no_model)
+    monkeypatch.setattr(networks, "load_matcher", no_model)
     again = pipeline.run(imc_data_dir, tmp_path / "b.csv", tmp_path / "work", overwrite=True, **kwargs)
     assert (tmp_path / "b.csv").read_text() == (tmp_path / "a.csv").read_text()
     assert again["scenes"].keys() == first["scenes"].keys()
@@ -266,7 +279,7 @@ def test_auto_pairs_without_a_local_dinov2_use_vlad_in_one_line(monkeypatch, cap
     def no_hub(*args, **kwargs):
         raise AssertionError("auto must not try the hub")
 
-    monkeypatch.setattr(pipeline.models, "load_dinov2", no_hub)
+    monkeypatch.setattr(pipeline, "load_dinov2", no_hub)
     with caplog.at_level(logging.WARNING):
         assert pipeline.choose_pairs("auto", _scenes(8, 25, 40)) == "vlad"
         assert pipeline.choose_pairs(None, _scenes(8)) == "vlad"  # nothing to retrieve: no message
@@ -288,7 +301,7 @@ def test_auto_pairs_take_a_local_dinov2_once(tmp_path, monkeypatch):
 
 def test_explicit_dinov2_that_cannot_load_stops_the_run_once(tmp_path, monkeypatch):
     monkeypatch.delenv("IMC_DINOV2", raising=False)
-    with pytest.raises(pipeline.models.WeightsError, match="--pairs vlad"):
+    with pytest.raises(pipeline.WeightsError, match="--pairs vlad"):
         pipeline.choose_pairs("dinov2", _scenes(25), dinov2=tmp_path / "missing")
 
 
@@ -428,7 +441,7 @@ def test_vlad_pairs_after_turning_recover_the_pairs_across_turned_photos(tmp_pat
     (scene,) = data.load_scenes(imc_data_dir, "train", ["temple"])
     sconfs = pipeline.resolve(device="cpu", pairs_method="vlad")
     sconfs["pairs"].update(exhaustive_if_less=2, min_pairs=5)  # retrieval even in a 16-photo scene
-    nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
+    nets = networks.Networks(weights_dir, pipeline.pick_device("cpu"))
     out = pipeline.run_scene(scene, sconfs, tmp_path, nets)
     wanted = _covisible(imc_data_dir, "temple", list(scene.image_names))
 
@@ -451,7 +464,7 @@ def test_vlad_pairs_of_upright_photos_are_the_as_stored_ones(tmp_path, imc_data_
     (scene,) = data.load_scenes(imc_data_dir, "train", [SCENE])
     sconfs = pipeline.resolve(device="cpu", pairs_method="vlad", max_keypoints=1024)
     sconfs["pairs"].update(exhaustive_if_less=2, min_pairs=3)
-    out = pipeline.run_scene(scene, sconfs, tmp_path, pipeline.Networks(weights_dir, pipeline.pick_device("cpu")))
+    out = pipeline.run_scene(scene, sconfs, tmp_path, networks.Networks(weights_dir, pipeline.pick_device("cpu")))
     assert orientation.read_orientations(out["paths"]["orientation"]) == {n: 0 for n in scene.image_names}
     chosen = pairs.read_pairs(out["paths"]["pairs"])
     assert chosen == pairs.read_pairs(out["paths"]["candidates"])
@@ -465,7 +478,7 @@ def test_run_scene_reports_each_stage_and_stops_where_asked(tmp_path, weights_di
     (scene,) = data.load_scenes(ROOT / "data", "train", [SCENE])
     sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=512, resize_to=512)
     assert sconfs["orientation"]["output"] == orientation.confs["mnn"]["output"]
-    nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
+    nets = networks.Networks(weights_dir, pipeline.pick_device("cpu"))
     heard = []
     out = pipeline.run_scene(scene, sconfs, tmp_path, nets, progress=lambda *event: heard.append(event))
     assert out["paths"]["pairs"].name == "pairs-exhaustive.txt" and len(out["poses"]) == 8
@@ -500,7 +513,7 @@ def test_fast_extractors_come_with_their_matchers():
     xfeat = pipeline.stage_confs("xfeat", 1024, "exhaustive", resize_to=640, orientation_method="mnn")
     assert xfeat["features"]["output"] == "feats-xfeat-1024-r640-orient-mnn"
     assert xfeat["features"]["model"]["name"] == "xfeat" and xfeat["matching"]["output"] == "matches-lightglue"
-    assert features.matcher_name(xfeat["features"]) == "xfeat"  # LighterGlue
+    assert networks.lightglue_key(xfeat["features"]) == "xfeat"  # LighterGlue
     # No LightGlue exists for ALIKED-t16: nearest neighbours on every device, unless told otherwise.
     assert pipeline.stage_confs("aliked-t16", pairs_method="vlad")["matching"] == matching.confs["mnn"]
     ensemble = pipeline.stage_confs("aliked+xfeat", pairs_method="vlad", orientation_method="none")
@@ -566,7 +579,7 @@ def test_a_very_large_photo_costs_at_most_itself(tmp_path, weights_dir, caplog):
     names += ["huge.jpg", "huge.png"]
     scene = data.Scene("large", "large", images, tuple(names), tuple(names))
     sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=512, resize_to=512)
-    nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
+    nets = networks.Networks(weights_dir, pipeline.pick_device("cpu"))
     with caplog.at_level(logging.INFO):
         out = pipeline.run_scene(scene, sconfs, tmp_path / "work", nets)
 

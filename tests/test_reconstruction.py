@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pycolmap
 
-from imc_lib import pairs, reconstruction
+from imc_lib import networks, pairs, reconstruction
 from imc_lib.io import write_group
 from imc_lib.utils import full_conf
 
@@ -41,7 +41,7 @@ def test_a_scene_mapped_in_small_pieces_is_mapped_again_with_distortion_held(tmp
 
     (scene,) = data.load_scenes(imc_data_dir, "train", ["herzjesu-p8"])
     sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
-    out = pipeline.run_scene(scene, sconfs, tmp_path, pipeline.Networks(weights_dir, pipeline.pick_device("cpu")))
+    out = pipeline.run_scene(scene, sconfs, tmp_path, networks.Networks(weights_dir, pipeline.pick_device("cpu")))
     paths = out["paths"]
     (k_once,) = [cam.params[3] for cam in out["model"].cameras.values()]
     assert not (paths["sfm"] / "models-held").exists() and k_once != 0.0  # all 8 registered: mapped once

@@ -11,7 +11,7 @@ import numpy as np
 import pycolmap
 import pytest
 
-from imc_lib import checks, data, metric, pipeline, reconstruction, scenes, submission
+from imc_lib import checks, data, metric, networks, pipeline, reconstruction, scenes, submission
 
 SCENE = "fountain"  # 11 photos along a facade: an overlap of 3 ties the two halves
 
@@ -24,7 +24,7 @@ def fountain(tmp_path_factory, imc_data_dir, weights_dir):
     sconfs = pipeline.resolve(
         device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none", resize_to=640
     )  # at 640 px the facade's far end is tied to its first photos only through the middle
-    nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
+    nets = networks.Networks(weights_dir, pipeline.pick_device("cpu"))
     paths = pipeline.run_scene(scene, sconfs, work, nets, until="matching")["paths"]
     conf = reconstruction.confs["incremental"]
     database = work / "database.db"
@@ -114,7 +114,7 @@ def test_unrelated_scenes_in_one_photo_set_stay_apart(tmp_path, imc_data_dir, we
     mixed = data.Scene("two", "two", image_dir, names, names)
     sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
     sconfs["reconstruction"] = dict(reconstruction.confs["clusters"])
-    nets = pipeline.Networks(weights_dir, pipeline.pick_device("cpu"))
+    nets = networks.Networks(weights_dir, pipeline.pick_device("cpu"))
     out = pipeline.run_scene(mixed, sconfs, tmp_path / "work", nets)
     clusters = reconstruction.clusters(out["paths"]["sfm"])
     scenes_in = [{mixed_name.split("_")[0] for mixed_name in _names(c)} for c in clusters]

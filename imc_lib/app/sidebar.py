@@ -9,7 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from imc_lib import data, models, pairs
+from imc_lib import data, networks, pairs
 from imc_lib.app import session as S
 
 DEFAULT_IMAGES = 10  # a dataset scene starts with its first 10 images: minutes, not hours, on a CPU
@@ -199,7 +199,7 @@ def _pair_settings(d: S.Settings) -> dict:
 
 def _dinov2(off: bool) -> str:
     sb = st.sidebar
-    kaggle = models.DINOV2_KAGGLE_DIR
+    kaggle = networks.DINOV2_KAGGLE_DIR
     dinov2 = sb.text_input(
         "DINOv2 source",
         value=os.environ.get("IMC_DINOV2") or (str(kaggle) if kaggle.is_dir() else ""),
@@ -207,7 +207,7 @@ def _dinov2(off: bool) -> str:
         disabled=off,
         placeholder="folder, hub id or Kaggle path",
         help=f"A folder with config.json + weights, the Kaggle model path "
-        f"({models.DINOV2_KAGGLE_DIR}) or a hub id ({models.DINOV2_HUB_ID}, needs internet). "
+        f"({networks.DINOV2_KAGGLE_DIR}) or a hub id ({networks.DINOV2_HUB_ID}, needs internet). "
         "Empty: no DINOv2; 'auto' pairs then use VLAD.",
     )
     return dinov2.strip()

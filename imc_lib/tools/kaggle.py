@@ -31,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .. import kaggle_inputs, models
+from .. import kaggle_inputs, networks
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ KAGGLE_PROVIDED = ("torch", "numpy", "pandas", "scipy", "h5py", "pillow", "tqdm"
 # some kornia too; the pin replaces it with the tested one. kornia-rs is kornia's compiled core.
 SHIPPED = ("kornia", "kornia-rs", "pycolmap")
 # The default pipeline (ALIKED features, LightGlue, orientation) cannot run without these; the other
-# files of models.WEIGHT_FILES are packed when the weights folder has them.
-REQUIRED_WEIGHTS = (models.WEIGHT_FILES["aliked-n16"], models.WEIGHT_FILES["lightglue-aliked"])
+# files of networks.WEIGHT_FILES are packed when the weights folder has them.
+REQUIRED_WEIGHTS = (networks.WEIGHT_FILES["aliked-n16"], networks.WEIGHT_FILES["lightglue-aliked"])
 # The GPU the kernel asks for (kernel-metadata.json `machine_shape`, Kaggle CLI docs/kernels_metadata.md).
 # Without one Kaggle gives the P100 (sm_60), on which the current image's torch reports CUDA but has
 # no kernels: every scene would fail. T4 is sm_75.
@@ -189,7 +189,7 @@ def dataset_metadata(names: dict[str, str], files: list[Path]) -> dict:
     """submission/dataset-metadata.json with this user's dataset id and one resource per file."""
     meta = _template("dataset-metadata.json")
     meta["id"] = f"{names['user']}/{names['dataset']}"
-    weights = set(models.WEIGHT_FILES.values())
+    weights = set(networks.WEIGHT_FILES.values())
     describe = {".whl": "wheel for `pip install --no-index --find-links`", ".txt": "the versions to install (pip -r)"}
     meta["resources"] = [
         {
@@ -278,7 +278,7 @@ def copy_weights(source: Path, dest: Path) -> list[Path]:
     """Copy the known weight files of `source` (at least REQUIRED_WEIGHTS) into `dest`."""
     check_weights(source)
     copied = []
-    for name in sorted(set(models.WEIGHT_FILES.values())):
+    for name in sorted(set(networks.WEIGHT_FILES.values())):
         if (source / name).is_file():
             copied.append(Path(shutil.copyfile(source / name, dest / name)))
     return copied

@@ -15,6 +15,7 @@ from PIL import Image
 
 from imc_lib import pipeline
 from imc_lib.app import session as S
+from imc_lib.networks import Networks
 from imc_lib.utils import ImageError, read_image
 
 logger = logging.getLogger("imc_lib.app")
@@ -74,12 +75,12 @@ def init_state():
 
 @st.cache_resource
 def _network_cache() -> dict:
-    """Networks loaded by any session of this server process (pipeline.Networks' cache)."""
+    """Networks loaded by any session of this server process (networks.Networks' cache)."""
     return {}
 
 
-def networks(weights: str) -> pipeline.Networks:
-    return pipeline.Networks(weights or None, S.DEVICE, _network_cache())
+def networks(weights: str) -> Networks:
+    return Networks(weights or None, S.DEVICE, _network_cache())
 
 
 class StageBars:

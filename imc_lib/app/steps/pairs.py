@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from imc_lib import models, pairs, viz
+from imc_lib import networks, pairs, viz
 from imc_lib.app import session as S
 from imc_lib.app.steps import Ctx, blocked, failed, next_button, run
 
@@ -86,7 +86,7 @@ def _explain(c: Ctx, n: int) -> bool:
     elif s.pairs == "dinov2" and not s.dinov2:
         st.error(
             "No DINOv2 model: retrieval needs one. Name a local folder, a Kaggle path "
-            f"({models.DINOV2_KAGGLE_DIR}) or a hub id ({models.DINOV2_HUB_ID}) under 'DINOv2 source' "
+            f"({networks.DINOV2_KAGGLE_DIR}) or a hub id ({networks.DINOV2_HUB_ID}) under 'DINOv2 source' "
             "in the sidebar, or match all pairs."
         )
         st.button("Use all pairs (exhaustive)", on_click=use_all_pairs, key="use_all_pairs", type="primary")

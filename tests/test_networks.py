@@ -1,0 +1,128 @@
+"""The networks' weight loading: every official file loads whole into its kornia net; a missing, unreadable or wrong
+file stops with an error naming it and the fix; features without LightGlue say which matcher to use."""
+
+from __future__ import annotations
+
+import shutil
+
+import kornia.feature as KF
+import pytest
+import torch
+
+from imc_lib import features, matching, metric, networks, pipeline
+from imc_lib.networks import aliked, disk, lightglue, xfeat
+
+
+def load_xfeat(top_k=4096, threshold=0.05, directory=None):
+    return xfeat.load({"max_num_keypoints": top_k, "detection_threshold": threshold}, directory)
+
+
+def load_aliked(name, top_k=4096, directory=None):
+    return aliked.load({"model_name": name, "max_num_keypoints": top_k, "detection_threshold": 0.01}, directory)
+
+
+def _same_tensors(module: torch.nn.Module, state: dict) -> None:
+    """Every tensor of `state` is in `module`, unchanged: the file was loaded whole."""
+    own = module.state_dict()
+    assert set(state) <= set(own)
+    for key, value in state.items():
+        assert torch.equal(own[key], value), key
+
+
+def test_xfeat_loads_the_whole_official_file(weights_dir):
+    model = load_xfeat(1000, 0.05, directory=weights_dir)
+    assert isinstance(model, KF.XFeat) and not model.training
+    assert (model.top_k, model.detection_threshold) == (1000, 0.05)
+    state = torch.load(weights_dir / "xfeat.pt", map_location="cpu", weights_only=True)
+    assert set(state) == set(model.net.state_dict())  # strict: nothing missing, nothing left over
+    _same_tensors(model.net, state)
+
+
+def test_lighterglue_loads_the_matcher_half_of_its_file(weights_dir):
+    model = lightglue.load_lightglue("xfeat", weights_dir)
+    assert not model.training
+    # kornia's settings for XFeat's LightGlue, whatever the conf asked (as kornia's own loader does).
+    conf = lightglue.load_lightglue("xfeat", weights_dir, depth_confidence=0.95).conf
+    assert (conf.input_dim, conf.descriptor_dim, conf.n_layers, conf.num_heads) == (64, 96, 6, 1)
+    assert conf.depth_confidence == -1
+    state = torch.load(weights_dir / "xfeat-lighterglue.pt", map_location="cpu", weights_only=True)
+    matcher = {k.removeprefix("matcher."): v for k, v in state.items() if k.startswith("matcher.")}
+    assert len(state) - len(matcher) == 122  # the rest: a copy of XFeat under `extractor.`
+    _same_tensors(model, matcher)
+    assert set(model.state_dict()) - set(matcher) == {"confidence_thresholds"}  # derived, not in the file
+
+
+def test_aliked_t16_loads_with_64_d_descriptors(weights_dir):
+    model = load_aliked("aliked-t16", 512, directory=weights_dir)
+    state = torch.load(weights_dir / "aliked-t16.pth", map_location="cpu", weights_only=True)
+    _same_tensors(model, state)
+    assert {k for k in model.state_dict() if k not in state} == {"dkd.hw_grid"}  # derived, not in the file
+
+
+def test_a_missing_file_is_named_with_the_fix(tmp_path):
+    (tmp_path / "w").mkdir()
+    with pytest.raises(networks.WeightsError, match=r"w/xfeat\.pt: weights file missing.*IMC_WEIGHTS_DIR"):
+        load_xfeat(directory=tmp_path / "w")
+    with pytest.raises(networks.WeightsError, match=r"w/xfeat-lighterglue\.pt: weights file missing"):
+        lightglue.load_lightglue("xfeat", tmp_path / "w")
+    with pytest.raises(networks.WeightsError, match=r"w/aliked-t16\.pth: weights file missing"):
+        load_aliked("aliked-t16", directory=tmp_path / "w")
+
+
+@pytest.mark.parametrize(
+    "load, file, wrong",
+    [
+        (lambda d: load_xfeat(directory=d), "xfeat.pt", "aliked-t16.pth"),
+        (lambda d: load_xfeat(directory=d), "xfeat.pt", "xfeat-lighterglue.pt"),  # holds XFeat, prefixed
+        (lambda d: lightglue.load_lightglue("xfeat", d), "xfeat-lighterglue.pt", "xfeat.pt"),
+        (lambda d: lightglue.load_lightglue("xfeat", d), "xfeat-lighterglue.pt", "aliked_lightglue.pth"),  # 9 layers
+        (lambda d: load_aliked("aliked-t16", directory=d), "aliked-t16.pth", "aliked-n16.pth"),  # 128-d
+        (lambda d: disk.load({}, d), "disk-depth-save.pth", "xfeat.pt"),
+    ],
+)
+def test_a_wrong_checkpoint_is_refused_naming_the_file(tmp_path, weights_dir, load, file, wrong):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    shutil.copy(weights_dir / wrong, folder / file)
+    with pytest.raises(networks.WeightsError, match=rf"{folder}/{file}: not an official .* checkpoint.*replace it"):
+        load(folder)
+
+
+def test_an_unreadable_file_is_named_with_the_fix(tmp_path, weights_dir):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "xfeat.pt").write_bytes((weights_dir / "xfeat.pt").read_bytes()[:5000])  # cut short
+    with pytest.raises(networks.WeightsError, match=rf"{folder}/xfeat\.pt: cannot be read as weights.*official xfeat"):
+        load_xfeat(directory=folder)
+
+
+def test_offline_without_a_folder_names_the_file_to_fetch(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.delenv("IMC_WEIGHTS_DIR", raising=False)
+    monkeypatch.setattr(KF.XFeat, "from_pretrained", offline)
+    with pytest.raises(networks.WeightsError, match=r"official XFeat weights .*holding xfeat\.pt"):
+        load_xfeat()
+
+
+def test_lightglue_for_aliked_t16_does_not_exist_and_says_which_matcher_to_use(weights_dir):
+    with pytest.raises(networks.WeightsError, match=r"no LightGlue weights for aliked-t16.*64-d.*--matcher mnn"):
+        networks.load_matcher("aliked-t16", matching.confs["lightglue"], weights_dir)
+
+
+def test_a_toy_extractor_plugs_in_by_one_module_and_one_registry_entry(tmp_path, imc_data_dir, monkeypatch):
+    """tests/toy_extractor.py (kornia's SIFT) and `EXTRACTORS["toy"]`: the features, matching and pipeline
+    confs find it, and it reconstructs herzjesu-p8."""
+    monkeypatch.setitem(networks.EXTRACTORS, "toy", "toy_extractor")
+    assert "toy" in pipeline.confs and "toy" in features.confs and "toy" in networks.NO_LIGHTGLUE
+    out = tmp_path / "submission.csv"
+    result = pipeline.run(imc_data_dir, out, tmp_path / "work", scenes=["herzjesu-p8"], conf="toy", device="cpu",
+                          max_keypoints=1024, resize_to=640, orientation_method="none")  # fmt: skip
+    assert result["confs"]["features"]["output"] == "feats-toy-1024-r640"
+    assert (tmp_path / "work" / "herzjesu-p8" / "feats-toy-1024-r640.h5").is_file()
+    scores = metric.score(imc_data_dir / "train" / "train_labels.csv", out)
+    row = scores[scores["scene"] == "herzjesu-p8"].iloc[0]
+    assert row["registered"] == 8 and row["mAA"] > 0.9
+    with pytest.raises(networks.WeightsError, match="no LightGlue weights for toy features .*--matcher mnn"):
+        pipeline.stage_confs("toy", pairs_method="exhaustive", matcher="lightglue")
