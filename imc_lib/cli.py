@@ -59,7 +59,7 @@ def _report(result) -> int:
     print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()) + f", total {sum(times.values()):.1f}s")
     missing = sum(r["images"] - r["registered"] - r.get("outliers", 0) for r in result["scenes"].values())
     outliers = sum(r.get("outliers", 0) for r in result["scenes"].values())
-    written = result["submission"] or "poses.csv and each cluster's files"
+    written = result["submission"] or f"{result['export']}: poses.csv and each cluster's files"
     print(
         f"wrote {written}"
         + (f" ({missing} image(s) without a pose: placeholder rows)" if missing else "")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,9 @@ def main(scene: data.Scene, sfm_dir: Path | None, out_dir: Path) -> Path:
     """Write `out_dir`'s files (module docstring) for `scene` from its reconstruction folder `sfm_dir`
     (None or empty: every photo an outlier); returns poses.csv's path."""
     out_dir = Path(out_dir)
+    for old in out_dir.glob("cluster*"):  # an earlier run's clusters: a rerun may find fewer
+        if old.is_dir() and old.name.removeprefix("cluster").isdigit():
+            shutil.rmtree(old)
     models = reconstruction.clusters(sfm_dir) if sfm_dir is not None else []
     models = models if scene.mixed else models[:1]  # IMC 2024: the submission's one model
     for k, model in enumerate(models):

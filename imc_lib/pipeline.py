@@ -560,7 +560,7 @@ def run(
 
     A scene that fails is logged and still gets its rows (no pose); the run goes on. Returns
     {"scenes": {key: {"registered", "images", "error", "times", "spans", "models"}}, "times": {stage: seconds},
-    "submission": out (None for a plain folder), "report", "confs": the stage configs used}; "spans"
+    "submission": out (None for a plain folder), "export", "report", "confs": the stage configs used}; "spans"
     are (stage, start, end) in `time.perf_counter` seconds.
     """
     executor = executor or LocalExecutor()
@@ -572,6 +572,9 @@ def run(
     scene_list = data.load_scenes(data_dir, split, scenes)
     folder = data.layout(data_dir, split) == "folder"
     sub_path, export = (None, Path(out)) if folder else (Path(out), export)
+    if folder and Path(data_dir).resolve() in Path(work_dir).resolve().parents:
+        raise ValueError(f"{work_dir}: the work folder is inside the photo folder {data_dir}, whose every photo at "
+                         "any depth is read; pass --work a folder outside it")  # fmt: skip
     executor.check(data_dir, work_dir)
     networks = {} if networks is None else networks
     method = choose_pairs(pairs_method, scene_list, dinov2, networks)
@@ -601,8 +604,8 @@ def run(
               "times": dict(runs.times), "submission": _absolute(sub_path), "export": _absolute(export),
               "scenes": [_scene_record(s, results[s.key], runs.sfm_dirs[s.key]) for s in scene_list]}  # fmt: skip
     write_record(work_dir, record, report_path)
-    return {"scenes": results, "times": dict(runs.times), "submission": sub_path, "report": report_path,
-            "confs": sconfs}  # fmt: skip
+    return {"scenes": results, "times": dict(runs.times), "submission": sub_path, "export": export,
+            "report": report_path, "confs": sconfs}  # fmt: skip
 
 
 class _Runs:

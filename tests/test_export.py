@@ -208,3 +208,21 @@ def _truth(root: Path, scene: str, name: str) -> tuple[str, str]:
     table = pd.read_csv(root / "train" / "train_labels.csv", dtype=str)
     row = table[(table["scene"] == scene) & (table["image_name"] == name)].iloc[0]
     return row["rotation_matrix"], row["translation_vector"]
+
+
+def test_a_rerun_with_fewer_clusters_leaves_no_old_cluster_folder(exported, tmp_path):
+    photos, out, _ = exported
+    (out / "cluster7" / "sparse").mkdir(parents=True)  # as an earlier run with more clusters left it
+    (out / "notes").mkdir(exist_ok=True)
+    argv = ["run", str(photos), "--out", str(out), "--work", str(out.parent / "work"), "--device", "cpu",
+            "--max-keypoints", "1024", "--resize-to", "640"]  # fmt: skip
+    assert cli.main(argv) == 0  # everything reused: only the export and the report are written again
+    assert sorted(p.name for p in out.iterdir()) == ["cluster0", "notes", "poses.csv", "report.html"]
+    shutil.rmtree(out / "notes")
+
+
+def test_a_work_folder_inside_the_photo_folder_is_refused(exported, capsys):
+    photos, out, _ = exported
+    assert cli.main(["run", str(photos), "--out", str(out), "--work", str(photos / "work")]) == 2
+    assert "the work folder is inside the photo folder" in capsys.readouterr().err
+    assert not (photos / "work").exists()

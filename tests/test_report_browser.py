@@ -1,8 +1,8 @@
 """The run's report.html opened in a real headless Chromium (Selenium, the system chromium and
 chromedriver; nothing downloaded): no console error, a thumbnail per photo, a drawn 3D plot per cluster.
 
-Reports of imc-mini (IMC 2024, four scenes) and of the composed mixed set's `small` dataset (IMC 2025:
-three scenes and three outliers; `tabletop` is left out for the test's time), each run at test speed.
+Reports of imc-mini (IMC 2024, four scenes) and of the composed mixed set (IMC 2025: `small` and
+`tabletop`, three scenes and 3 or 9 outliers each), each run at test speed (1024 keypoints, 640 px).
 Screenshots are kept in `$IMC_TEST_ARTIFACTS` (default: the test's tmp folder).
 """
 
@@ -27,7 +27,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-pytestmark = pytest.mark.slow  # two real runs and a browser: a few minutes
+pytestmark = pytest.mark.slow  # real runs of imc-mini and the composed set (193 photos) and a browser: minutes
 FAST = ["--device", "cpu", "--max-keypoints", "1024", "--resize-to", "640"]
 
 
@@ -93,11 +93,12 @@ def test_imc_mini_report_in_a_browser(tmp_path, imc_data_dir, weights_dir, brows
 
 
 def test_mixed_set_report_in_a_browser(tmp_path, imc25_dir, weights_dir, browser):
-    report = _run(imc25_dir, tmp_path, weights_dir, "--scenes", "small")
-    shown = _open(browser, report, 3, "mixed")
+    report = _run(imc25_dir, tmp_path, weights_dir)
+    shown = _open(browser, report, 6, "mixed")
     assert shown["errors"] == []
-    photos = sorted(p.name for p in (imc25_dir / "train" / "small").iterdir())
+    photos = sorted(p.name for d in ("small", "tabletop") for p in (imc25_dir / "train" / d).iterdir())
     assert sorted(shown["thumbs"]) == photos and shown["loaded"]  # clusters and outliers: every photo once
-    assert shown["clusters"] == shown["plots"] == 3 and shown["canvases"] >= 3  # fountain, herzjesu-p8, temple
+    assert shown["clusters"] == shown["plots"] == 6 and shown["canvases"] >= 6  # three scenes in each dataset
     html = report.read_text()
-    assert '<div class="outliers"><h3>outliers: 3 photos</h3>' in html
+    assert '<div class="outliers"><h3>outliers: 3 photos</h3>' in html  # small
+    assert '<div class="outliers"><h3>outliers: 9 photos</h3>' in html  # tabletop
