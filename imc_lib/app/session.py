@@ -48,7 +48,7 @@ DEVICE = pick_device(None)
 _ON_CPU = DEVICE.type == "cpu"
 # The CLI's choices (imc-lib run --features / --pairs / --orientation / --matcher).
 FEATURES = tuple(pipeline.confs)
-PAIR_METHODS = pipeline.PAIR_METHODS
+PAIR_METHODS = pipeline.PAIR_METHODS  # the CLI's --pairs choices
 ORIENTATIONS = (*orientation.confs, "none")
 MATCHERS = tuple(matching.confs)
 # Retrieval knobs the sidebar exposes (both dinov2 and vlad have them).
