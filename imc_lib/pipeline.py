@@ -581,7 +581,8 @@ def run(
     sconfs = resolve(conf, device, pairs_method=method, dinov2=dinov2, **overrides)
     nets = Networks(weights, device, networks)
     guard = _guard(time_limit, sconfs, method, scene_list[0], nets) if time_limit is not None and scene_list else None
-    logger.info("%d scene(s) from %s (%s), device %s", len(scene_list), data_dir, split, device)
+    logger.info("%d scene(s) from %s (%s), device %s", len(scene_list), data_dir, "a plain folder" if folder else split,
+                device)  # fmt: skip
     runs = _Runs(scene_list, sub_path if guard or executor.parallel else None, guard)
 
     def jobs():  # drawn one at a time by a local executor, so the guard plans each scene from the last
@@ -596,7 +597,7 @@ def run(
         with _Clock(runs.times)("submission"):
             submission.write_submission(runs.rows(), sub_path)
     _warn_unposed(results)
-    with _Clock(runs.times)("export"):
+    with _Clock(runs.times)("export") if export else contextlib.nullcontext():
         for scene in scene_list if export else []:
             export_mod.main(scene, runs.sfm_dirs[scene.key], Path(export) if folder else Path(export) / scene.key)
     report_path = (Path(out) if folder else Path(out).parent) / "report.html"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import struct
@@ -89,6 +90,15 @@ def test_submission_has_valid_poses_for_every_image(run_dir):
     raw = pd.read_csv(work / "submission.csv")
     assert list(raw.columns) == ["image_path", "dataset", "scene", "rotation_matrix", "translation_vector"]
     assert raw["image_path"].iloc[0] == f"train/{SCENE}/images/0000.jpg"
+
+
+def test_run_record_names_each_scene_and_times_no_export_it_did_not_do(run_dir):
+    work, _ = run_dir
+    record = json.loads((work / "work" / report.RUN_RECORD).read_text())
+    (scene,) = record["scenes"]
+    assert (scene["key"], len(scene["photos"]), scene["registered"]) == (SCENE, 8, 8)
+    assert Path(scene["sfm"]).is_dir() and record["export"] is None and "export" not in record["times"]
+    assert record["submission"] == str((work / "submission.csv").resolve())
 
 
 def test_rerun_recomputes_nothing(run_dir, monkeypatch):

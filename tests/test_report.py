@@ -3,6 +3,7 @@ layouts, on one real scene of imc-mini."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
@@ -71,3 +72,5 @@ def test_export_of_a_competition_layout_writes_each_scenes_files(competition_run
         assert rows.loc[key, "rotation_matrix"] == R  # the same poses as the submission
     assert (scene / "cluster0/sparse/0/images.bin").is_file() and (scene / "cluster0/transforms.json").is_file()
     assert (scene / "cluster0/points3D.ply").is_file()
+    record = json.loads((competition_run / "work" / report.RUN_RECORD).read_text())
+    assert record["export"] == str((competition_run / "export").resolve()) and "export" in record["times"]
