@@ -50,14 +50,20 @@ def main(scene: data.Scene, sfm_dir: Path | None, out_dir: Path) -> Path:
     for old in out_dir.glob("cluster*"):  # an earlier run's clusters: a rerun may find fewer
         if old.is_dir() and old.name.removeprefix("cluster").isdigit():
             shutil.rmtree(old)
-    models = reconstruction.clusters(sfm_dir) if sfm_dir is not None else []
-    models = models if scene.mixed else models[:1]  # IMC 2024: the submission's one model
+    models = submitted_models(sfm_dir, scene.mixed)
     for k, model in enumerate(models):
         write_cluster(model, scene.image_dir, out_dir / f"cluster{k}")
     path = write_poses(scene, models, out_dir / "poses.csv")
     logger.info("%s: %d cluster(s) exported (COLMAP model, transforms.json, points3D.ply each), poses.csv",
                 out_dir, len(models))  # fmt: skip
     return path
+
+
+def submitted_models(sfm_dir: Path | None, mixed: bool) -> list[pycolmap.Reconstruction]:
+    """The models a scene's submission rows come from, numbered as there: every cluster of a mixed
+    folder, the largest alone for an IMC 2024 scene; none without a reconstruction folder."""
+    models = reconstruction.clusters(sfm_dir) if sfm_dir is not None else []
+    return models if mixed else models[:1]
 
 
 def write_cluster(model: pycolmap.Reconstruction, image_dir: Path, cluster_dir: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import figure3d, metric, reconstruction, submission
+from . import export, figure3d, metric, submission
 from .io import atomic_file, read_json
 from .utils import ImageError, open_image
 
@@ -87,8 +87,7 @@ def _overview(record: dict) -> str:
 
 def _scene(scene: dict, score: pd.DataFrame | None, plotly: list) -> str:
     """One scene's section: summary, times, score, clusters, outliers and the checks' decisions."""
-    models = reconstruction.clusters(scene["sfm"]) if scene.get("sfm") else []
-    models = models if scene["mixed"] else models[:1]
+    models = export.submitted_models(scene.get("sfm"), scene["mixed"])
     image_dir = Path(scene["image_dir"])
     placed = set()
     parts = []
