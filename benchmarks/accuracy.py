@@ -22,11 +22,12 @@ import pycolmap
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments, run_sift  # noqa: E402
 
-from imc_lib import metric, pipeline  # noqa: E402
+from imc_lib import pipeline  # noqa: E402
+from imc_lib.formats import metric
 
 LIGHTGLUE_1024 = {"resize_to": 1024, "matcher": "lightglue", "orientation_method": "upright"}
 # pipeline.run keyword arguments per named configuration; "default" is what `imc-lib run` does
-# (on a CPU: pipeline.CPU_DEFAULTS).
+# (on a CPU: plan.CPU_DEFAULTS).
 CONFIGS = {
     "default": {},
     "1024px": {"resize_to": 1024},  # the main features at 1024 px instead of the CPU's 640

@@ -21,8 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments, markdown  # noqa: E402
 
-from imc_lib import data, features  # noqa: E402
+from imc_lib.formats import data
 from imc_lib.networks import aliked, aliked_cpu  # noqa: E402
+from imc_lib.stages import features  # noqa: E402
 from imc_lib.utils import read_image  # noqa: E402
 
 

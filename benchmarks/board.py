@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, data_dir, markdown, run_sift  # noqa: E402
 
 import imc_lib  # noqa: E402
-from imc_lib import metric, pipeline  # noqa: E402
+from imc_lib import pipeline  # noqa: E402
+from imc_lib.formats import metric
 
 SETS = ("imc-mini", "imc-mini-rot", "imc-hard", "imc-real", "mix")
 SAVED = Path(__file__).resolve().parent / "board.json"
@@ -161,7 +162,8 @@ def main():
     p.add_argument("--no-sift", action="store_true", help="skip COLMAP SIFT's imc-mini wall-time run")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("imc_lib.reconstruction", "imc_lib.features", "imc_lib.matching"):  # checks, sizes, rescues
+    # the checks, the photo sizes, the rescues
+    for name in ("imc_lib.stages.reconstruction", "imc_lib.stages.features", "imc_lib.stages.matching"):
         logging.getLogger(name).setLevel(logging.INFO)
     pycolmap.logging.minloglevel = 2
     work = args.work or Path(tempfile.mkdtemp(prefix="imc-board-"))

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pycolmap
 
-from imc_lib import data, reconstruction, submission
+from imc_lib.formats import data, submission
+from imc_lib.stages import reconstruction
 
 # Exhaustive SIFT matching grows with the square of the photos: dino-full's 65,703 pairs take hours on 2
 # cores (../shared/data/README.md did not run it either). Larger scenes get no SIFT column.

@@ -12,7 +12,7 @@ scenes), the wall time against SIFT's, and two rates of each extractor: "net" ph
 resized, after one warm-up photo) and "stage" photos per second (the features stage: decoding,
 network, writing and the network's loading; photos the `mnn` orientation extracted turned are
 timed in the orientation stage instead). Then per scene: mAA and seconds of every setting and of
-SIFT. Options left out take `imc-lib run`'s value (on a CPU, pipeline.CPU_DEFAULTS); a setting
+SIFT. Options left out take `imc-lib run`'s value (on a CPU, plan.CPU_DEFAULTS); a setting
 that cannot run (aliked-t16 has no LightGlue) is named and skipped. Data: names of
 ../shared/data folders or paths; weights: $IMC_WEIGHTS_DIR (else ../shared/weights).
 """
@@ -35,7 +35,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments, run_sift  # noqa: E402
 
-from imc_lib import data, features, metric, networks, pipeline  # noqa: E402
+from imc_lib import (  # noqa: E402
+    networks,
+    pipeline,
+    plan,  # noqa: E402
+)
+from imc_lib.formats import data, metric
+from imc_lib.stages import features
 from imc_lib.utils import read_image, usable_device  # noqa: E402
 
 
@@ -66,7 +72,7 @@ def label(kwargs: dict) -> str:
 def unusable(kwargs: dict, device: torch.device) -> str | None:
     """Why a setting cannot run (an extractor without LightGlue asked to use it), else None."""
     overrides = {k: v for k, v in kwargs.items() if k != "conf"}
-    sconfs = pipeline.resolve(kwargs["conf"], device, pairs_method="exhaustive", **overrides)
+    sconfs = plan.resolve(kwargs["conf"], device, pairs_method="exhaustive", **overrides)
     if sconfs["matching"]["model"]["name"] != "lightglue":
         return None
     names = [networks.lightglue_key(f) for f in [sconfs["features"], *sconfs["also"]]]
@@ -164,7 +170,7 @@ def run_data_set(data_dir: Path, args, work: Path) -> None:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(p, several=True)
-    p.add_argument("--features", nargs="+", default=["aliked", "xfeat"], choices=sorted(pipeline.confs))
+    p.add_argument("--features", nargs="+", default=["aliked", "xfeat"], choices=sorted(plan.confs))
     p.add_argument("--resize-to", nargs="+", type=int)
     p.add_argument("--max-keypoints", nargs="+", type=int)
     p.add_argument("--matcher", nargs="+", choices=["lightglue", "mnn"])

@@ -21,7 +21,8 @@ from pathlib import Path
 import pycolmap
 import torch
 
-from imc_lib import metric, pipeline
+from imc_lib import pipeline, plan
+from imc_lib.formats import metric
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments  # noqa: E402
@@ -32,7 +33,7 @@ STAGES = ["pairs", "orientation", "features", "matching", "reconstruction"]
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(p)
-    p.add_argument("--features", default="aliked", choices=sorted(pipeline.confs))
+    p.add_argument("--features", default="aliked", choices=sorted(plan.confs))
     p.add_argument("--max-keypoints", type=int)
     p.add_argument("--resize-to", type=int)
     p.add_argument("--orientation", choices=["upright", "none"])

@@ -27,7 +27,8 @@ import pycolmap
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, markdown  # noqa: E402
 
-from imc_lib import metric, pipeline  # noqa: E402
+from imc_lib import pipeline  # noqa: E402
+from imc_lib.formats import metric
 
 MIX = ROOT.parent / "shared" / "data" / "imc25-mix"
 

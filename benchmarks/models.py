@@ -22,7 +22,9 @@ import pycolmap
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments, markdown  # noqa: E402
 
-from imc_lib import data, metric, pipeline, reconstruction, submission  # noqa: E402
+from imc_lib import pipeline
+from imc_lib.formats import data, metric, submission
+from imc_lib.stages import reconstruction  # noqa: E402
 
 
 def before_poses(sfm_dir: Path, summary: dict) -> dict:

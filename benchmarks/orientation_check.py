@@ -30,7 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT  # noqa: E402
 
-from imc_lib import data, features, orientation, pairs, pipeline, submission  # noqa: E402
+from imc_lib import plan
+from imc_lib.formats import data, submission
+from imc_lib.stages import features, orientation, pairs
 
 
 def true_turns(rotated_labels: Path, upright_labels: Path) -> dict[tuple[str, str], int]:
@@ -51,10 +53,10 @@ def main():
     p.add_argument("--conf", choices=sorted(orientation.confs), default="upright")
     args = p.parse_args()
     conf = orientation.confs[args.conf]
-    fconf = pipeline.stage_confs(
+    fconf = plan.stage_confs(
         pairs_method="exhaustive",
-        max_keypoints=pipeline.CPU_DEFAULTS["max_keypoints"],
-        resize_to=pipeline.CPU_DEFAULTS["resize_to"],
+        max_keypoints=plan.CPU_DEFAULTS["max_keypoints"],
+        resize_to=plan.CPU_DEFAULTS["resize_to"],
         orientation_method=args.conf,
     )["features"]
     logging.basicConfig(level=logging.WARNING)

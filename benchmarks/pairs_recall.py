@@ -24,7 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments, markdown  # noqa: E402
 
-from imc_lib import data, features, pairs, pipeline, submission  # noqa: E402
+from imc_lib import plan
+from imc_lib.formats import data, submission
+from imc_lib.stages import features, pairs
 
 
 def ground_truth(labels: pd.DataFrame, names: list[str], angle: float) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +64,7 @@ def main():
     logging.basicConfig(level=logging.WARNING)
     work = args.work or Path(tempfile.mkdtemp(prefix="imc-pairs-"))
     labels = pd.read_csv(args.data / "train" / "train_labels.csv", dtype={"image_name": str})
-    fconf = pipeline.resolve(device="cpu", pairs_method="vlad")["features"]
+    fconf = plan.resolve(device="cpu", pairs_method="vlad")["features"]
     rows = []
     for scene in data.load_scenes(args.data, "train", args.scenes):
         names = list(scene.image_names)

@@ -25,9 +25,10 @@ import ray
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments, markdown  # noqa: E402
 
-from imc_lib import metric, pipeline  # noqa: E402
-from imc_lib.executor import LocalExecutor  # noqa: E402
-from imc_lib.ray_executor import RayExecutor  # noqa: E402
+from imc_lib import pipeline  # noqa: E402
+from imc_lib.execution.executor import LocalExecutor  # noqa: E402
+from imc_lib.execution.ray_executor import RayExecutor  # noqa: E402
+from imc_lib.formats import metric
 
 
 def timed_run(args, work: Path, name: str, runner) -> tuple[float, str]:

@@ -21,7 +21,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments  # noqa: E402
 
-from imc_lib import data, io, matching, networks, orientation, pipeline  # noqa: E402
+from imc_lib import networks, plan, utils  # noqa: E402
+from imc_lib.formats import data  # noqa: E402
+from imc_lib.stages import matching, orientation  # noqa: E402
+from imc_lib.storage import io  # noqa: E402
 
 
 def read_all(path: Path) -> dict:
@@ -38,7 +41,7 @@ def copyable(orient_matches: Path, feature_path: Path, pairs: list, model: dict)
 
 def one_scene(scene, run_dir: Path, out: Path, sconfs: dict, nets) -> str:
     fconf, oconf, mconf = sconfs["features"], sconfs["orientation"], sconfs["matching"]
-    paths = pipeline.scene_paths(run_dir, scene, pipeline.scene_confs(sconfs, scene))
+    paths = plan.plan_scene(scene, sconfs, run_dir).paths
     (out / scene.key).mkdir(parents=True, exist_ok=True)
     feats = shutil.copy(paths["features"], out / scene.key / paths["features"].name)  # the run's stay untouched
     start = time.perf_counter()
@@ -69,8 +72,8 @@ def main():
     scenes = data.load_scenes(args.data, "train", args.scenes)
     # The pairs method the run used: exhaustive below the retrieval threshold, else VLAD (no DINOv2 here).
     method = "vlad" if any(len(s.image_names) >= 20 for s in scenes) else "exhaustive"
-    sconfs = pipeline.resolve("aliked", "cpu", pairs_method=method)
-    nets = networks.Networks(args.weights, pipeline.pick_device("cpu"))
+    sconfs = plan.resolve("aliked", "cpu", pairs_method=method)
+    nets = networks.Networks(args.weights, utils.pick_device("cpu"))
     print("| scene | pairs | copied | matched | orientation s | matching fresh s | copied s | copies == run's |")
     print("|---|---|---|---|---|---|---|---|")
     for scene in scenes:

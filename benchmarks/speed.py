@@ -25,12 +25,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments, run_sift  # noqa: E402
 
-from imc_lib import data, metric, pairs, pipeline  # noqa: E402
+from imc_lib import pipeline, plan  # noqa: E402
+from imc_lib.formats import data, metric  # noqa: E402
+from imc_lib.stages import pairs  # noqa: E402
 
 STAGES = ["pairs", "orientation", "features", "matching", "merge", "reconstruction"]
 
 # pipeline.run keyword arguments per named configuration ("default" is `imc-lib run`'s: on a CPU,
-# pipeline.CPU_DEFAULTS). The others each change one lever of the CPU default, or restore an older one.
+# plan.CPU_DEFAULTS). The others each change one lever of the CPU default, or restore an older one.
 CONFIGS = {
     "default": {},
     "lightglue": {"matcher": "lightglue"},  # LightGlue instead of mutual nearest neighbours
@@ -68,9 +70,7 @@ def unit_counts(data_dir: Path, work: Path, scenes, sconfs) -> tuple[int, int]:
     n_images = n_pairs = 0
     for scene in data.load_scenes(data_dir, "train", scenes):
         n_images += len(scene.image_names)
-        n_pairs += len(
-            pairs.read_pairs(pipeline.scene_paths(work, scene, pipeline.scene_confs(sconfs, scene))["match_pairs"])
-        )
+        n_pairs += len(pairs.read_pairs(plan.plan_scene(scene, sconfs, work).paths.match_pairs))
     return n_images, n_pairs
 
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from . import data, executor, lock, matching, orientation, pipeline
+from . import pipeline, plan
+from .execution import executor
+from .formats import data
+from .stages import matching, orientation
+from .storage import lock
 
 FOLDER_OUT = "imc-out"  # --out of a plain folder of photos, when not given
 
@@ -110,14 +115,14 @@ def _models(summary: dict) -> str:
 
 
 def _report_command(args) -> int:
-    from . import report
+    from .formats import report
 
     print(f"wrote {report.main(args.work_dir, args.out)}")
     return 0
 
 
 def _score(args) -> int:
-    from . import metric
+    from .formats import metric
 
     print(metric.report(args.labels, args.submission, args.categories, args.thresholds))
     return 0
@@ -125,7 +130,7 @@ def _score(args) -> int:
 
 def _not_in_wheel(module: str, command: str):
     """`imc_lib.<module>`, or a FileNotFoundError saying why it is absent: the Kaggle wheel carries
-    the runtime only (tools.kaggle.NOT_SHIPPED), not the packaging tooling or the app."""
+    the runtime only (tools/kaggle.py's NOT_SHIPPED), not the app."""
     full = f"{__package__}.{module}"
     try:
         return importlib.import_module(full)
@@ -138,8 +143,30 @@ def _not_in_wheel(module: str, command: str):
         ) from None
 
 
+# Tooling that works only from a checkout (the Kaggle build reads pyproject.toml, notebooks/ and
+# submission/ beside the package): kept outside the installed package, loaded from there by path.
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def checkout_tool(name: str, command: str):
+    """The checkout's `tools/<name>.py`, or a FileNotFoundError naming it and the fix."""
+    key = f"imc_lib_tools_{name}"
+    if key not in sys.modules:
+        path = TOOLS / f"{name}.py"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: not found; `imc-lib {command}` runs from a checkout of imc_lib: git clone it, then "
+                "pip install -e ."
+            )
+        spec = importlib.util.spec_from_file_location(key, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
 def _kaggle_build(args) -> int:
-    kaggle = _not_in_wheel("tools.kaggle", "kaggle build")
+    kaggle = checkout_tool("kaggle", "kaggle build")
     return kaggle.build(args.out_dir, offline=args.offline, weights=args.weights, competition=args.competition)
 
 
@@ -176,10 +203,10 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--work", type=Path, default=Path("work"), help="intermediate files; a rerun reuses them")
     r.add_argument("--scenes", nargs="+", help="only these scenes")
-    r.add_argument("--features", choices=sorted(pipeline.confs), default="aliked")
+    r.add_argument("--features", choices=sorted(plan.confs), default="aliked")
     r.add_argument(
         "--pairs",
-        choices=pipeline.PAIR_METHODS,
+        choices=plan.PAIR_METHODS,
         default="auto",
         help="which pairs to match in scenes of 20+ photos (smaller ones: all): auto (DINOv2 when a "
         "local model is found, else vlad), dinov2, vlad (retrieval over the scene's own features, "

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -48,7 +48,10 @@ import pandas as pd
 import pycolmap
 from IPython.display import display
 
-from imc_lib import data, features, figure3d, io, matching, metric, pairs, pipeline, reconstruction, submission, viz
+from imc_lib import figure3d, pipeline, plan, viz
+from imc_lib.formats import data, metric, submission
+from imc_lib.stages import features, matching, pairs, reconstruction
+from imc_lib.storage import io
 from imc_lib.utils import pick_device, read_image
 
 logging.basicConfig(
@@ -74,7 +77,7 @@ result = pipeline.run(
     orientation_method=ORIENTATION,
 )
 sconfs = result["confs"]  # the stage configs the run used (a CPU gets its speed settings)
-paths = pipeline.scene_paths(WORK_DIR, scene, pipeline.scene_confs(sconfs, scene))  # small scenes: all pairs
+paths = plan.plan_scene(scene, sconfs, WORK_DIR).paths  # small scenes: all pairs
 pd.DataFrame(
     {
         key: {"images": r["images"], "registered": r["registered"], "error": r["error"], **r["times"]}

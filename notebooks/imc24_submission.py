@@ -28,7 +28,7 @@
 # `cluster1`, ...), photos in none `outliers` with `nan` poses, and `image_id` carried from
 # `sample_submission.csv`.
 #
-# On Kaggle the inputs are found, not assumed (`imc_lib.kaggle_inputs`): the competition, this
+# On Kaggle the inputs are found, not assumed (`imc_lib.formats.kaggle_inputs`): the competition, this
 # dataset and the DINOv2 model are searched for under `/kaggle/input`, in the 2024 layout
 # (`/kaggle/input/<slug>`) and the 2026 one (`/kaggle/input/competitions/<slug>`,
 # `.../datasets/<owner>/<slug>`, `.../models/<owner>/<model>/<framework>/<variation>/<version>`), and
@@ -104,7 +104,7 @@ import sys
 def find_offline_dir(root: Path, max_depth: int = 4) -> Path | None:
     """The dataset: a requirements.txt beside an imc_lib wheel, the one named KAGGLE_DATASET first.
 
-    A short copy of imc_lib.kaggle_inputs' rule (shallowest first, sorted): that module is in the
+    A short copy of imc_lib.formats.kaggle_inputs' rule (shallowest first, sorted): that module is in the
     wheel this cell installs, so it cannot be imported to find it.
     """
     found = [
@@ -156,7 +156,7 @@ INSTALL_S = time.monotonic() - START
 # %% [markdown]
 # ## Find the inputs
 #
-# On Kaggle, by content under `/kaggle/input` in either layout (`imc_lib.kaggle_inputs`), each
+# On Kaggle, by content under `/kaggle/input` in either layout (`imc_lib.formats.kaggle_inputs`), each
 # logged with where it was found; no competition data stops here with what was searched. No
 # DINOv2 model is not a silent downgrade: a banner says so, and the pipeline's pair selection
 # that needs no downloaded weights takes its place.
@@ -167,7 +167,9 @@ import logging
 import pandas as pd
 import pycolmap
 
-from imc_lib import data, kaggle_inputs, metric, pipeline, submission
+from imc_lib import pipeline
+from imc_lib.formats import data, kaggle_inputs, metric, submission
+from imc_lib.stages import pairs
 from imc_lib.utils import usable_device
 
 logging.basicConfig(
@@ -190,7 +192,7 @@ if DINOV2_DIR is None:
     print("!" * 100)
     print(
         f"!!! NO DINOv2 MODEL ({dinov2_searched}).\n"
-        f"!!! Scenes of {pipeline.pairs.confs['vlad']['exhaustive_if_less']}+ images get "
+        f"!!! Scenes of {pairs.confs['vlad']['exhaustive_if_less']}+ images get "
         f"the pipeline's weight-free pair selection instead of DINOv2 retrieval. Fix: attach the Kaggle model "
         f"metaresearch/dinov2 (PyTorch, base) or set IMC_DINOV2 to its folder."
     )

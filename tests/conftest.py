@@ -51,7 +51,7 @@ def weights_dir() -> Path:
 
 def small_conf(name: str = "aliked-n16", resize_to: int = 512, max_keypoints: int = 1024) -> dict:
     """A copy of a features config cut down for fast CPU tests."""
-    from imc_lib import features
+    from imc_lib.stages import features
 
     conf = {**features.confs[name], "model": dict(features.confs[name]["model"])}
     conf["resize_to"] = resize_to
@@ -69,7 +69,8 @@ def aliked(weights_dir):
 
 @pytest.fixture(scope="session")
 def lightglue_aliked(weights_dir):
-    from imc_lib import matching, networks
+    from imc_lib import networks
+    from imc_lib.stages import matching
 
     return networks.load_matcher("aliked", matching.confs["lightglue"], weights_dir, "cpu")
 

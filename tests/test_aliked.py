@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from imc_lib import features
 from imc_lib.networks import aliked, aliked_cpu
+from imc_lib.stages import features
 from imc_lib.utils import read_image
 
 

@@ -16,8 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from imc_lib import app, cli, pipeline, submission
+from imc_lib import app, cli, networks, plan, runner, utils
 from imc_lib.app import session as S
+from imc_lib.formats import submission
 
 SCENE = "herzjesu-p8"
 SMALL = {"max_keypoints": 512, "resize_to": 512}
@@ -131,49 +132,76 @@ def array(value) -> np.ndarray:
 # --- session logic ------------------------------------------------------------------------------------
 
 
-def test_fingerprints_chain_and_name_the_first_missing_step(env, tmp_path):
+def test_fingerprints_follow_the_declared_files_and_name_the_first_missing_step(env, tmp_path):
     images = S.dataset_images(env, "train", SCENE, 4)
     assert images.names == ["0000.jpg", "0001.jpg", "0002.jpg", "0003.jpg"] and images.labels is not None
-    base = S.Settings(**SMALL)
-    fps = S.fingerprints(images, base)
-    assert "1. Images" in S.missing_message("reconstruction", {}, fps)
-    done = {"images": fps["images"]}
-    assert S.missing_step("reconstruction", done, fps) == ("pairs", "it has not run yet")
-    done.update(pairs=fps["pairs"], features=fps["features"])
-    assert S.missing_step("reconstruction", done, fps)[0] == "matches"
-    assert S.missing_step("matches", done, fps) is None
-    assert S.missing_step("features", {"images": fps["images"]}, fps) == ("pairs", "it has not run yet")
 
-    more = S.fingerprints(images, S.Settings(max_keypoints=1024, resize_to=512))
-    assert more["pairs"] == fps["pairs"] and more["features"] != fps["features"]
-    assert more["matches"] != fps["matches"] and more["reconstruction"] != fps["reconstruction"]
-    assert S.missing_message("matches", done, more) == (
+    def fps(**settings):
+        return runner.fingerprints(S.scene_plan(tmp_path, images, S.Settings(**{**SMALL, **settings})))
+
+    base = fps()
+    assert "1. Images" in S.missing_message("reconstruction", {})
+    done = {"images": True, "pairs": None}
+    assert S.missing_step("reconstruction", done) == ("pairs", "it has not run yet")
+    done.update(pairs=True, features=True)
+    assert S.missing_step("reconstruction", done)[0] == "matches" and S.missing_step("matches", done) is None
+    assert S.missing_message("matches", {"images": True, "pairs": True, "features": False}) == (
         "Run step 3. Keypoints first: the images or settings changed since it ran (needed by 4. Matches)."
     )
-
+    more = fps(max_keypoints=1024)  # the keypoints change, and everything that reads them
+    assert more["pairs"] == base["pairs"] and more["features"] != base["features"]
+    assert more["matching"] != base["matching"] and more["reconstruction"] != base["reconstruction"]
     # Another matcher redoes the matches and what follows, not the keypoints.
-    mnn = S.fingerprints(images, S.Settings(**SMALL, matcher="mnn"))
-    lightglue = S.fingerprints(images, S.Settings(**SMALL, matcher="lightglue"))
-    assert mnn["features"] == lightglue["features"] and mnn["matches"] != lightglue["matches"]
-    assert S.stage_paths(tmp_path, images, S.Settings(**SMALL, matcher="mnn"))["matches"].name.endswith(
+    mnn, lightglue = fps(matcher="mnn"), fps(matcher="lightglue")
+    assert mnn["features"] == lightglue["features"] and mnn["matching"] != lightglue["matching"]
+    assert S.scene_plan(tmp_path, images, S.Settings(**SMALL, matcher="mnn")).paths.matches.name.endswith(
         "_matches-mnn_pairs-exhaustive.h5"
     )
-
     # The threshold matters only when retrieval really selects (4 images < exhaustive_if_less=20: all pairs).
-    dino = {**SMALL, "pairs_method": "dinov2", "dinov2": "some-model"}
-    assert S.fingerprints(images, S.Settings(**dino, similarity_threshold=0.1))["pairs"] == fps["pairs"]
-    sel = [S.fingerprints(images, S.Settings(**dino, exhaustive_if_less=2, similarity_threshold=t)) for t in (0.1, 0.2)]
-    assert sel[0]["pairs"] != sel[1]["pairs"]
-    assert sel[0]["features"] != sel[1]["features"]  # quarter turns are found from the kept pairs
-    assert sel[0]["extraction"] == sel[1]["extraction"]  # but the extractor's inputs are the same
-    upright = [
-        S.fingerprints(images, S.Settings(**dino, exhaustive_if_less=2, similarity_threshold=t, orientation="none"))
-        for t in (0.1, 0.2)
-    ]
-    assert upright[0]["features"] == upright[1]["features"] != fps["features"]
+    dino = {"pairs_method": "dinov2", "dinov2": "some-model"}
+    assert fps(**dino, similarity_threshold=0.1)["pairs"] == base["pairs"]
+    sel = [fps(**dino, exhaustive_if_less=2, similarity_threshold=t) for t in (0.1, 0.2)]
+    assert sel[0]["pairs"] != sel[1]["pairs"] and sel[0]["orientation"] != sel[1]["orientation"]
+    assert sel[0]["extract"] == sel[1]["extract"]  # the features as stored the mnn orientation reads: the same
+    upright = [fps(**dino, exhaustive_if_less=2, similarity_threshold=t, orientation="none") for t in (0.1, 0.2)]
+    assert upright[0]["features"] == upright[1]["features"] != base["features"] and "orientation" not in upright[0]
 
 
-# (CLI-style settings, pipeline.resolve overrides): the app's names must be the CLI's for the same choice.
+def test_stale_view_after_a_changed_conf_and_a_changed_photo(env, tmp_path, weights_dir):
+    """What the app shows as up to date or stale comes from the runner's declarations and stamps: a
+    conf that keeps every file name (VLAD's min_pairs) makes the pairs and what reads them stale, not
+    the features as stored; a photo rewritten under its name makes every step stale."""
+    source = S.dataset_images(env, "train", SCENE, 4)
+    images = S.upload_images([(n, p.read_bytes()) for n, p in zip(source.names, source.paths)], tmp_path / "up")
+    settings = S.Settings(**SMALL, pairs_method="vlad", exhaustive_if_less=2, min_pairs=2, weights=str(weights_dir))
+    scene_plan = S.scene_plan(tmp_path, images, settings)
+    nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
+    assert not any(runner.status(scene_plan).values()) and S.step_status(scene_plan)["pairs"] is None
+    runner.run_scene(scene_plan, nets)
+    assert all(runner.status(scene_plan).values()) and all(S.step_status(scene_plan).values())
+    assert S.stale_outputs(scene_plan, "pairs") == []
+
+    other = S.scene_plan(tmp_path, images, S.Settings(**{**settings.__dict__, "min_pairs": 3}))
+    assert other.paths == scene_plan.paths  # the same file names: only the stamps can tell
+    status = runner.status(other)
+    assert status["extract"] and not any(v for k, v in status.items() if k != "extract")
+    assert S.step_status(other) == {"images": True, "pairs": False, "features": False, "matches": False,
+                                    "reconstruction": False}  # fmt: skip
+    assert S.stale_outputs(other, "pairs") == [other.paths.candidates]
+    assert other.paths.orientation in S.stale_outputs(other, "features")
+    assert other.paths.sfm in S.stale_outputs(other, "reconstruction")
+
+    photo = images.paths[1]
+    Image.open(photo).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photo, quality=90)
+    assert not any(runner.status(scene_plan).values())
+    assert S.stale_outputs(scene_plan, "pairs")[0] == scene_plan.paths.sources[0][0]  # the features as stored
+    S.remove(S.stale_outputs(scene_plan, "pairs"))
+    runner.run_scene(scene_plan, nets, until="pairs")
+    assert S.step_status(scene_plan) == {"images": True, "pairs": True, "features": False, "matches": False,
+                                         "reconstruction": False}  # fmt: skip
+
+
+# (CLI-style settings, plan.resolve overrides): the app's names must be the CLI's for the same choice.
 SAME_SETTINGS = [
     ({}, {"pairs_method": "auto"}),  # no DINOv2 source: vlad, turned exhaustive below 20 photos
     ({"features": "aliked+disk", "orientation": "upright", "matcher": "lightglue"}, {"conf": "aliked+disk"}),
@@ -187,8 +215,8 @@ def test_app_file_names_are_the_pipelines(env, tmp_path, settings, cli):
     images = S.dataset_images(env, "train", SCENE, 4)
     chosen = S.Settings(**{**SMALL, "orientation": "mnn", "matcher": "mnn", **settings})
     cli = {"pairs_method": "auto", **cli}
-    cli["pairs_method"] = pipeline.choose_pairs(cli["pairs_method"], [images.scene], chosen.dinov2 or None)
-    sconfs = pipeline.resolve(
+    cli["pairs_method"] = plan.choose_pairs(cli["pairs_method"], [images.scene], chosen.dinov2 or None)
+    sconfs = plan.resolve(
         cli.pop("conf", "aliked"),
         S.DEVICE,
         max_keypoints=SMALL["max_keypoints"],
@@ -199,45 +227,22 @@ def test_app_file_names_are_the_pipelines(env, tmp_path, settings, cli):
         **cli,
     )
     sconfs["pairs"].update({k: v for k, v in settings.items() if k in S.RETRIEVAL_KEYS})
-    expected = pipeline.scene_paths(
-        S.work_dir(tmp_path, images), images.scene, pipeline.scene_confs(sconfs, images.scene)
-    )
-    paths = S.stage_paths(tmp_path, images, chosen)
-    assert {k: v for k, v in paths.items() if k != "submission"} == expected
+    expected = plan.plan_scene(images.scene, sconfs, S.work_dir(tmp_path, images))
+    assert S.scene_plan(tmp_path, images, chosen) == expected
     if "exhaustive_if_less" not in settings:  # 4 photos: all pairs, named so (as the CLI's 8-photo sample)
-        assert paths["pairs"].name == "pairs-exhaustive.txt"
-    assert paths["submission"].parent == S.work_dir(tmp_path, images)
+        assert expected.paths.pairs.name == "pairs-exhaustive.txt"
+    assert S.submission_path(tmp_path, images).parent == S.work_dir(tmp_path, images)
 
 
 def test_default_settings_name_files_as_the_cli_default_run(env, tmp_path):
     """The sidebar's defaults are `imc-lib run`'s with no options on this device (CPU: its speed settings)."""
     images = S.dataset_images(env, "train", SCENE, 4)
-    sconfs = pipeline.resolve("aliked", S.DEVICE, pairs_method=pipeline.choose_pairs("auto", [images.scene], None))
-    expected = pipeline.scene_paths(
-        S.work_dir(tmp_path, images), images.scene, pipeline.scene_confs(sconfs, images.scene)
-    )
-    paths = S.stage_paths(tmp_path, images, S.Settings())
-    assert {k: v for k, v in paths.items() if k != "submission"} == expected
+    sconfs = plan.resolve("aliked", S.DEVICE, pairs_method=plan.choose_pairs("auto", [images.scene], None))
+    expected = plan.plan_scene(images.scene, sconfs, S.work_dir(tmp_path, images))
+    assert S.scene_plan(tmp_path, images, S.Settings()) == expected
 
 
-def test_stale_outputs_are_the_steps_own_files_written_for_other_inputs(env, tmp_path):
-    images = S.dataset_images(env, "train", SCENE, 4)
-    dino = S.Settings(**SMALL, pairs_method="dinov2", dinov2="dino", exhaustive_if_less=2, similarity_threshold=0.1)
-    fps, paths = S.fingerprints(images, dino), S.stage_paths(tmp_path, images, dino)
-    done = {k: fps[k] for k in ("images", "pairs", "features", "descriptors", "extraction")}
-    assert S.stale_outputs("pairs", paths, done, fps) == []  # up to date: the files are reused
-    wider = S.Settings(**{**dino.__dict__, "similarity_threshold": 0.5})
-    new_fps, new_paths = S.fingerprints(images, wider), S.stage_paths(tmp_path, images, wider)
-    assert new_paths["pairs"] == paths["pairs"]  # the same name: the pipeline's names carry no threshold
-    assert S.stale_outputs("pairs", new_paths, done, new_fps) == [
-        paths["candidates"],
-        paths["pairs"],
-        paths["match_pairs"],
-    ]
-    stale = S.stale_outputs("features", new_paths, done, new_fps)  # quarter turns follow the pairs
-    assert paths["orientation"] in stale and paths["features"] not in stale  # keypoints: same extractor inputs
-    other = S.Settings(**{**dino.__dict__, "dinov2": "another"})
-    assert paths["global"] in S.stale_outputs("pairs", paths, done, S.fingerprints(images, other))
+def test_remove_takes_files_and_folders(tmp_path):
     folder = tmp_path / "sfm"
     (folder / "model").mkdir(parents=True)
     S.remove([folder, tmp_path / "missing.txt"])
@@ -519,8 +524,8 @@ def test_a_2025_dataset_is_one_mixed_set_with_its_labels_and_cluster_files(imc25
     assert images.mixed and images.scene.key == "small" and len(images.names) == 10
     assert images.labels == imc25_dir / "train_labels.csv" and images.thresholds == imc25_dir / "train_thresholds.csv"
     assert images.scene.image_dir == imc25_dir / "train" / "small"
-    paths = S.stage_paths(tmp_path, images, S.Settings(**SMALL))
-    assert paths["sfm"].name.startswith("sfm-clusters_")  # every cluster kept (pipeline.scene_confs)
+    paths = S.scene_plan(tmp_path, images, S.Settings(**SMALL)).paths
+    assert paths.sfm.name.startswith("sfm-clusters_")  # every cluster kept (plan.scene_confs)
     test = S.dataset_images(imc25_dir, "test", "small", 5)
     assert test.mixed and test.labels is None and test.scene.image_ids[0].startswith("small_image_")
     assert len(test.scene.image_ids) == 5

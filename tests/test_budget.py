@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from imc_lib import budget, pairs
-from imc_lib.budget import Costs, Setting
+from imc_lib.execution import budget
+from imc_lib.execution.budget import Costs, Setting
+from imc_lib.stages import pairs
 
 # 1 s per image, no keypoint-independent pair work, 1 s per pair at 4096 keypoints, linear in keypoints.
 UNIT = Costs(per_image=1.0, per_pair=0.0, per_pair_match=1.0, keypoints=4096, exponent=1.0)

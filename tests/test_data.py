@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from imc_lib import data
+from imc_lib.formats import data
 
 
 def _touch_images(folder, names):

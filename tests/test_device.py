@@ -8,7 +8,7 @@ import logging
 import pytest
 import torch
 
-from imc_lib import pipeline, utils
+from imc_lib import plan, utils
 
 KAGGLE_P100_ERROR = (
     "CUDA error: no kernel image is available for execution on the device\n"
@@ -41,8 +41,8 @@ def test_the_cpu_device_then_gets_the_cpu_settings(monkeypatch, caplog):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(utils, "cuda_smoke_test", fail_like_a_p100)
     with caplog.at_level(logging.INFO):
-        sconfs = pipeline.resolve(device=utils.usable_device("auto"), pairs_method="vlad")
-    assert sconfs["features"]["resize_to"] == pipeline.AUTO_RESIZE  # CPU_DEFAULTS: "auto"
+        sconfs = plan.resolve(device=utils.usable_device("auto"), pairs_method="vlad")
+    assert sconfs["features"]["resize_to"] == plan.AUTO_RESIZE  # CPU_DEFAULTS: "auto"
     assert sconfs["matching"]["model"]["name"] == "mnn"
     assert any("CPU speed settings" in r.getMessage() for r in caplog.records)
 

@@ -7,8 +7,8 @@ import logging
 import h5py
 import numpy as np
 
-from imc_lib import ensemble, features, matching, pairs
-from imc_lib.io import pair_key
+from imc_lib.stages import ensemble, features, matching, pairs
+from imc_lib.storage.io import pair_key
 
 
 def test_merge_keypoints_dedups_within_radius_and_keeps_the_first_source():
@@ -83,7 +83,7 @@ def test_merged_files_are_redone_when_a_source_changes(tmp_path, caplog):
     with h5py.File(fpath) as f:
         merged = f["x.jpg"].attrs["fingerprint"]
     written = mpath.stat().st_mtime_ns
-    with caplog.at_level(logging.INFO, logger="imc_lib.io"):
+    with caplog.at_level(logging.INFO, logger="imc_lib.storage.io"):
         ensemble.main(*args)
     assert "reusing merged features and matches" in caplog.text and mpath.stat().st_mtime_ns == written
 

@@ -12,7 +12,8 @@ import pandas as pd
 import pycolmap
 import pytest
 
-from imc_lib import cli, export, metric, submission
+from imc_lib import cli
+from imc_lib.formats import export, metric, submission
 
 SCENE = "herzjesu-p8"
 # nerfstudio's documented transforms.json keys (docs.nerf.studio, "Data conventions": camera intrinsics

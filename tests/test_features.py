@@ -10,7 +10,8 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from conftest import small_conf
-from imc_lib import features, networks
+from imc_lib import networks
+from imc_lib.stages import features
 from imc_lib.utils import full_conf
 
 

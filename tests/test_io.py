@@ -14,7 +14,10 @@ import pytest
 from PIL import Image
 
 from conftest import small_conf
-from imc_lib import features, io, matching, pairs, pipeline, reconstruction, submission
+from imc_lib import pipeline
+from imc_lib.formats import submission
+from imc_lib.stages import features, matching, pairs, reconstruction
+from imc_lib.storage import io
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = "herzjesu-p8"
@@ -106,7 +109,7 @@ def test_pending_recomputes_groups_whose_fingerprint_changed(tmp_path, caplog):
     path = tmp_path / "f.h5"
     _write_features(path, ["a", "b"])
     expected = {"a": "fp-a", "b": "other", "c": "fp-c"}
-    with caplog.at_level(logging.INFO, logger="imc_lib.io"):
+    with caplog.at_level(logging.INFO, logger="imc_lib.storage.io"):
         todo = io.pending(path, ["a", "b", "c"], ("keypoints",), False, "images", expected)
     assert todo == ["b", "c"]
     assert "reusing 1 of 3 images; 1 recomputed because their inputs changed, 1 new" in caplog.text
@@ -142,7 +145,7 @@ def test_a_changed_conf_under_the_same_name_recomputes(tmp_path, aliked, caplog)
 
     changed = {**conf, "resize_to": 320}  # same output name, other setting
     assert changed["output"] == conf["output"]
-    with caplog.at_level(logging.INFO, logger="imc_lib.io"):
+    with caplog.at_level(logging.INFO, logger="imc_lib.storage.io"):
         features.main(changed, image_dir, names, path, "cpu", model=aliked)
         matching.main(mconf, pairs_path, path, matches, "aliked", "cpu")  # its features changed
         stricter = {**mconf, "model": {**mconf["model"], "ratio": 0.7}}
@@ -261,6 +264,6 @@ def test_a_one_photo_scene_has_no_matches_file_and_gets_no_model_twice(tmp_path,
     args = (conf, image_dir, ["0000.jpg"], pairs_path, feature_path, tmp_path / "none.h5", sfm)
     assert reconstruction.main(*args) is None  # the matching stage wrote no file: nothing to read
     assert (sfm / "EMPTY").read_text().startswith("no image pair")
-    with caplog.at_level(logging.INFO, logger="imc_lib.io"):
+    with caplog.at_level(logging.INFO, logger="imc_lib.storage.io"):
         assert reconstruction.main(*args) is None
     assert "reusing model" in caplog.text

@@ -1,4 +1,4 @@
-"""Kaggle packaging (imc_lib/tools/kaggle.py, submission/) and the data download script."""
+"""Kaggle packaging (tools/kaggle.py, submission/) and the data download script."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from conftest import kaggle_input_paths, write_dinov2_config
-from imc_lib import cli, kaggle_inputs, metric, networks, submission
-from imc_lib.tools import kaggle
+from imc_lib import cli, networks
+from imc_lib.formats import kaggle_inputs, metric, submission
+
+kaggle = cli.checkout_tool("kaggle", "kaggle build")
 
 ROOT = Path(__file__).resolve().parents[1]
 DOWNLOAD = ROOT / "data" / "download.sh"
@@ -92,9 +94,10 @@ def test_dataset_lists_every_file_and_holds_wheel_requirements_and_weights(built
     assert [r.split("==")[0] for r in requirements[1:]] == list(kaggle.SHIPPED)
 
 
-RUNTIME = ("__init__", "cli", "data", "pairs", "orientation", "features", "matching", "ensemble", "reconstruction")
-RUNTIME += ("pipeline", "submission", "metric", "budget", "kaggle_inputs", "lock", "utils")
-RUNTIME += ("export", "report", "figure3d", "networks/__init__", "networks/aliked", "networks/lightglue")
+RUNTIME = ("__init__", "cli", "pipeline", "plan", "runner", "utils", "figure3d")
+RUNTIME += tuple(f"stages/{m}" for m in ("pairs", "orientation", "features", "matching", "ensemble", "reconstruction"))
+RUNTIME += ("formats/data", "formats/submission", "formats/metric", "formats/kaggle_inputs", "formats/export")
+RUNTIME += ("formats/report", "execution/budget", "storage/lock", "storage/io", "networks/aliked", "networks/lightglue")
 
 
 def test_wheel_carries_the_runtime_and_not_the_tooling(built):
@@ -102,7 +105,7 @@ def test_wheel_carries_the_runtime_and_not_the_tooling(built):
     with zipfile.ZipFile(out / "dataset/imc_lib-0.1.0-py3-none-any.whl") as wheel:
         packed = {n for n in wheel.namelist() if n.startswith("imc_lib/")}
     assert {f"imc_lib/{m}.py" for m in RUNTIME} <= packed
-    assert not [n for n in packed if n.startswith(("imc_lib/tools/", "imc_lib/app/")) or n == "imc_lib/viz.py"]
+    assert not [n for n in packed if n.startswith(("imc_lib/app/", "tools/")) or n == "imc_lib/viz.py"]
     sources = {
         p.relative_to(ROOT).as_posix()
         for p in (ROOT / "imc_lib").rglob("*.py")
@@ -120,7 +123,8 @@ def test_wheel_alone_imports_the_stages_and_names_what_it_leaves_out(built, tmp_
     kaggle_python(tmp_path / "python")
     script = (
         "import imc_lib\n"
-        "from imc_lib import cli, data, kaggle_inputs, metric, pipeline, submission\n"
+        "from imc_lib import cli, pipeline\n"
+        "from imc_lib.formats import data, kaggle_inputs, metric, submission\n"
         "print(imc_lib.__file__)\n"
         "print(cli.main(['kaggle', 'build', 'out', '--offline']), cli.main(['app']))\n"
     )
@@ -135,9 +139,10 @@ def test_wheel_alone_imports_the_stages_and_names_what_it_leaves_out(built, tmp_
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(tmp_path / "wheel/imc_lib/__init__.py"), "2", "2"]
-    for module, command in (("imc_lib.tools.kaggle", "kaggle build"), ("imc_lib.app", "app")):
-        assert f"{module} is not installed here" in proc.stderr
-        assert f"`imc-lib {command}` runs from a checkout: pip install -e ." in proc.stderr
+    tool = tmp_path / "wheel/tools/kaggle.py"
+    assert f"{tool}: not found; `imc-lib kaggle build` runs from a checkout" in proc.stderr
+    assert "imc_lib.app is not installed here" in proc.stderr
+    assert "`imc-lib app` runs from a checkout: pip install -e ." in proc.stderr
     assert not (tmp_path / "out").exists()
 
 

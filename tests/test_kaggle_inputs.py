@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import kaggle_input_paths, write_dinov2_config
-from imc_lib import data, kaggle_inputs
+from imc_lib.formats import data, kaggle_inputs
 
 DATASET = "alice-wheels"
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from imc_lib import cli, lock
+from imc_lib import cli
+from imc_lib.storage import lock
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD = """
 import sys, time
-from imc_lib import lock
+from imc_lib.storage import lock
 with lock.scene_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))
@@ -67,7 +68,7 @@ def test_a_killed_holder_frees_the_scene(tmp_path, hold):
 
 def test_a_waiting_taker_gets_the_scene_when_the_holder_finishes(tmp_path, hold, caplog):
     proc = hold(tmp_path / "scene", seconds=3)
-    with caplog.at_level(logging.INFO, logger="imc_lib.lock"), lock.scene_lock(tmp_path / "scene", timeout=None):
+    with caplog.at_level(logging.INFO, logger=lock.__name__), lock.scene_lock(tmp_path / "scene", timeout=None):
         assert proc.wait(timeout=60) == 0  # it finished its block before this one began
     assert f"in use by process {proc.pid}" in caplog.text and "waiting" in caplog.text
     assert lock.holder(tmp_path / "scene" / lock.LOCK_NAME) == {}  # released: no holder recorded

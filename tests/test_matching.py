@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import small_conf
-from imc_lib import features, matching, networks, pairs
+from imc_lib import networks
+from imc_lib.stages import features, matching, pairs
 from imc_lib.utils import full_conf
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imc_lib import metric
-from imc_lib.metric import (
+from imc_lib.formats import metric
+from imc_lib.formats.metric import (
     DEFAULT_THRESHOLDS,
     camera_centres,
     format_table,
@@ -14,7 +14,7 @@ from imc_lib.metric import (
     mean_average_accuracy,
     score,
 )
-from imc_lib.submission import read_poses, write_submission
+from imc_lib.formats.submission import read_poses, write_submission
 
 # 8 corners of a 10 m cube and 2 cameras inside it: a similarity that keeps every corner within a
 # threshold moves an interior camera by less than that threshold too (it is a convex combination).
@@ -188,7 +188,7 @@ def test_duplicates_raise_and_extra_rows_are_ignored(gt, caplog):
     with pytest.raises(ValueError, match="d/s/0004.jpg"):
         score(gt, pd.concat([gt, gt.iloc[[4]]], ignore_index=True))
     extra = gt.iloc[[0]].assign(scene="other")
-    with caplog.at_level(logging.WARNING, logger="imc_lib.metric"):
+    with caplog.at_level(logging.WARNING, logger="imc_lib.formats.metric"):
         table = score(gt, pd.concat([gt, extra], ignore_index=True))
     assert table["mAA"].tolist() == [1.0]
     assert "1 submission rows are not in the labels" in caplog.text
@@ -244,7 +244,7 @@ def _reference_counts(gt, est, thresholds):
     """Plain loops over triplets and thresholds, as the competition's register_by_Horn runs them."""
     from itertools import combinations
 
-    from imc_lib.metric import _errors, _horn_batch
+    from imc_lib.formats.metric import _errors, _horn_batch
 
     def fit(mask):
         return _horn_batch(est[mask][None], gt[mask][None])
@@ -269,7 +269,7 @@ def _reference_counts(gt, est, thresholds):
 
 
 def test_vectorised_registration_matches_plain_loops():
-    from imc_lib.metric import DEFAULT_THRESHOLDS, _register
+    from imc_lib.formats.metric import DEFAULT_THRESHOLDS, _register
 
     rng = np.random.default_rng(3)
     thresholds = np.array(DEFAULT_THRESHOLDS)
@@ -282,7 +282,7 @@ def test_vectorised_registration_matches_plain_loops():
 
 
 def test_camera_errors_after_registration():
-    from imc_lib.metric import camera_errors
+    from imc_lib.formats.metric import camera_errors
 
     rng = np.random.default_rng(5)
     gt = rng.uniform(-5, 5, (8, 3))
@@ -448,7 +448,7 @@ def test_2025_scene_without_a_cluster_and_missing_dataset(caplog):
 @pytest.fixture(scope="module")
 def perfect_2025(imc25_dir, tmp_path_factory):
     """A submission of the composed set's train split: each true scene a cluster with its true poses."""
-    from imc_lib import data, submission
+    from imc_lib.formats import data, submission
 
     truth = submission.read_poses(imc25_dir / "train_labels.csv", "2025")
     rows = []

@@ -9,8 +9,10 @@ import kornia.feature as KF
 import pytest
 import torch
 
-from imc_lib import features, matching, metric, networks, pipeline
+from imc_lib import networks, pipeline, plan
+from imc_lib.formats import metric
 from imc_lib.networks import aliked, disk, lightglue, xfeat
+from imc_lib.stages import features, matching
 
 
 def load_xfeat(top_k=4096, threshold=0.05, directory=None):
@@ -115,7 +117,7 @@ def test_a_toy_extractor_plugs_in_by_one_module_and_one_registry_entry(tmp_path,
     """tests/toy_extractor.py (kornia's SIFT) and `EXTRACTORS["toy"]`: the features, matching and pipeline
     confs find it, and it reconstructs herzjesu-p8."""
     monkeypatch.setitem(networks.EXTRACTORS, "toy", "toy_extractor")
-    assert "toy" in pipeline.confs and "toy" in features.confs and "toy" in networks.NO_LIGHTGLUE
+    assert "toy" in plan.confs and "toy" in features.confs and "toy" in networks.NO_LIGHTGLUE
     out = tmp_path / "submission.csv"
     result = pipeline.run(imc_data_dir, out, tmp_path / "work", scenes=["herzjesu-p8"], conf="toy", device="cpu",
                           max_keypoints=1024, resize_to=640, orientation_method="none")  # fmt: skip
@@ -125,4 +127,4 @@ def test_a_toy_extractor_plugs_in_by_one_module_and_one_registry_entry(tmp_path,
     row = scores[scores["scene"] == "herzjesu-p8"].iloc[0]
     assert row["registered"] == 8 and row["mAA"] > 0.9
     with pytest.raises(networks.WeightsError, match="no LightGlue weights for toy features .*--matcher mnn"):
-        pipeline.stage_confs("toy", pairs_method="exhaustive", matcher="lightglue")
+        plan.stage_confs("toy", pairs_method="exhaustive", matcher="lightglue")

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from imc_lib import data, metric, submission
+from imc_lib.formats import data, metric, submission
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SCENE = "herzjesu-p8"

@@ -11,7 +11,7 @@ from PIL import Image
 from scipy.cluster.hierarchy import DisjointSet
 
 from conftest import small_conf
-from imc_lib import features, matching, orientation, pairs
+from imc_lib.stages import features, matching, orientation, pairs
 from imc_lib.utils import full_conf
 
 

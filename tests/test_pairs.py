@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from imc_lib import networks, pairs
+from imc_lib import networks
+from imc_lib.stages import pairs
 from imc_lib.utils import full_conf
 
 DATA_DIR = Path(os.environ.get("IMC_DATA_DIR", Path(__file__).resolve().parents[2] / "shared/data/imc-mini"))
@@ -219,7 +220,7 @@ def test_small_scene_is_exhaustive_without_dinov2(scene, tmp_path, monkeypatch, 
 
     monkeypatch.setattr(networks, "load_dinov2", no_load)
     conf = _retrieval_conf(exhaustive_if_less=len(names) + 1)
-    with caplog.at_level(logging.INFO, logger="imc_lib.pairs"):
+    with caplog.at_level(logging.INFO, logger="imc_lib.stages.pairs"):
         pairs.main(conf, image_dir, names, tmp_path / "a.txt", tmp_path / "a.h5")
         pairs.main(conf, image_dir, names, tmp_path / "b.txt", tmp_path / "b.h5", model=(None, Unusable()))
     assert "exhaustive" in caplog.text
@@ -247,7 +248,7 @@ def test_rerun_reuses_and_overwrite_recomputes(scene, tmp_path, caplog):
 
     # Existing pairs file: reused without touching the model.
     os.utime(pairs_path, ns=(1_000_000_000, 1_000_000_000))
-    with caplog.at_level(logging.INFO, logger="imc_lib.io"):
+    with caplog.at_level(logging.INFO, logger="imc_lib.storage.io"):
         pairs.main(conf, image_dir, names, pairs_path, desc_path, model=(None, Unusable()))
     assert "reusing pairs" in caplog.text
     assert pairs_path.stat().st_mtime_ns == 1_000_000_000
@@ -366,7 +367,7 @@ def test_vlad_is_unit_length_and_zero_for_no_descriptors():
 
 def _covisible(data_dir, scene, names, degrees=30.0):
     """Pairs whose ground-truth optical axes differ by less than `degrees` (the pairs that matter)."""
-    from imc_lib import submission
+    from imc_lib.formats import submission
 
     labels = submission.read_poses(data_dir / "train" / "train_labels.csv", "labels")
     labels = labels[labels["scene"] == scene].set_index("image_name")
@@ -381,7 +382,7 @@ def _covisible(data_dir, scene, names, degrees=30.0):
 @pytest.mark.parametrize("scene_name", ["fountain", "entry"])
 def test_vlad_pairs_recall_the_covisible_pairs_of_a_real_scene(scene_name, imc_data_dir, weights_dir, aliked, tmp_path):
     from conftest import small_conf
-    from imc_lib import features
+    from imc_lib.stages import features
 
     image_dir = imc_data_dir / "train" / scene_name / "images"
     names = sorted(p.name for p in image_dir.iterdir())

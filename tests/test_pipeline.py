@@ -17,20 +17,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from imc_lib import (
-    cli,
-    data,
-    features,
-    lock,
-    matching,
-    metric,
-    networks,
-    orientation,
-    pairs,
-    pipeline,
-    report,
-    submission,
-)
+from imc_lib import cli, networks, pipeline, plan, runner, utils
+from imc_lib.formats import data, metric, report, submission
+from imc_lib.stages import features, matching, orientation, pairs, reconstruction
+from imc_lib.storage import lock
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = "herzjesu-p8"
@@ -69,7 +59,7 @@ def test_end_to_end_scores_at_least_sift(run_dir, imc_data_dir):
 
 
 def test_cpu_run_uses_the_speed_settings_it_was_not_told_otherwise(run_dir):
-    # --max-keypoints 1024 given; the rest are pipeline.CPU_DEFAULTS: each photo at its own size within
+    # --max-keypoints 1024 given; the rest are plan.CPU_DEFAULTS: each photo at its own size within
     # 640-1024 px, mnn matching, and the orientation from the main features (not the upright config's
     # own low-resolution pass).
     work, _ = run_dir
@@ -289,10 +279,10 @@ def test_auto_pairs_without_a_local_dinov2_use_vlad_in_one_line(monkeypatch, cap
     def no_hub(*args, **kwargs):
         raise AssertionError("auto must not try the hub")
 
-    monkeypatch.setattr(pipeline, "load_dinov2", no_hub)
+    monkeypatch.setattr(plan, "load_dinov2", no_hub)
     with caplog.at_level(logging.WARNING):
-        assert pipeline.choose_pairs("auto", _scenes(8, 25, 40)) == "vlad"
-        assert pipeline.choose_pairs(None, _scenes(8)) == "vlad"  # nothing to retrieve: no message
+        assert plan.choose_pairs("auto", _scenes(8, 25, 40)) == "vlad"
+        assert plan.choose_pairs(None, _scenes(8)) == "vlad"  # nothing to retrieve: no message
     lines = [r.getMessage() for r in caplog.records if "DINOv2" in r.getMessage()]
     assert len(lines) == 1 and "--pairs vlad" in lines[0] and "--dinov2" in lines[0]
 
@@ -305,28 +295,25 @@ def test_auto_pairs_take_a_local_dinov2_once(tmp_path, monkeypatch):
     processor.save_pretrained(tmp_path)
     monkeypatch.setenv("IMC_DINOV2", str(tmp_path))
     networks = {}
-    assert pipeline.choose_pairs("auto", _scenes(25), networks=networks) == "dinov2"
+    assert plan.choose_pairs("auto", _scenes(25), networks=networks) == "dinov2"
     assert [k[0] for k in networks] == ["pairs"]
 
 
 def test_explicit_dinov2_that_cannot_load_stops_the_run_once(tmp_path, monkeypatch):
     monkeypatch.delenv("IMC_DINOV2", raising=False)
     with pytest.raises(pipeline.WeightsError, match="--pairs vlad"):
-        pipeline.choose_pairs("dinov2", _scenes(25), dinov2=tmp_path / "missing")
+        plan.choose_pairs("dinov2", _scenes(25), dinov2=tmp_path / "missing")
 
 
 def test_pairs_file_is_named_by_the_method_that_made_it(tmp_path):
-    sconfs = pipeline.resolve(device="cpu", pairs_method="vlad")
+    sconfs = plan.resolve(device="cpu", pairs_method="vlad")
     small, large = _scenes(8, 25)
-    assert (
-        pipeline.scene_paths(tmp_path, small, pipeline.scene_confs(sconfs, small))["pairs"].name
-        == "pairs-exhaustive.txt"
-    )
-    assert pipeline.scene_paths(tmp_path, large, pipeline.scene_confs(sconfs, large))["pairs"].name == "pairs-vlad.txt"
+    assert plan.plan_scene(small, sconfs, tmp_path).paths.pairs.name == "pairs-exhaustive.txt"
+    assert plan.plan_scene(large, sconfs, tmp_path).paths.pairs.name == "pairs-vlad.txt"
 
 
 def test_stage_confs_are_the_named_ones_with_the_overrides_and_share_nothing_with_them():
-    sconfs = pipeline.stage_confs("aliked", max_keypoints=512, pairs_method="vlad", resize_to=320, prefilter=40)
+    sconfs = plan.stage_confs("aliked", max_keypoints=512, pairs_method="vlad", resize_to=320, prefilter=40)
     default = features.confs["aliked-n16"]
     assert sconfs["features"] == {
         **default,
@@ -341,7 +328,7 @@ def test_stage_confs_are_the_named_ones_with_the_overrides_and_share_nothing_wit
     sconfs["reconstruction"]["verification"]["ransac"]["max_num_trials"] = 1
     assert default["model"]["max_num_keypoints"] == 4096
     assert orientation.confs["upright"]["features"]["resize_to"] == 512
-    assert pipeline.reconstruction.confs["incremental"]["verification"]["ransac"]["max_num_trials"] == 20000
+    assert reconstruction.confs["incremental"]["verification"]["ransac"]["max_num_trials"] == 20000
 
 
 def test_time_limit_too_short_still_writes_every_row_in_time(tmp_path, imc_data_dir, weights_dir):
@@ -375,11 +362,11 @@ def test_time_limit_rewrites_a_complete_submission_after_every_scene(tmp_path, i
     """A run killed in its second scene leaves the first scene's poses and a row for every image."""
     real, ran = pipeline.run_scene, []
 
-    def killed_in_second(scene, *args, **kwargs):
+    def killed_in_second(scene_plan, *args, **kwargs):
         if ran:
             raise KeyboardInterrupt  # stands in for the kernel being killed
-        ran.append(scene.scene)
-        return real(scene, *args, **kwargs)
+        ran.append(scene_plan.scene.scene)
+        return real(scene_plan, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "run_scene", killed_in_second)
     with pytest.raises(KeyboardInterrupt):
@@ -401,11 +388,11 @@ def test_time_limit_rewrites_a_complete_submission_after_every_scene(tmp_path, i
 
 
 def test_stages_stop_at_the_deadline(tmp_path, imc_data_dir, weights_dir):
-    from imc_lib import budget
+    from imc_lib.execution import budget
 
     image_dir = imc_data_dir / "train" / SCENE / "images"
     names = sorted(p.name for p in image_dir.iterdir())
-    conf = pipeline.resolve(device="cpu", pairs_method="exhaustive")["features"]
+    conf = plan.resolve(device="cpu", pairs_method="exhaustive")["features"]
     with pytest.raises(budget.OutOfTime, match="feature extraction"):
         features.main(
             conf, image_dir, names, tmp_path / "f.h5", "cpu", weights=weights_dir, deadline=time.monotonic() - 1
@@ -437,9 +424,9 @@ def test_categories_csv_reaches_the_scene_and_sets_its_pairs(tmp_path):
     (train / "categories.csv").write_text("scene,categories\nglass,transparent;object\nchurch,historical\n")
     glass, church = sorted(data.load_scenes(tmp_path, "train"), key=lambda s: s.scene, reverse=True)
     assert glass.categories == ("transparent", "object") and church.categories == ("historical",)
-    sconfs = pipeline.resolve(device="cpu", pairs_method="vlad")
-    assert pipeline.scene_confs(sconfs, glass)["pairs"]["output"] == "pairs-exhaustive"
-    assert pipeline.scene_confs(sconfs, church)["pairs"]["output"] == "pairs-vlad"
+    sconfs = plan.resolve(device="cpu", pairs_method="vlad")
+    assert plan.scene_confs(sconfs, glass)["pairs"]["output"] == "pairs-exhaustive"
+    assert plan.scene_confs(sconfs, church)["pairs"]["output"] == "pairs-vlad"
 
 
 @pytest.mark.slow
@@ -449,17 +436,17 @@ def test_vlad_pairs_after_turning_recover_the_pairs_across_turned_photos(tmp_pat
     from test_pairs import _covisible
 
     (scene,) = data.load_scenes(imc_data_dir, "train", ["temple"])
-    sconfs = pipeline.resolve(device="cpu", pairs_method="vlad")
+    sconfs = plan.resolve(device="cpu", pairs_method="vlad")
     sconfs["pairs"].update(exhaustive_if_less=2, min_pairs=5)  # retrieval even in a 16-photo scene
-    nets = networks.Networks(weights_dir, pipeline.pick_device("cpu"))
-    out = pipeline.run_scene(scene, sconfs, tmp_path, nets)
+    nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
+    out = runner.run_scene(plan.plan_scene(scene, sconfs, tmp_path), nets)
     wanted = _covisible(imc_data_dir, "temple", list(scene.image_names))
 
     def recall(path):
         return len({tuple(p) for p in pairs.read_pairs(path)} & wanted) / len(wanted)
 
-    assert out["paths"]["candidates"].name == "pairs-vlad-as-stored.txt"
-    assert recall(out["paths"]["pairs"]) == 1.0 > recall(out["paths"]["candidates"])
+    assert out["paths"].candidates.name == "pairs-vlad-as-stored.txt"
+    assert recall(out["paths"].pairs) == 1.0 > recall(out["paths"].candidates)
     assert len(out["poses"]) >= 15
 
 
@@ -472,12 +459,13 @@ def _submission(tmp_path, scene, poses):
 def test_vlad_pairs_of_upright_photos_are_the_as_stored_ones(tmp_path, imc_data_dir, weights_dir):
     """Nothing turned: the pairs to match are the orientation's candidates, not selected twice."""
     (scene,) = data.load_scenes(imc_data_dir, "train", [SCENE])
-    sconfs = pipeline.resolve(device="cpu", pairs_method="vlad", max_keypoints=1024)
+    sconfs = plan.resolve(device="cpu", pairs_method="vlad", max_keypoints=1024)
     sconfs["pairs"].update(exhaustive_if_less=2, min_pairs=3)
-    out = pipeline.run_scene(scene, sconfs, tmp_path, networks.Networks(weights_dir, pipeline.pick_device("cpu")))
-    assert orientation.read_orientations(out["paths"]["orientation"]) == {n: 0 for n in scene.image_names}
-    chosen = pairs.read_pairs(out["paths"]["pairs"])
-    assert chosen == pairs.read_pairs(out["paths"]["candidates"])
+    nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
+    out = runner.run_scene(plan.plan_scene(scene, sconfs, tmp_path), nets)
+    assert orientation.read_orientations(out["paths"].orientation) == {n: 0 for n in scene.image_names}
+    chosen = pairs.read_pairs(out["paths"].pairs)
+    assert chosen == pairs.read_pairs(out["paths"].candidates)
     assert len(chosen) < 28 and len(out["poses"]) == 8
 
 
@@ -486,12 +474,12 @@ def test_run_scene_reports_each_stage_and_stops_where_asked(tmp_path, weights_di
     every stage that works, with its totals, in the stages' order; a rerun reuses every file and
     hears nothing; `until` stops after the named stage."""
     (scene,) = data.load_scenes(ROOT / "data", "train", [SCENE])
-    sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=512, resize_to=512)
+    sconfs = plan.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=512, resize_to=512)
     assert sconfs["orientation"]["output"] == orientation.confs["mnn"]["output"]
-    nets = networks.Networks(weights_dir, pipeline.pick_device("cpu"))
+    nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
     heard = []
-    out = pipeline.run_scene(scene, sconfs, tmp_path, nets, progress=lambda *event: heard.append(event))
-    assert out["paths"]["pairs"].name == "pairs-exhaustive.txt" and len(out["poses"]) == 8
+    out = runner.run_scene(plan.plan_scene(scene, sconfs, tmp_path), nets, progress=lambda *event: heard.append(event))
+    assert out["paths"].pairs.name == "pairs-exhaustive.txt" and len(out["poses"]) == 8
     totals = {}
     for stage, done, total in heard:
         assert total is None or 0 <= done <= total, (stage, done, total)
@@ -505,28 +493,32 @@ def test_run_scene_reports_each_stage_and_stops_where_asked(tmp_path, weights_di
     assert totals["reconstruction"] == [(k, 3) for k in range(4)]
 
     heard.clear()
-    again = pipeline.run_scene(scene, sconfs, tmp_path, nets, progress=lambda *event: heard.append(event))
+    scene_plan = plan.plan_scene(scene, sconfs, tmp_path)
+    again = runner.run_scene(scene_plan, nets, progress=lambda *event: heard.append(event))
     assert heard == [] and set(again["poses"]) == set(out["poses"])
 
     heard.clear()
-    part = pipeline.run_scene(
-        scene, sconfs, tmp_path / "part", nets, progress=lambda *event: heard.append(event), until="pairs"
+    part = runner.run_scene(
+        plan.plan_scene(scene, sconfs, tmp_path / "part"),
+        nets,
+        progress=lambda *event: heard.append(event),
+        until="pairs",
     )
     assert part["poses"] == {} and part["model"] is None
-    assert part["paths"]["pairs"].is_file() and not part["paths"]["orientation"].exists()
+    assert part["paths"].pairs.is_file() and not part["paths"].orientation.exists()
     assert {stage for stage, _, _ in heard} == {"features", "pairs"}
     with pytest.raises(ValueError, match="not a stage"):
-        pipeline.run_scene(scene, sconfs, tmp_path, nets, until="keypoints")
+        runner.run_scene(plan.plan_scene(scene, sconfs, tmp_path), nets, until="keypoints")
 
 
 def test_fast_extractors_come_with_their_matchers():
-    xfeat = pipeline.stage_confs("xfeat", 1024, "exhaustive", resize_to=640, orientation_method="mnn")
+    xfeat = plan.stage_confs("xfeat", 1024, "exhaustive", resize_to=640, orientation_method="mnn")
     assert xfeat["features"]["output"] == "feats-xfeat-1024-r640-orient-mnn"
     assert xfeat["features"]["model"]["name"] == "xfeat" and xfeat["matching"]["output"] == "matches-lightglue"
     assert networks.lightglue_key(xfeat["features"]) == "xfeat"  # LighterGlue
     # No LightGlue exists for ALIKED-t16: nearest neighbours on every device, unless told otherwise.
-    assert pipeline.stage_confs("aliked-t16", pairs_method="vlad")["matching"] == matching.confs["mnn"]
-    ensemble = pipeline.stage_confs("aliked+xfeat", pairs_method="vlad", orientation_method="none")
+    assert plan.stage_confs("aliked-t16", pairs_method="vlad")["matching"] == matching.confs["mnn"]
+    ensemble = plan.stage_confs("aliked+xfeat", pairs_method="vlad", orientation_method="none")
     assert [f["output"] for f in [ensemble["features"], *ensemble["also"]]] == ["feats-aliked-n16", "feats-xfeat"]
 
 
@@ -588,10 +580,10 @@ def test_a_very_large_photo_costs_at_most_itself(tmp_path, weights_dir, caplog):
     _huge_png(images / "huge.png")
     names += ["huge.jpg", "huge.png"]
     scene = data.Scene("large", "large", images, tuple(names), tuple(names))
-    sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=512, resize_to=512)
-    nets = networks.Networks(weights_dir, pipeline.pick_device("cpu"))
+    sconfs = plan.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=512, resize_to=512)
+    nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
     with caplog.at_level(logging.INFO):
-        out = pipeline.run_scene(scene, sconfs, tmp_path / "work", nets)
+        out = runner.run_scene(plan.plan_scene(scene, sconfs, tmp_path / "work"), nets)
 
     assert sorted(out["poses"]) == sorted(n for n in names if n != "huge.png")
     warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -599,7 +591,7 @@ def test_a_very_large_photo_costs_at_most_itself(tmp_path, weights_dir, caplog):
     assert "20000x20000 PNG" in warned[0].getMessage() and "megapixels" in warned[0].getMessage()
     assert "orientation, turned" not in caplog.text  # no photo is tried turned against the PNG's empty features
     # The JPEG's features sit on its stored 20000 px grid; COLMAP's camera describes the 2500 px copy it read.
-    feats = features.read_features(out["paths"]["features"], "huge.jpg")
+    feats = features.read_features(out["paths"].features, "huge.jpg")
     assert tuple(feats["image_size"]) == (20000, 20000) and feats["keypoints"].max() > 10000
     image = next(i for i in out["model"].images.values() if i.name == "huge.jpg")
     assert (out["model"].cameras[image.camera_id].width, out["model"].cameras[image.camera_id].height) == (2500, 2500)
@@ -615,7 +607,7 @@ def test_auto_resize_extracts_each_photo_at_its_own_size_within_the_bounds(tmp_p
     """resize_to "auto" (the CPU default): a large photo at 1024, a mid-sized one at its own size, a
     small one at twice its size; the features' file is named by the bounds; the log says what each got."""
 
-    sconfs = pipeline.resolve(device="cpu", pairs_method="vlad")
+    sconfs = plan.resolve(device="cpu", pairs_method="vlad")
     fconf = sconfs["features"]
     assert fconf["resize_to"] == [640, 1024] and fconf["output"] == "feats-aliked-n16-2048-r640-1024-orient-mnn"
     rng = np.random.default_rng(0)
@@ -629,7 +621,7 @@ def test_auto_resize_extracts_each_photo_at_its_own_size_within_the_bounds(tmp_p
         seen.append(max(features.prepare(image, conf["resize_to"], device).shape[-2:]))
         return extract(model, conf, image, device, turns, stored_size)
 
-    with caplog.at_level("INFO", logger="imc_lib.features"), pytest.MonkeyPatch.context() as mp:
+    with caplog.at_level("INFO", logger="imc_lib.stages.features"), pytest.MonkeyPatch.context() as mp:
         mp.setattr(features, "extract", spy)
         path = features.main(fconf, tmp_path, list(sizes), tmp_path / "feats.h5", "cpu", model=aliked)
     assert seen == [1024, 800, 960, 640]

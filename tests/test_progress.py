@@ -1,4 +1,4 @@
-"""imc_lib.progress: one loop, shown by tqdm, as log lines, or reported to a callback."""
+"""imc_lib.execution.progress: one loop, shown by tqdm, as log lines, or reported to a callback."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from imc_lib import progress
+from imc_lib.execution import progress
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,20 +60,20 @@ def test_a_bar_is_drawn_on_a_terminal_only(monkeypatch):
 
 def test_off_a_terminal_a_loop_is_one_log_line_or_one_every_interval(monkeypatch, caplog):
     monkeypatch.setattr(progress, "shown_on", lambda: "log")
-    with caplog.at_level(logging.INFO, logger="imc_lib.progress"):
+    with caplog.at_level(logging.INFO, logger="imc_lib.execution.progress"):
         assert list(progress.bar(range(40), desc="features feats-x", unit="img")) == list(range(40))
     (line,) = caplog.messages
     assert re.fullmatch(r"features feats-x: 40 img in \d+\.\d s \(\d+\.\d\d s/img\)", line), line
 
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="imc_lib.progress"):
+    with caplog.at_level(logging.INFO, logger="imc_lib.execution.progress"):
         list(progress.bar([], desc="nothing to do"))
         with progress.bar(desc="orientation, turned", unit="photo", disable=True) as bar:
             bar.update()
     assert caplog.messages == []  # nothing done, or silenced: no line
 
     monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)  # a slow loop: a line as it goes, then the summary
-    with caplog.at_level(logging.INFO, logger="imc_lib.progress"), progress.bar(desc="turned", unit="photo") as bar:
+    with caplog.at_level(logging.INFO, logger=progress.__name__), progress.bar(desc="turned", unit="photo") as bar:
         bar.update()
         bar.update()
     *going, done = caplog.messages
@@ -98,13 +98,13 @@ def test_a_run_logged_to_a_file_is_a_few_lines_a_stage(tmp_path, imc_data_dir, w
     scenes = {"entry": 10, "fountain": 11, "herzjesu-p8": 8, "temple": 16}
     for scene, photos in scenes.items():
         summaries = [  # each stage's summary line, as the stage or its loop writes it
-            rf"imc_lib\.progress: features feats-\S+: {photos} img in ",
-            rf"imc_lib\.pairs: Wrote {photos * (photos - 1) // 2} pairs for {photos} images to \S+/{scene}/",
-            rf"imc_lib\.progress: orientation: {photos * (photos - 1) // 2} pair in ",
-            rf"imc_lib\.orientation: \S+/{scene}/orient-mnn\S+: \d+ of {photos} photos turned",
-            rf"imc_lib\.progress: matching matches-mnn: {photos * (photos - 1) // 2} pair in ",
-            rf"imc_lib\.reconstruction: \S+/{scene}/\S+/models: \d+ model\(s\) -> \d+ cluster\(s\), \d+ -> \d+ of "
-            rf"{photos} photos registered",
+            rf"imc_lib\.execution\.progress: features feats-\S+: {photos} img in ",
+            rf"imc_lib\.stages\.pairs: Wrote {photos * (photos - 1) // 2} pairs for {photos} images to \S+/{scene}/",
+            rf"imc_lib\.execution\.progress: orientation: {photos * (photos - 1) // 2} pair in ",
+            rf"imc_lib\.stages\.orientation: \S+/{scene}/orient-mnn\S+: \d+ of {photos} photos turned",
+            rf"imc_lib\.execution\.progress: matching matches-mnn: {photos * (photos - 1) // 2} pair in ",
+            rf"imc_lib\.stages\.reconstruction: \S+/{scene}/\S+/models: \d+ model\(s\) -> \d+ cluster\(s\), "
+            rf"\d+ -> \d+ of {photos} photos registered",
             rf"imc_lib\.pipeline: scene {scene}: \d+ of {photos} images registered in \S+ s \(features \S+ s, pairs ",
         ]
         for summary in summaries:

@@ -19,10 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-from imc_lib import executor, lock, metric, pipeline, shards, submission
+from imc_lib import pipeline
+from imc_lib.execution import executor, shards
+from imc_lib.formats import metric, submission
+from imc_lib.storage import lock
 
 ray = pytest.importorskip("ray")
-from imc_lib.ray_executor import RayExecutor  # noqa: E402  (needs ray)
+from imc_lib.execution.ray_executor import RayExecutor  # noqa: E402  (needs ray)
 
 ROOT = Path(__file__).resolve().parents[1]
 # herzjesu-p8 (8 photos) runs whole; entry (10) is "large" here: features in shards of 4 photos,
@@ -137,7 +140,7 @@ DRIVER = """
 import json, sys
 from pathlib import Path
 from imc_lib import pipeline
-from imc_lib.ray_executor import RayExecutor
+from imc_lib.execution.ray_executor import RayExecutor
 data, weights, tmp, address = sys.argv[1:5]
 sharding = {"min_photos": 10, "photos": 2, "pairs": 12}
 result = pipeline.run(Path(data), Path(tmp) / "ray.csv", Path(tmp) / "ray", scenes=["entry"], weights=weights,
@@ -190,7 +193,7 @@ def test_a_node_that_cannot_see_the_work_folder_stops_the_run_naming_it(cluster,
 
 def test_the_ray_executor_without_ray_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
-    monkeypatch.delitem(sys.modules, "imc_lib.ray_executor")
+    monkeypatch.delitem(sys.modules, "imc_lib.execution.ray_executor")
     with pytest.raises(ValueError, match=r"pip install 'imc_lib\[ray\]'"):
         executor.make("ray")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pycolmap
 
-from imc_lib import networks, pairs, reconstruction
-from imc_lib.io import write_group
+from imc_lib import networks, plan, runner, utils
+from imc_lib.stages import pairs, reconstruction
+from imc_lib.storage.io import write_group
 from imc_lib.utils import full_conf
 
 
@@ -37,16 +38,17 @@ def test_partial_conf_builds_the_database_with_the_default_s_camera_model(tmp_pa
 
 def test_a_scene_mapped_in_small_pieces_is_mapped_again_with_distortion_held(tmp_path, imc_data_dir, weights_dir):
     """Below `remap_held_below` the scene is mapped again with k held at 0, and that model is kept; above, once."""
-    from imc_lib import data, metric, pipeline, submission
+    from imc_lib.formats import data, metric, submission
 
     (scene,) = data.load_scenes(imc_data_dir, "train", ["herzjesu-p8"])
-    sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
-    out = pipeline.run_scene(scene, sconfs, tmp_path, networks.Networks(weights_dir, pipeline.pick_device("cpu")))
+    sconfs = plan.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
+    nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
+    out = runner.run_scene(plan.plan_scene(scene, sconfs, tmp_path), nets)
     paths = out["paths"]
     (k_once,) = [cam.params[3] for cam in out["model"].cameras.values()]
-    assert not (paths["sfm"] / "models-held").exists() and k_once != 0.0  # all 8 registered: mapped once
+    assert not (paths.sfm / "models-held").exists() and k_once != 0.0  # all 8 registered: mapped once
     held = reconstruction.main({**sconfs["reconstruction"], "remap_held_below": 1.01}, scene.image_dir,
-                               list(scene.image_names), paths["match_pairs"], paths["features"], paths["matches"],
+                               list(scene.image_names), paths.match_pairs, paths.features, paths.matches,
                                tmp_path / "held")  # fmt: skip
     (k_held,) = [cam.params[3] for cam in held.cameras.values()]
     assert (tmp_path / "held" / "models-held").is_dir() and k_held == 0.0 and held.num_reg_images() == 8
@@ -60,7 +62,7 @@ def test_the_held_try_is_judged_on_the_mapper_s_own_models_not_the_joined_ones(m
     """A mapping broken into small models is mapped again held even when joining covered the photos
     (ALIKED-t16 on dino-full: largest 45 of 363, joined 351 at mAA 0.506; held 351 in one model,
     0.836), and the held try is kept when its mapper placed more; a mapping that placed 90%+ is final."""
-    from imc_lib import scenes
+    from imc_lib.stages import joining
 
     class Model:
         def __init__(self, n):
@@ -69,7 +71,7 @@ def test_the_held_try_is_judged_on_the_mapper_s_own_models_not_the_joined_ones(m
         def num_reg_images(self):
             return self.n
 
-    tries = {"models": scenes.Outcome([Model(351)], 50, 45), "models-held": scenes.Outcome([Model(351)], 2, 351)}
+    tries = {"models": joining.Outcome([Model(351)], 50, 45), "models-held": joining.Outcome([Model(351)], 2, 351)}
     calls = []
 
     def map_and_join(conf, options, out_dir, *args):
@@ -83,6 +85,6 @@ def test_the_held_try_is_judged_on_the_mapper_s_own_models_not_the_joined_ones(m
     assert calls[1][1]["ba_refine_extra_params"] is False  # the second try holds distortion
 
     calls.clear()
-    tries["models"] = scenes.Outcome([Model(330)], 2, 330)  # 330 >= 0.9 * 363: mapped once
+    tries["models"] = joining.Outcome([Model(330)], 2, 330)  # 330 >= 0.9 * 363: mapped once
     assert reconstruction._final_clusters(conf, tmp_path / "db", tmp_path, tmp_path, 363, 1) is tries["models"]
     assert [c[0] for c in calls] == ["models"]

@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from imc_lib import cli, features, submission
+from imc_lib import cli
+from imc_lib.formats import submission
+from imc_lib.stages import features
 from imc_lib.utils import read_image
 
 pytestmark = pytest.mark.slow  # every test reads one CLI run of five awkward scenes: ~40 s on 2 CPU cores

@@ -9,7 +9,8 @@ import re
 import pandas as pd
 import pytest
 
-from imc_lib import cli, report
+from imc_lib import cli
+from imc_lib.formats import report
 
 SCENE = "herzjesu-p8"
 PLOTLY_JS = "plotly.js v"  # the banner of plotly's bundled JavaScript

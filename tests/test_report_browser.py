@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from imc_lib import cli, data
+from imc_lib import cli
+from imc_lib.formats import data
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

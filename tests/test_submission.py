@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imc_lib.data import Scene, load_scenes
-from imc_lib.submission import (
+from imc_lib.formats.data import Scene, load_scenes
+from imc_lib.formats.submission import (
     LABEL_COLUMNS,
     POSE_COLUMNS,
     SUBMISSION_COLUMNS,
@@ -88,7 +88,7 @@ def test_write_read_round_trip(tmp_path):
 def test_unregistered_rows_become_identity_and_warn(tmp_path, caplog):
     rows = pose_rows(3)
     rows[1]["R"] = rows[1]["t"] = None
-    with caplog.at_level(logging.WARNING, logger="imc_lib.submission"):
+    with caplog.at_level(logging.WARNING, logger="imc_lib.formats.submission"):
         write_submission(rows, tmp_path / "submission.csv")
     assert "1 of 3 rows have no pose" in caplog.text
     raw = pd.read_csv(tmp_path / "submission.csv", dtype=str)
@@ -201,7 +201,7 @@ def test_mixed_rows_reject_bad_clusters():
 
 def test_write_2025_checks_rows(tmp_path, caplog):
     rows = scene_rows(mixed_scene(3), {}, [{"image_0.jpg": (None, None), "image_1.jpg": (np.eye(3), np.zeros(3))}])
-    with caplog.at_level(logging.INFO, logger="imc_lib.submission"):
+    with caplog.at_level(logging.INFO, logger="imc_lib.formats.submission"):
         write_submission(rows, tmp_path / "a.csv")
     assert "1 of 3 photos in no cluster" in caplog.text and "1 of 3 clustered photos have no pose" in caplog.text
     raw = pd.read_csv(tmp_path / "a.csv", dtype=str)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imc_lib import features, reconstruction, utils
+from imc_lib import utils
+from imc_lib.stages import features, reconstruction
 from imc_lib.utils import full_conf, merge_conf, named_default
 
 DEFAULT = {"output": "d", "model": {"name": "a", "k": 1, "deep": {"x": 1, "y": 2}}, "tags": [1, 2], "none": None}

@@ -1,10 +1,11 @@
 """What the explorer knows about one browser session, kept free of Streamlit so it can be tested
-alone: the chosen images, the settings (the CLI's, mapped through `pipeline.resolve`), where the
-pipeline writes (`pipeline.scene_paths`), and which steps are up to date.
+alone: the chosen images, the settings (the CLI's, mapped through `plan.resolve`), the pipeline's
+plan for them (`scene_plan`: confs and files), and which steps are up to date.
 
-A step is up to date when the fingerprint it stored on completion equals the one the current
-images and settings give; fingerprints chain (matches hash the pairs' and features' fingerprints),
-so changing an image or a setting makes exactly the steps that depend on it out of date.
+Which steps are up to date is read from the runner's declarations (runner.status): a step is up to
+date when every stage it runs, and every stage before, carries the stamp these images and settings
+give. Fingerprints follow the declared files, so changing a photo or a setting makes exactly the steps
+that depend on it out of date; the app keeps no chain of its own.
 
 A dataset of an IMC 2025 folder is one mixed photo set (several scenes and outliers): the same
 steps run on it, and its reconstruction keeps every cluster (`cluster_groups`, `score_mixed`).
@@ -24,16 +25,20 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .. import data, matching, metric, orientation, pipeline, reconstruction, submission
-from ..io import MatchReader, digest
+from .. import plan, runner
+from ..formats import data, metric, submission
+from ..plan import ScenePlan
+from ..stages import matching, orientation, pairs, reconstruction
+from ..storage.io import MatchReader, digest
 from ..utils import image_size, pick_device
 
-# The explorer's steps; each runs the pipeline up to a stage of pipeline.STAGES (pipeline.run_scene's
-# `until`), so the order is the library's. Keypoints include the orientation stage before them; an
-# ensemble's merge belongs to the matches. The submission is written (and scored) by the
-# reconstruction step.
-STEP_STAGES = {"pairs": "pairs", "features": "features", "matches": "merge", "reconstruction": "reconstruction"}
-STEPS = ("images", *sorted(STEP_STAGES, key=lambda s: pipeline.STAGES.index(STEP_STAGES[s])), "submission")
+# The explorer's steps; each runs the pipeline up to a stage of runner.STAGES (runner.run_scene's
+# `until`), so the order is the library's. Keypoints include the orientation stage before them (and
+# VLAD's pairs chosen again on the turned photos); an ensemble's merge belongs to the matches. The
+# submission is written (and scored) by the reconstruction step.
+_ORDER = [s.name for s in runner.STAGES]
+STEP_STAGES = {"pairs": "pairs", "features": "pairs-again", "matches": "merge", "reconstruction": "reconstruction"}
+STEPS = ("images", *sorted(STEP_STAGES, key=lambda s: _ORDER.index(STEP_STAGES[s])), "submission")
 TITLES = {
     "images": "1. Images",
     "pairs": "2. Pairs",
@@ -47,8 +52,8 @@ UPLOAD_FORMATS = {"JPEG", "PNG"}
 DEVICE = pick_device(None)
 _ON_CPU = DEVICE.type == "cpu"
 # The CLI's choices (imc-lib run --features / --pairs / --orientation / --matcher).
-FEATURES = tuple(pipeline.confs)
-PAIR_METHODS = pipeline.PAIR_METHODS  # the CLI's --pairs choices
+FEATURES = tuple(plan.confs)
+PAIR_METHODS = plan.PAIR_METHODS  # the CLI's --pairs choices
 ORIENTATIONS = (*orientation.confs, "none")
 MATCHERS = tuple(matching.confs)
 # Retrieval knobs the sidebar exposes (both dinov2 and vlad have them).
@@ -56,16 +61,16 @@ RETRIEVAL_KEYS = ("similarity_threshold", "min_pairs", "exhaustive_if_less", "p"
 
 
 def _default(name: str, gpu):
-    """A setting's default: the CLI's CPU speed setting without a GPU (pipeline.CPU_DEFAULTS)."""
-    return pipeline.CPU_DEFAULTS[name] if _ON_CPU else gpu
+    """A setting's default: the CLI's CPU speed setting without a GPU (plan.CPU_DEFAULTS)."""
+    return plan.CPU_DEFAULTS[name] if _ON_CPU else gpu
 
 
 @dataclass(frozen=True)
 class Settings:
     """The sidebar's stage settings, in the CLI's vocabulary; `stage_confs` maps them through
-    `pipeline.resolve`. Retrieval knobs left at None keep the pairs config's own values."""
+    `plan.resolve`. Retrieval knobs left at None keep the pairs config's own values."""
 
-    features: str = "aliked"  # --features: a pipeline.confs name (aliked, disk, xfeat, aliked+disk ...)
+    features: str = "aliked"  # --features: a plan.confs name (aliked, disk, xfeat, aliked+disk ...)
     max_keypoints: int = _default("max_keypoints", 4096)
     resize_to: int = 0 if _default("resize_to", 1024) == "auto" else _default("resize_to", 1024)  # 0: auto
     orientation: str = _default("orientation_method", "upright")  # --orientation: upright | mnn | none
@@ -81,17 +86,17 @@ class Settings:
     @property
     def pairs(self) -> str:
         """The pair method "auto" stands for here: DINOv2 when a source is given, else VLAD (as the CLI's
-        `pipeline.choose_pairs`, whose default sources the sidebar's DINOv2 field starts from)."""
+        `plan.choose_pairs`, whose default sources the sidebar's DINOv2 field starts from)."""
         if self.pairs_method == "auto":
             return "dinov2" if self.dinov2 else "vlad"
         return self.pairs_method
 
     def stage_confs(self, scene: data.Scene | None = None) -> dict:
-        """Per-stage configs (pipeline.resolve with these settings); for `scene`, as pipeline.scene_confs
+        """Per-stage configs (plan.resolve with these settings); for `scene`, as plan.scene_confs
         makes them (all pairs, so named, below the retrieval threshold)."""
         # A value at this device's default is left to `resolve`, as the CLI leaves an option unset:
         # on a GPU the features then keep their plain names (feats-aliked-n16, not ...-4096-r1024).
-        sconfs = pipeline.resolve(
+        sconfs = plan.resolve(
             self.features,
             DEVICE,
             max_keypoints=None if self.max_keypoints == Settings.max_keypoints else int(self.max_keypoints),
@@ -104,7 +109,7 @@ class Settings:
         knobs = {k: getattr(self, k) for k in RETRIEVAL_KEYS if getattr(self, k) is not None}
         if sconfs["pairs"]["method"] != "exhaustive":
             sconfs["pairs"].update(knobs)
-        return sconfs if scene is None else pipeline.scene_confs(sconfs, scene)
+        return sconfs if scene is None else plan.scene_confs(sconfs, scene)
 
     def all_pairs(self, scene: data.Scene) -> bool:
         """Whether the pairs stage keeps every pair (exhaustive, or too few images for retrieval)."""
@@ -229,37 +234,94 @@ def upload_images(files: list[tuple[str, bytes]], root: Path) -> ImageSet:
     )
 
 
-def fingerprints(images: ImageSet, settings: Settings) -> dict[str, str]:
-    """The fingerprint each step must have stored to count as done for these images and settings
-    (and "descriptors", "extraction": the global descriptors' and the features' own inputs)."""
-    sconfs = settings.stage_confs(images.scene)
-    fp = {"images": images.fingerprint, "descriptors": digest(images.fingerprint, settings.dinov2)}
-    fconfs = [sconfs["features"], *sconfs["also"]]
-    fp["extraction"] = digest(fp["images"], fconfs, settings.weights)
-    pairs_inputs = {"retrieval": fp["descriptors"], "vlad": fp["extraction"]}.get(sconfs["pairs"]["method"])
-    fp["pairs"] = digest(fp["images"], sconfs["pairs"], pairs_inputs)
-    # Quarter turns come from matching the kept pairs, so with orientation on they follow the pairs.
-    fp["orientation"] = digest(fp["pairs"], sconfs["orientation"]) if sconfs["orientation"] else "none"
-    fp["features"] = digest(fp["extraction"], fp["orientation"])
-    fp["matches"] = digest(fp["pairs"], fp["features"], sconfs["matching"])
-    fp["reconstruction"] = digest(fp["matches"], sconfs["reconstruction"])
-    return fp
+def scene_plan(workspace: Path, images: ImageSet, settings: Settings) -> ScenePlan:
+    """The pipeline's plan for these images and settings (plan.plan_scene), in their work folder."""
+    return plan.plan_scene(images.scene, settings.stage_confs(), work_dir(workspace, images), settings.weights or None)
 
 
-def missing_step(step: str, done: dict[str, str], expected: dict[str, str]) -> tuple[str, str] | None:
+def _step_at(stage_name: str) -> str:
+    """The first step whose last stage is at or after `stage_name` in the runner's order."""
+    return next(s for s in STEPS if s in STEP_STAGES and _ORDER.index(STEP_STAGES[s]) >= _ORDER.index(stage_name))
+
+
+def step_stages(scene_plan: ScenePlan, step: str) -> list[str]:
+    """The stages whose state a step shows: those up to its last stage after the previous step's, a
+    stage whose files a later step reads first going with that step (the main features as stored
+    that only the `mnn` orientation reads belong to the keypoints, not to the pairs)."""
+    stages = runner.planned(scene_plan)
+    last = {_step_at(s.name): s.name for s in stages}.values()  # each step's last stage that applies stays
+    owner = {}
+    for i, s in enumerate(stages):
+        outputs = {Path(o) for o in s.outputs(scene_plan)}
+        readers = [
+            t for t in stages[i + 1 :] if outputs & {Path(x) for x in t.inputs(scene_plan) if x != runner.PHOTOS}
+        ]
+        later = _step_at(readers[0].name) if readers and s.name not in last else "images"
+        owner[s.name] = max(_step_at(s.name), later, key=STEPS.index)
+    return [name for name, of in owner.items() if of == step]
+
+
+def step_status(scene_plan: ScenePlan) -> dict[str, bool | None]:
+    """step -> True when it is up to date: every stage it and the steps before it run is (runner.status:
+    the stamps the runner left against the fingerprints of these images and settings); False when it
+    ran for other photos or settings; None when it never ran here."""
+    current, ran = runner.status(scene_plan), runner.ran(scene_plan)
+    done, ok = {"images": True}, True
+    for step in STEPS[1:-1]:
+        names = step_stages(scene_plan, step)
+        ok = ok and all(current[name] for name in names)
+        done[step] = True if ok else (False if any(ran[name] for name in names) else None)
+    return done
+
+
+def step_fingerprints(images: ImageSet, scene_plan: ScenePlan) -> dict[str, str]:
+    """step -> a digest of its stages' fingerprints (runner.fingerprints): what a view caches its
+    results under, so they are read again when the images or a setting they depend on change."""
+    fps = runner.fingerprints(scene_plan)
+    steps = {step: digest(step, [fps[name] for name in step_stages(scene_plan, step)]) for step in STEPS[1:-1]}
+    return {"images": images.fingerprint, **steps}
+
+
+def extracted(scene_plan: ScenePlan) -> bool:
+    """Whether the features as stored that VLAD pairs or the `mnn` orientation read are up to date
+    (True where no stage reads them before the pairs)."""
+    return runner.status(scene_plan).get("extract", True)
+
+
+class _NotStored(Exception):
+    pass
+
+
+def _not_stored():
+    raise _NotStored
+
+
+def stored_descriptors(scene_plan: ScenePlan) -> np.ndarray | None:
+    """The DINOv2 descriptors stored for every photo of a retrieval plan; None when any is missing
+    (the pairs step computes them) or the plan does not retrieve."""
+    path = scene_plan.paths.descriptors
+    if scene_plan.confs["pairs"]["method"] != "retrieval" or not path.exists():
+        return None
+    try:
+        return pairs.compute_descriptors(scene_plan.scene.image_dir, scene_plan.names, path, _not_stored, DEVICE)
+    except _NotStored:
+        return None
+
+
+def missing_step(step: str, done: dict[str, bool | None]) -> tuple[str, str] | None:
     """(earliest step that must run before `step`, why) or None when every step before it is up to date."""
     for s in STEPS[: STEPS.index(step)]:
-        if done.get(s) != expected.get(s):
+        if not done.get(s):
             if s == "images":
                 return s, "no images yet: choose a scene or upload photos in the sidebar"
-            why = "it has not run yet" if s not in done else "the images or settings changed since it ran"
+            why = "the images or settings changed since it ran" if done.get(s) is False else "it has not run yet"
             return s, why
     return None
 
 
-def missing_message(step: str, done: dict[str, str], expected: dict[str, str]) -> str | None:
+def missing_message(step: str, done: dict[str, bool | None]) -> str | None:
     """The error a step shows when something before it is not done (None when it can run)."""
-    missing = missing_step(step, done, expected)
+    missing = missing_step(step, done)
     if missing is None:
         return None
     s, why = missing
@@ -273,38 +335,15 @@ def work_dir(workspace: Path, images: ImageSet) -> Path:
     return Path(workspace) / images.fingerprint[:12]
 
 
-def stage_paths(workspace: Path, images: ImageSet, settings: Settings) -> dict:
-    """Where the stages write for these images and settings: pipeline.scene_paths, and the app's
-    own submission.csv beside the scene's folder."""
-    root = work_dir(workspace, images)
-    paths = pipeline.scene_paths(root, images.scene, settings.stage_confs(images.scene))
-    return {**paths, "submission": root / "submission.csv"}
+def submission_path(workspace: Path, images: ImageSet) -> Path:
+    """The app's own submission.csv, beside the scene's folder."""
+    return work_dir(workspace, images) / "submission.csv"
 
 
-def stale_outputs(step: str, paths: dict, done: dict[str, str], expected: dict[str, str]) -> list[Path]:
-    """The files `step`'s stages would reuse although they were written for other inputs.
-
-    The pipeline's names carry each conf but not every input (a new similarity threshold writes
-    the same pairs file name), so before a step reruns for changed inputs the app removes them.
-    """
-    if done.get(step) == expected.get(step):
-        return []
-    features_pass = [f for f, _ in paths["sources"]]
-    outputs = {
-        "pairs": [paths["candidates"], paths["pairs"], paths["match_pairs"]],
-        "features": [paths["orientation"], orientation.turned_path(paths["orientation"])]
-        + [orientation.overlap_path(paths["orientation"])]
-        + ([paths["pairs"]] if paths["pairs"] != paths["candidates"] else []),
-        "matches": [m for _, m in paths["sources"]]
-        + [paths["matches"]]
-        + ([paths["features"]] if len(paths["sources"]) > 1 else []),
-        "reconstruction": [paths["sfm"], paths["submission"]],
-    }[step]
-    if step == "pairs" and done.get("descriptors") != expected["descriptors"]:
-        outputs.append(paths["global"])
-    if step in ("pairs", "features") and done.get("extraction") != expected["extraction"]:
-        outputs += features_pass
-    return outputs
+def stale_outputs(scene_plan: ScenePlan, step: str) -> list[Path]:
+    """The files the stages of `step` write and that exist although those stages are not up to date
+    (runner.stale_outputs): the app removes them before the step runs again, so no view shows them."""
+    return runner.stale_outputs(scene_plan, step_stages(scene_plan, step))
 
 
 def submission_rows(images: ImageSet, model, clusters: list[dict] | None = None) -> list[dict]:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from imc_lib import data, networks, pairs
-from imc_lib.app import session as S
+from .. import networks
+from ..formats import data
+from ..stages import pairs
+from . import session as S
 
 DEFAULT_IMAGES = 10  # a dataset scene starts with its first 10 images: minutes, not hours, on a CPU
 # A mixed folder (IMC 2025) needs enough photos of each of its scenes to make clusters: the first 40.

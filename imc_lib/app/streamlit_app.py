@@ -2,7 +2,7 @@
 stages one step at a time. Launch with `imc-lib app` (or `streamlit run` on this file).
 
 This page only wires the sidebar (`sidebar.py`) to the steps (`steps/`, one module each); each step
-runs the library's stages through `pipeline.run_scene` into a temporary folder of this browser
+runs the library's stages through `runner.run_scene` into a temporary folder of this browser
 session, with the stages' progress shown as progress bars.
 """
 
@@ -30,19 +30,17 @@ pycolmap.logging.minloglevel = 2  # COLMAP's own chatter: errors only
 
 
 def context(ss) -> Ctx:
-    """The chosen images and settings, their fingerprints and the pipeline's paths for them."""
+    """The chosen images and settings, the pipeline's plan for them and which steps are up to date."""
     try:
         chosen = sidebar.choose_images(ss)
     except Exception as err:
         failed("Reading the images", err)
         chosen = None
     settings = sidebar.choose_settings()
-    fps = paths = {}
-    if chosen is not None and chosen.names:
-        fps = S.fingerprints(chosen, settings)
-        paths = S.stage_paths(ss.workspace.name, chosen, settings)
-        ss.done["images"] = fps["images"]
-    return Ctx(chosen, settings, fps, paths)
+    if chosen is None or not chosen.names:
+        return Ctx(chosen, settings, None, {}, {})
+    scene_plan = S.scene_plan(ss.workspace.name, chosen, settings)
+    return Ctx(chosen, settings, scene_plan, S.step_fingerprints(chosen, scene_plan), S.step_status(scene_plan))
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ confs = {
         "resize_to": 1024,
     },
 }
-# Named pipeline configs (pipeline.confs): the extractor and its matcher pairing.
+# Named pipeline configs (plan.confs): the extractor and its matcher pairing.
 PIPELINES = {
     "aliked": {"features": "aliked-n16", "matching": "lightglue"},
     # No LightGlue exists for its 64-d descriptors: mutual nearest neighbours on every device.

@@ -13,13 +13,13 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from imc_lib import pipeline
-from imc_lib.app import session as S
-from imc_lib.networks import Networks
-from imc_lib.utils import ImageError, read_image
+from ... import runner
+from ...networks import Networks
+from ...utils import ImageError, read_image
+from .. import session as S
 
 logger = logging.getLogger("imc_lib.app")
-# What each stage's progress bar says (pipeline.STAGES).
+# What each stage's progress bar says (runner.STAGES' names; a first extraction reports as "features").
 STAGE_LABELS = {
     "pairs": "Pairs",
     "orientation": "Orientation: matching every kept pair at 4 quarter turns",
@@ -36,8 +36,17 @@ class Ctx:
 
     images: S.ImageSet | None
     settings: S.Settings
-    fps: dict
-    paths: dict
+    plan: S.ScenePlan | None
+    fps: dict  # step -> what its views cache their results under (S.step_fingerprints)
+    done: dict  # step -> up to date (S.step_status)
+
+    @property
+    def paths(self):
+        return self.plan.paths
+
+    @property
+    def submission(self) -> Path:
+        return S.submission_path(self.workspace, self.images)
 
     @property
     def state(self):
@@ -61,7 +70,7 @@ class Ctx:
         return Path(self.state.workspace.name)
 
     def is_done(self, step: str) -> bool:
-        return bool(self.fps) and self.state.done.get(step) == self.fps.get(step)
+        return bool(self.done.get(step))
 
 
 def init_state():
@@ -69,7 +78,7 @@ def init_state():
     if "workspace" not in ss:
         # Deleted with the session object when Streamlit drops the session.
         ss.workspace = tempfile.TemporaryDirectory(prefix="imc-app-")
-        ss.done, ss.results, ss.pair_history = {}, {}, []
+        ss.results, ss.pair_history = {}, []
     return ss
 
 
@@ -84,7 +93,7 @@ def networks(weights: str) -> Networks:
 
 
 class StageBars:
-    """pipeline.run_scene's progress callback: one Streamlit progress bar per stage that reports."""
+    """runner.run_scene's progress callback: one Streamlit progress bar per stage that reports."""
 
     def __init__(self):
         self.bars, self.values = {}, {}
@@ -101,23 +110,13 @@ class StageBars:
 
 def run(c: Ctx, step: str, show_progress: bool = True) -> dict:
     """Run the pipeline on the chosen images up to `step`'s stage (S.STEP_STAGES): earlier stages
-    reuse their files, outputs left from other inputs are removed first (S.stale_outputs). Marks
-    the step done and returns pipeline.run_scene's result."""
-    S.remove(S.stale_outputs(step, c.paths, c.state.done, c.fps))
-    out = pipeline.run_scene(
-        c.images.scene,
-        c.settings.stage_confs(),
-        S.work_dir(c.workspace, c.images),
-        networks(c.settings.weights),
-        progress=StageBars() if show_progress else None,
-        until=S.STEP_STAGES[step],
-    )
-    done = c.state.done
-    done[step] = c.fps[step]
-    if step in ("pairs", "features"):  # stale features and descriptors were removed, current ones written
-        done["extraction"] = c.fps["extraction"]
-    if step == "pairs":
-        done["descriptors"] = c.fps["descriptors"]
+    reuse their files, outputs of the step's stages left from other inputs are removed first
+    (S.stale_outputs). The runner stamps each stage it runs, which marks the step done; returns
+    runner.run_scene's result."""
+    S.remove(S.stale_outputs(c.plan, step))
+    progress = StageBars() if show_progress else None
+    out = runner.run_scene(c.plan, networks(c.settings.weights), progress=progress, until=S.STEP_STAGES[step])
+    c.done.update(S.step_status(c.plan))
     return out
 
 
@@ -135,11 +134,11 @@ def blocked(c: Ctx, step: str) -> bool:
     if c.images is None or not c.names:
         st.error(f"Step {S.TITLES['images']} first: no images yet; choose a scene or upload photos in the sidebar.")
         return True
-    message = S.missing_message(step, c.state.done, c.fps)
+    message = S.missing_message(step, c.done)
     if message is None:
         return False
     st.error(message)
-    first, _ = S.missing_step(step, c.state.done, c.fps)
+    first, _ = S.missing_step(step, c.done)
     st.button(f"Go to {S.TITLES[first]}", on_click=goto, args=(first,), key=f"goto_{first}")
     return True
 

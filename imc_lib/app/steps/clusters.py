@@ -7,9 +7,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from imc_lib import figure3d, reconstruction, submission
-from imc_lib.app import session as S
-from imc_lib.app.steps import Ctx, thumbnail
+from ... import figure3d
+from ...formats import submission
+from ...stages import reconstruction
+from .. import session as S
+from . import Ctx, thumbnail
 
 STRIP_COLUMNS = 6  # thumbnails per row of a strip
 STRIP_ROWS = 2  # rows shown per cluster; the rest are counted
@@ -25,7 +27,7 @@ def result(c: Ctx, out: dict, path) -> dict:
         "fp": c.fps["reconstruction"],
         "registered": len(c.names) - len(groups[submission.OUTLIERS]),
         "model": out["model"],
-        "models": reconstruction.clusters(out["paths"]["sfm"]) if out["model"] is not None else [],
+        "models": reconstruction.clusters(out["paths"].sfm) if out["model"] is not None else [],
         "groups": groups,
         "score": S.score_mixed(c.images, path),
     }

@@ -6,15 +6,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from imc_lib import features, orientation, pipeline, viz
-from imc_lib.app.steps import Ctx, blocked, failed, next_button, run
-from imc_lib.io import FeatureReader
-from imc_lib.utils import read_image
+from ... import plan, viz
+from ...stages import features, orientation
+from ...storage.io import FeatureReader
+from ...utils import read_image
+from . import Ctx, blocked, failed, next_button, run
 
 
 def keypoint_file(c: Ctx):
     """The features drawn here: the extractor's file (an ensemble's first extractor until step 4 merges them)."""
-    return c.paths["sources"][0][0]
+    return c.paths.sources[0][0]
 
 
 def keypoint_counts(feature_path, names: list[str]) -> list[int]:
@@ -51,7 +52,7 @@ def _intro(c: Ctx) -> None:
     }
     st.markdown(
         f"**{extractors}** keypoints, at most {s.max_keypoints} per image, on images resized to "
-        + (f"{s.resize_to} px" if s.resize_to else "their own size within {}-{} px".format(*pipeline.AUTO_RESIZE))
+        + (f"{s.resize_to} px" if s.resize_to else "their own size within {}-{} px".format(*plan.AUTO_RESIZE))
         + " (longest side); coordinates are mapped back to the original pixels."
         + how.get(s.orientation, "")
     )
@@ -71,7 +72,7 @@ def show(c: Ctx) -> None:
     col1.metric("Images with keypoints", f"{sum(k > 0 for k in found)}/{len(found)}")
     col2.metric("Keypoints (mean)", f"{np.mean(found):.0f}")
     col3.metric("Keypoints (min)", min(found))
-    turns = orientation.read_orientations(c.paths["orientation"]) if oriented else {}
+    turns = orientation.read_orientations(c.paths.orientation) if oriented else {}
     turned = {n: t for n, t in turns.items() if t % 4}
     col4.metric(
         "Photos turned",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from imc_lib.app.steps import Ctx, next_button, thumbnail
+from . import Ctx, next_button, thumbnail
 
 THUMBNAILS = 48
 

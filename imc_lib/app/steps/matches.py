@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import streamlit as st
 
-from imc_lib import features, matching, pairs, viz
-from imc_lib.app import session as S
-from imc_lib.app.steps import Ctx, blocked, failed, next_button, run
-from imc_lib.utils import read_image
+from ... import viz
+from ...stages import features, matching, pairs
+from ...utils import read_image
+from .. import session as S
+from . import Ctx, blocked, failed, next_button, run
 
 
 def _run(c: Ctx) -> None:
     try:
         run(c, "matches")
-        pair_list = pairs.read_pairs(c.paths["match_pairs"])
-        c.state.results["matches"] = {"fp": c.fps["matches"], "counts": S.match_counts(c.paths["matches"], pair_list)}
+        pair_list = pairs.read_pairs(c.paths.match_pairs)
+        c.state.results["matches"] = {"fp": c.fps["matches"], "counts": S.match_counts(c.paths.matches, pair_list)}
     except Exception as err:
         failed("Matching", err)
 
 
 def _draw_pair(c: Ctx, a: str, b: str, matcher: str, min_matches: int) -> None:
-    m, scores = matching.read_matches(c.paths["matches"], a, b)
+    m, scores = matching.read_matches(c.paths.matches, a, b)
     if len(m) == 0:
         st.info(
             f"No matches between {a} and {b}: {matcher} found fewer than {min_matches}, so the matching stage "
@@ -34,8 +35,8 @@ def _draw_pair(c: Ctx, a: str, b: str, matcher: str, min_matches: int) -> None:
     fig = viz.show_matches(
         read_image(c.image_dir / a),
         read_image(c.image_dir / b),
-        features.read_features(c.paths["features"], a)["keypoints"],
-        features.read_features(c.paths["features"], b)["keypoints"],
+        features.read_features(c.paths.features, a)["keypoints"],
+        features.read_features(c.paths.features, b)["keypoints"],
         m,
         scores,
         title=f"{a} – {b}: " + (f"{len(m)} matches" if len(m) else "no matches"),
@@ -56,9 +57,9 @@ def show(c: Ctx) -> None:
         _run(c)
     if not c.is_done("matches"):
         return
-    pair_list = pairs.read_pairs(c.paths["match_pairs"])
+    pair_list = pairs.read_pairs(c.paths.match_pairs)
     result = c.state.results.get("matches", {})
-    counts = result["counts"] if result.get("fp") == c.fps["matches"] else S.match_counts(c.paths["matches"], pair_list)
+    counts = result["counts"] if result.get("fp") == c.fps["matches"] else S.match_counts(c.paths.matches, pair_list)
     col1, col2, col3 = st.columns(3)
     col1.metric("Pairs with matches", f"{sum(k > 0 for k in counts)}/{len(pair_list)}")
     col2.metric("Matches (total)", int(sum(counts)))

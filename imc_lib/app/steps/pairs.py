@@ -8,9 +8,10 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from imc_lib import networks, pairs, viz
-from imc_lib.app import session as S
-from imc_lib.app.steps import Ctx, blocked, failed, next_button, run
+from ... import networks, viz
+from ...stages import pairs
+from .. import session as S
+from . import Ctx, blocked, failed, next_button, run
 
 CURVE_POINTS = 41
 METHODS = {"exhaustive": "all pairs", "retrieval": "DINOv2 retrieval", "vlad": "VLAD retrieval"}
@@ -18,10 +19,6 @@ METHODS = {"exhaustive": "all pairs", "retrieval": "DINOv2 retrieval", "vlad": "
 
 def use_all_pairs() -> None:
     st.session_state.pairs_method = "exhaustive"
-
-
-def _descriptors_only():
-    raise RuntimeError("global descriptors are missing for some images; run step 2. Pairs again")
 
 
 def _record(c: Ctx) -> None:
@@ -42,7 +39,7 @@ def _record(c: Ctx) -> None:
 def kept_path(c: Ctx):
     """The pairs to match; VLAD with orientation selects them again after turning (step 3), until
     then the selection over the photos as stored."""
-    return c.paths["pairs"] if c.paths["pairs"].exists() else c.paths["candidates"]
+    return c.paths.pairs if c.paths.pairs.exists() else c.paths.candidates
 
 
 def refresh(c: Ctx) -> None:
@@ -51,9 +48,9 @@ def refresh(c: Ctx) -> None:
     ss = c.state
     if c.images is None or len(c.names) < 2 or c.is_done("pairs") or ss.get("pairs_for_images") != c.fps["images"]:
         return
-    if ss.done.get("extraction") != c.fps["extraction"]:
+    if not S.extracted(c.plan):
         return  # the vlad pairs or mnn orientation would extract keypoints first
-    cached = c.settings.dinov2 and ss.done.get("descriptors") == c.fps["descriptors"]
+    cached = c.settings.dinov2 and S.stored_descriptors(c.plan) is not None
     if c.settings.all_pairs(c.images.scene) or (c.settings.pairs == "dinov2" and cached):
         try:
             run(c, "pairs", show_progress=False)
@@ -148,9 +145,8 @@ def show_pairs(c: Ctx) -> None:
     names, n, pconf = c.names, len(c.names), c.sconfs["pairs"]
     kept = pairs.read_pairs(kept_path(c))
     _summary(c, kept)
-    distances = None
-    if pconf["method"] == "retrieval" and c.state.done.get("descriptors") == c.fps["descriptors"]:
-        desc = pairs.compute_descriptors(c.image_dir, names, c.paths["global"], _descriptors_only, S.DEVICE)
+    distances, desc = None, S.stored_descriptors(c.plan)
+    if desc is not None:
         distances = pairs.distance_matrix(desc, pconf["p"]).numpy()
         st.plotly_chart(
             viz.distance_heatmap(distances, names, kept, title="descriptor distances, kept pairs circled"),

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from imc_lib import figure3d, reconstruction, submission
-from imc_lib.app import session as S
-from imc_lib.app.steps import Ctx, blocked, clusters, failed, next_button, run
+from ... import figure3d
+from ...formats import submission
+from ...stages import reconstruction
+from .. import session as S
+from . import Ctx, blocked, clusters, failed, next_button, run
 
 
 def _run(c: Ctx) -> None:
     try:
         out = run(c, "reconstruction")
-        path = c.paths["submission"]
+        path = c.submission
         if c.images.mixed:
             c.state.results["reconstruction"] = clusters.result(c, out, path)
             return

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from imc_lib.app.steps import Ctx, blocked
+from . import Ctx, blocked
 
 
 def show(c: Ctx) -> None:
     if blocked(c, "submission"):
         return
-    path = c.paths["submission"]
+    path = c.submission
     table = pd.read_csv(path)
     registered = c.state.results["reconstruction"]["registered"]
     if c.images.mixed:

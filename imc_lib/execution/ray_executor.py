@@ -110,8 +110,8 @@ def _sees(data_dir: str, probe: str) -> list[str]:
 
 
 def _networks(weights: str, device: str | None):
-    from .networks import Networks
-    from .utils import usable_device
+    from ..networks import Networks
+    from ..utils import usable_device
 
     return Networks(weights or None, usable_device(device), _NETWORKS)
 

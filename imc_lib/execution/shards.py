@@ -19,8 +19,10 @@ from pathlib import Path
 
 import h5py
 
-from . import features, io, matching, networks
-from .utils import full_conf
+from .. import networks
+from ..stages import features, matching
+from ..storage import io
+from ..utils import full_conf
 
 logger = logging.getLogger(__name__)
 

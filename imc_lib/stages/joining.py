@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 
-from . import checks, metric
+from ..formats import metric
+from . import checks
 
 logger = logging.getLogger(__name__)
 

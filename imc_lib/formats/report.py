@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import export, figure3d, metric, submission
-from .io import atomic_file, read_json
-from .utils import ImageError, open_image
+from .. import figure3d
+from ..storage.io import atomic_file, read_json
+from ..utils import ImageError, open_image
+from . import export, metric, submission
 
 logger = logging.getLogger(__name__)
 

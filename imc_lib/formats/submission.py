@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
+from ..storage.io import atomic_file
 from .data import read_table
-from .io import atomic_file
 
 logger = logging.getLogger(__name__)
 

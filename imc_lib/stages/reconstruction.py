@@ -4,7 +4,7 @@ sfm/database.db   cameras (from image size / EXIF), keypoints, raw matches, veri
 sfm/models/N/     every model the mapper found
 sfm/models-held/  the same with radial distortion held at zero (a second try; see remap_held_below)
 sfm/clusters/K/   the final models, largest first: the mapper's parts of one scene joined and left-out
-                  photos registered (imc_lib/scenes.py); IMC 2025 folders keep several
+                  photos registered (imc_lib/stages/joining.py); IMC 2025 folders keep several
 sfm/model/        the largest of them (what an IMC 2024 submission reads)
 sfm/summary.json  models and registered photos before and after the joining
 sfm.fingerprint   what the folder was made from (`fingerprint`: the features and matches it read, the
@@ -25,9 +25,10 @@ import numpy as np
 import pycolmap
 from PIL import ExifTags
 
-from . import io, scenes
-from .progress import report as report_progress
-from .utils import colmap_image_dir, full_conf, merge_conf, open_image
+from ..execution.progress import report as report_progress
+from ..storage import io
+from ..utils import colmap_image_dir, full_conf, merge_conf, open_image
+from . import joining
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +53,11 @@ confs = {
         # 0.847). Held from the start everywhere, it costs elsewhere (imc-mini temple 0.910 -> 0.897,
         # fox 0.936 -> 0.926), so it is the second try of scenes that left photos out. None: map once.
         "remap_held_below": 0.9,
-        # What becomes of the mapper's models (imc_lib/scenes.py): "one" joins the parts of one scene
+        # What becomes of the mapper's models (imc_lib/stages/joining.py): "one" joins the parts of one scene
         # into the largest model and registers what was left out (IMC 2024: a folder is a scene);
         # "all" keeps every model as a cluster of its own unless geometry joins it to another (IMC 2025).
         "keep": "one",
-        "scenes": {},  # over scenes.confs["join"]: join_share, max_passes, min_cluster_size
+        "scenes": {},  # over joining.confs["join"]: join_share, max_passes, min_cluster_size
         # The final models are refined once more keeping only observations within this many pixels
         # (the mapper filters at 4). Measured on the mapper's models of every scene we have: mAA
         # imc-mini entry 0.952 -> 0.976, temple 0.910 -> 0.974 (rot 0.885 -> 0.936), temple-ring
@@ -214,7 +215,7 @@ def main(
     return outcome.clusters[0]
 
 
-def _write(outcome: scenes.Outcome, sfm_dir: Path) -> None:
+def _write(outcome: joining.Outcome, sfm_dir: Path) -> None:
     """`clusters/K` for every cluster, `summary.json`, then `model` (the largest) last: its presence
     marks a finished folder."""
     for k, cluster in enumerate(outcome.clusters):
@@ -234,15 +235,15 @@ def clusters(sfm_dir: Path) -> list[pycolmap.Reconstruction]:
 
 
 def summary(sfm_dir: Path) -> dict:
-    """Models and registered photos before and after the joining (`scenes.Outcome.summary`); {} without."""
+    """Models and registered photos before and after the joining (`joining.Outcome.summary`); {} without."""
     path = Path(sfm_dir) / "summary.json"
     return io.read_json(path) if path.exists() else {}
 
 
-def _final_clusters(conf, database_path, image_dir, sfm_dir, n_images, num_threads) -> scenes.Outcome:
+def _final_clusters(conf, database_path, image_dir, sfm_dir, n_images, num_threads) -> joining.Outcome:
     """The one place that decides a photo set's final model(s).
 
-    Map, then join the models of one scene and register left-out photos (`scenes.main`). When the
+    Map, then join the models of one scene and register left-out photos (`joining.main`). When the
     mapper's own models (its largest for keep="one", all for "all") hold under `remap_held_below` of
     the photos, map again with radial distortion held at zero (`models-held/`), join again, and keep
     the try whose mapper placed more photos (ties: the held one). Judged before joining: a mapping
@@ -261,7 +262,7 @@ def _final_clusters(conf, database_path, image_dir, sfm_dir, n_images, num_threa
     return held if _held_kept(outcome, held, sfm_dir, n_images) else outcome
 
 
-def _held_kept(first: scenes.Outcome, held: scenes.Outcome, sfm_dir: Path, n_images: int) -> bool:
+def _held_kept(first: joining.Outcome, held: joining.Outcome, sfm_dir: Path, n_images: int) -> bool:
     """The check of the held-distortion second mapping: kept unless its mapper placed fewer photos.
     Only that sign: the two mappings differ in distortion by design, so their focal lengths and
     errors say nothing of which is better. Logged with its numbers, and kept in summary.json."""
@@ -274,22 +275,22 @@ def _held_kept(first: scenes.Outcome, held: scenes.Outcome, sfm_dir: Path, n_ima
     return kept
 
 
-def _map_and_join(conf, options, out_dir, database_path, image_dir, n_images, num_threads) -> scenes.Outcome:
-    """Every model the mapper finds (written to `out_dir`), joined into clusters by `scenes.main`."""
+def _map_and_join(conf, options, out_dir, database_path, image_dir, n_images, num_threads) -> joining.Outcome:
+    """Every model the mapper finds (written to `out_dir`), joined into clusters by `joining.main`."""
     pipeline_options = _pipeline_options(conf, options, n_images, num_threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     models = list(_mapping(conf, pipeline_options, database_path, image_dir, out_dir).values())
     return _join(conf, models, database_path, pipeline_options, out_dir, n_images)
 
 
-def _join(conf, models, database_path, pipeline_options, out_dir, n_images) -> scenes.Outcome:
-    """`scenes.main` over the mapper's `models`, timed and logged in one line."""
+def _join(conf, models, database_path, pipeline_options, out_dir, n_images) -> joining.Outcome:
+    """`joining.main` over the mapper's `models`, timed and logged in one line."""
     start = time.perf_counter()
     join = {**conf.get("scenes", {}), "keep": conf.get("keep", "one")}
     join["final_max_reproj_error"] = conf.get("final_max_reproj_error")
     if conf["mapper"] != "incremental":
         join["max_passes"] = 0  # the global mapper's options carry no incremental mapper settings
-    outcome = scenes.main(join, models, database_path, _incremental_options(pipeline_options))
+    outcome = joining.main(join, models, database_path, _incremental_options(pipeline_options))
     outcome.seconds, outcome.mapped_in = time.perf_counter() - start, out_dir.name
     logger.info(
         "%s: %d model(s) -> %d cluster(s), %d -> %d of %d photos registered (%d joined, %d added, %.1f s)",

@@ -37,9 +37,11 @@ import pandas as pd
 import torch
 from scipy.cluster.hierarchy import DisjointSet
 
-from . import features, io, matching, networks
-from .progress import bar as progress_bar
-from .utils import ImageError, full_conf, image_size, pick_device, read_image, resolve_model
+from .. import networks
+from ..execution.progress import bar as progress_bar
+from ..storage import io
+from ..utils import ImageError, full_conf, image_size, pick_device, read_image, resolve_model
+from . import features, matching
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ confs = {
 # Optional key "max_tries_per_group": photos of a group tried turned that joined nothing before the
 # group's other photos are no longer tried (absent or None: no limit, the default). A mixed folder
 # (IMC 2025) holds groups that are other scenes: with no limit every photo of them is extracted three
-# more times for nothing (pipeline.MIXED_ORIENTATION sets one there). Not in the confs above, so
+# more times for nothing (plan.MIXED_ORIENTATION sets one there). Not in the confs above, so
 # the orientations of earlier runs keep their fingerprints.
 
 # A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its

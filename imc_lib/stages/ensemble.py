@@ -22,9 +22,9 @@ import h5py
 import numpy as np
 from scipy.spatial import cKDTree
 
-from . import io
-from .progress import bar as progress_bar
-from .utils import full_conf
+from ..execution.progress import bar as progress_bar
+from ..storage import io
+from ..utils import full_conf
 
 logger = logging.getLogger(__name__)
 

@@ -29,10 +29,12 @@ import kornia
 import numpy as np
 import torch
 
-from . import budget, io, networks
-from .io import read_matches  # noqa: F401  (its old home; callers may import it from here)
-from .progress import bar as progress_bar
-from .utils import full_conf, pick_device, resolve_model
+from .. import networks
+from ..execution import budget
+from ..execution.progress import bar as progress_bar
+from ..storage import io
+from ..storage.io import read_matches  # noqa: F401  (its old home; callers may import it from here)
+from ..utils import full_conf, pick_device, resolve_model
 
 logger = logging.getLogger(__name__)
 

@@ -31,11 +31,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .. import kaggle_inputs, networks
+from imc_lib import networks
+from imc_lib.formats import kaggle_inputs
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout: pyproject.toml, notebooks/, submission/
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: pyproject.toml, notebooks/, submission/
 # The one submission notebook of both competitions (named when it served 2024 alone; kept, since
 # kernels pushed from earlier builds and users' commands name it).
 NOTEBOOK = "imc24_submission.ipynb"
@@ -65,7 +66,7 @@ MACHINE_SHAPE = "NvidiaTeslaT4"
 UNSUPPORTED_SHAPES = ("", "NvidiaTeslaP100")
 # Left out of the Kaggle wheel (top-level entries of imc_lib/): this tooling, the Streamlit app and
 # the plots. The kernel imports none of them; `imc-lib kaggle build` / `imc-lib app` there say so.
-NOT_SHIPPED = ("tools", "app", "viz.py")
+NOT_SHIPPED = ("app", "viz.py")
 
 
 def _installed(call, name: str):

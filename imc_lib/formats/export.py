@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 import pycolmap
 
-from . import data, reconstruction, submission
-from .io import atomic_file
+from ..stages import reconstruction
+from ..storage.io import atomic_file
+from . import data, submission
 
 logger = logging.getLogger(__name__)
 

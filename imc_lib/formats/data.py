@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .utils import ImageError, open_image
+from ..utils import ImageError, open_image
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The joining rule (imc_lib/scenes.py) on real photos: two parts of one scene become one model that
+"""The joining rule (imc_lib/stages/joining.py) on real photos: two parts of one scene become one model that
 scores like the whole scene; two unrelated scenes in one photo set stay apart."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import numpy as np
 import pycolmap
 import pytest
 
-from imc_lib import checks, data, metric, networks, pipeline, reconstruction, scenes, submission
+from imc_lib import networks, plan, runner, utils
+from imc_lib.formats import data, metric, submission
+from imc_lib.stages import checks, joining, reconstruction
 
 SCENE = "fountain"  # 11 photos along a facade: an overlap of 3 ties the two halves
 
@@ -21,16 +23,16 @@ def fountain(tmp_path_factory, imc_data_dir, weights_dir):
     """fountain's verified matches in a COLMAP database, and the scene record."""
     (scene,) = data.load_scenes(imc_data_dir, "train", [SCENE])
     work = tmp_path_factory.mktemp("fountain")
-    sconfs = pipeline.resolve(
+    sconfs = plan.resolve(
         device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none", resize_to=640
     )  # at 640 px the facade's far end is tied to its first photos only through the middle
-    nets = networks.Networks(weights_dir, pipeline.pick_device("cpu"))
-    paths = pipeline.run_scene(scene, sconfs, work, nets, until="matching")["paths"]
+    nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
+    paths = runner.run_scene(plan.plan_scene(scene, sconfs, work), nets, until="matching")["paths"]
     conf = reconstruction.confs["incremental"]
     database = work / "database.db"
     names = list(scene.image_names)
     reconstruction.create_database(
-        conf, scene.image_dir, names, paths["match_pairs"], paths["features"], paths["matches"], database
+        conf, scene.image_dir, names, paths.match_pairs, paths.features, paths.matches, database
     )
     pycolmap.geometric_verification(database, two_view_geometry_options=pycolmap.TwoViewGeometryOptions(
         conf["verification"]))  # fmt: skip
@@ -61,7 +63,7 @@ def test_two_parts_of_one_scene_join_into_one_model_that_scores_as_the_whole(fou
     alone = _score(scene, imc_data_dir, first, tmp_path)
     assert alone < 0.8  # 4 of 11 photos missing
 
-    outcome = scenes.main({"keep": "one"}, [second, first], database, options)
+    outcome = joining.main({"keep": "one"}, [second, first], database, options)
     (model,) = outcome.clusters
     assert model.num_reg_images() == 11
     summary = outcome.summary()
@@ -77,7 +79,7 @@ def test_a_model_that_does_not_register_stays_apart(fountain, tmp_path):
     names = sorted(scene.image_names)
     first, options = _map_part(scene, database, names[:7], tmp_path / "a")
     second, _ = _map_part(scene, database, names[7:], tmp_path / "b")
-    outcome = scenes.main({"keep": "all", "join_share": 1.01}, [first, second], database, options)
+    outcome = joining.main({"keep": "all", "join_share": 1.01}, [first, second], database, options)
     sizes = [c.num_reg_images() for c in outcome.clusters]
     assert sizes == [7, 4] and outcome.joined == 0
     kept = [{m.images[i].name for i in m.reg_image_ids()} for m in outcome.clusters]
@@ -93,7 +95,7 @@ def test_only_photos_tied_by_verified_pairs_can_register(fountain):
         cache = pycolmap.DatabaseCache.create(db, pycolmap.DatabaseCacheOptions(min_num_matches=15))
         ids = {img.name: int(img.image_id) for img in db.read_all_images()}
     options = pycolmap.IncrementalPipelineOptions(reconstruction.confs["incremental"]["options"])
-    session = scenes._Session(cache, options, 3)
+    session = joining._Session(cache, options, 3)
     names = sorted(scene.image_names)
     first, rest = {ids[n] for n in names[:3]}, {ids[n] for n in names[3:]}
     assert session.reachable(rest, first) == rest
@@ -112,11 +114,11 @@ def test_unrelated_scenes_in_one_photo_set_stay_apart(tmp_path, imc_data_dir, we
             os.symlink(photo, image_dir / f"{key}_{photo.name}")
     names = tuple(sorted(p.name for p in image_dir.iterdir()))
     mixed = data.Scene("two", "two", image_dir, names, names)
-    sconfs = pipeline.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
+    sconfs = plan.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
     sconfs["reconstruction"] = dict(reconstruction.confs["clusters"])
-    nets = networks.Networks(weights_dir, pipeline.pick_device("cpu"))
-    out = pipeline.run_scene(mixed, sconfs, tmp_path / "work", nets)
-    clusters = reconstruction.clusters(out["paths"]["sfm"])
+    nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
+    out = runner.run_scene(plan.plan_scene(mixed, sconfs, tmp_path / "work"), nets)
+    clusters = reconstruction.clusters(out["paths"].sfm)
     scenes_in = [{mixed_name.split("_")[0] for mixed_name in _names(c)} for c in clusters]
     assert all(len(s) == 1 for s in scenes_in), scenes_in
     assert {"herzjesu-p8"} in scenes_in and {"temple"} in scenes_in
@@ -135,12 +137,12 @@ def test_photos_registered_out_of_their_model_s_shape_do_not_join(fountain, tmp_
     ids = sorted(model.reg_image_ids())
     moved = pycolmap.Reconstruction(model)
     moved.transform(pycolmap.Sim3d(2.0, pycolmap.Rotation3d([0.0, 0.0, 0.7071068, 0.7071068]), [1.0, -3.0, 5.0]))
-    assert scenes._agrees(model, moved, set(ids), 0.1)
+    assert joining._agrees(model, moved, set(ids), 0.1)
     swapped = pycolmap.Reconstruction(model)
     poses = {i: swapped.image(i).cam_from_world() for i in ids}
     for i, j in zip(ids[:4], [ids[2], ids[0], ids[3], ids[1]]):  # four photos placed where others were
         swapped.frame(swapped.image(i).frame_id).rig_from_world = poses[j]
-    assert not scenes._agrees(model, swapped, set(ids), 0.1)
+    assert not joining._agrees(model, swapped, set(ids), 0.1)
 
 
 def test_final_refinement_keeps_observations_within_the_bound_and_every_photo(fountain, imc_data_dir, tmp_path):
@@ -151,7 +153,7 @@ def test_final_refinement_keeps_observations_within_the_bound_and_every_photo(fo
     before = pycolmap.Reconstruction(model)
     worst = max(_errors(before))
     assert worst > 1.5
-    (refined,) = scenes.main({"keep": "one", "final_max_reproj_error": 1.5}, [model], database, options).clusters
+    (refined,) = joining.main({"keep": "one", "final_max_reproj_error": 1.5}, [model], database, options).clusters
     assert refined.num_reg_images() == before.num_reg_images() == 11
     assert max(_errors(refined)) <= 1.5 + 1e-6
     assert refined.compute_mean_reprojection_error() < before.compute_mean_reprojection_error()
@@ -176,7 +178,7 @@ def test_a_refinement_that_drops_most_points_is_refused_and_the_model_kept(fount
     scene, database, _ = fountain
     model, options = _map_part(scene, database, sorted(scene.image_names), Path(database).parent / "tight")
     before = pycolmap.Reconstruction(model)
-    outcome = scenes.main({"keep": "one", "final_max_reproj_error": 0.2}, [model], database, options)
+    outcome = joining.main({"keep": "one", "final_max_reproj_error": 0.2}, [model], database, options)
     (kept,) = outcome.clusters
     (line,) = [c for c in outcome.checks if "final refinement" in c]
     assert "refused" in line and "points kept" in line
@@ -192,10 +194,10 @@ def test_a_step_that_pulls_the_intrinsics_away_is_refused(fountain, monkeypatch)
     scene, database, _ = fountain
     model, options = _map_part(scene, database, sorted(scene.image_names), Path(database).parent / "pulled")
     focal = {c: cam.mean_focal_length() for c, cam in model.cameras.items()}
-    honest = scenes.main({"keep": "one", "final_max_reproj_error": 1.5}, [pycolmap.Reconstruction(model)],
+    honest = joining.main({"keep": "one", "final_max_reproj_error": 1.5}, [pycolmap.Reconstruction(model)],
                          database, options)  # fmt: skip
     assert any("final refinement: kept" in c for c in honest.checks)
-    refine = scenes._Session.refine
+    refine = joining._Session.refine
 
     def pulled(self, model, max_reproj_error=None):
         refine(self, model, max_reproj_error)
@@ -203,8 +205,8 @@ def test_a_step_that_pulls_the_intrinsics_away_is_refused(fountain, monkeypatch)
             camera.params = [p * 1.15 if i in camera.focal_length_idxs() else p for i, p in enumerate(camera.params)]
         return model
 
-    monkeypatch.setattr(scenes._Session, "refine", pulled)
-    outcome = scenes.main({"keep": "one", "final_max_reproj_error": 1.5}, [model], database, options)
+    monkeypatch.setattr(joining._Session, "refine", pulled)
+    outcome = joining.main({"keep": "one", "final_max_reproj_error": 1.5}, [model], database, options)
     assert any("final refinement: refused (a focal length moved" in c for c in outcome.checks)
     (kept,) = outcome.clusters
     assert {c: cam.mean_focal_length() for c, cam in kept.cameras.items()} == pytest.approx(focal)

@@ -327,7 +327,7 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
     """The (name0, name1) pairs of a pairs file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: pairs file not found; run the pairs stage (imc_lib.pairs) first")
+        raise FileNotFoundError(f"{path}: pairs file not found; run the pairs stage (imc_lib.stages.pairs) first")
     pairs = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):

@@ -20,10 +20,12 @@ import kornia
 import numpy as np
 import torch
 
-from . import budget, io, networks
-from .io import failed_images, read_features  # noqa: F401  (their old home; callers may import them from here)
-from .progress import bar as progress_bar
-from .utils import (
+from .. import networks
+from ..execution import budget
+from ..execution.progress import bar as progress_bar
+from ..storage import io
+from ..storage.io import failed_images, read_features  # noqa: F401  (their old home; callers may import them from here)
+from ..utils import (
     ImageError,
     PhotoTooLarge,
     autocast_dtype,

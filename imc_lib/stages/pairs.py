@@ -30,11 +30,12 @@ import torch.nn.functional as F
 from scipy.cluster.vq import kmeans2
 from scipy.spatial.distance import cdist
 
-from . import io, networks
-from .io import read_pairs, write_pairs  # noqa: F401  (their old home; callers may import them from here)
-from .progress import bar as progress_bar
-from .progress import report as report_progress
-from .utils import ImageError, autocast_dtype, full_conf, pick_device, read_image, resolve_model
+from .. import networks
+from ..execution.progress import bar as progress_bar
+from ..execution.progress import report as report_progress
+from ..storage import io
+from ..storage.io import read_pairs, write_pairs  # noqa: F401  (their old home; callers may import them from here)
+from ..utils import ImageError, autocast_dtype, full_conf, pick_device, read_image, resolve_model
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,349 @@
+"""The run's configuration, made in one place: the named pipeline configs, the CPU's settings, each
+stage's resolved conf, and per scene a frozen plan (`ScenePlan`: its confs and the typed paths of its
+files, `plan_scene`). The runner (runner.py), the run loop (pipeline.py), the app and the benchmarks
+read plans; none of them builds a file name or a conf on its own.
+
+WORK/<scene>/pairs-*.txt  orient-*.csv  feats-*.h5  *matches-*.h5  sfm_*/
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .formats import data
+from .networks import (
+    DINOV2_HUB_ID,
+    DINOV2_KAGGLE_DIR,
+    EXTRACTORS,
+    NO_LIGHTGLUE,
+    Registered,
+    WeightsError,
+    load_dinov2,
+    local_dinov2,
+)
+from .stages import features, matching, orientation, pairs, reconstruction
+from .utils import merge_conf, pick_device
+
+logger = logging.getLogger(__name__)
+
+# Named pipeline configs (--features): each registered extractor's (imc_lib/networks: its features conf
+# and its matcher pairing, e.g. aliked, aliked-t16, disk, xfeat), then the ensembles, whose extractors'
+# keypoints and matches are merged (imc_lib/ensemble.py); every entry over NAMED_DEFAULTS. "pairs":
+# "auto" is DINOv2 where a model loads (a local folder: --dinov2, $IMC_DINOV2, the Kaggle input), else
+# VLAD over the scene's own features; decided once per run (`pairs_method`).
+NAMED_DEFAULTS = {"pairs": "auto", "orientation": "upright", "reconstruction": "incremental"}
+ENSEMBLES = {
+    "aliked+disk": {"features": "aliked-n16", "also": ["disk"], "matching": "lightglue"},
+    "aliked+xfeat": {"features": "aliked-n16", "also": ["xfeat"], "matching": "lightglue"},
+}
+confs = collections.ChainMap(ENSEMBLES, Registered("PIPELINES", EXTRACTORS))
+PAIR_METHODS = ("auto", *pairs.confs)
+
+
+# LightGlue on 2 CPU cores: ~7.5 s per pair at 4096 keypoints, ~0.9 s at 2048.
+CPU_MAX_KEYPOINTS = 2048
+# resize_to "auto" (the CPU's default): each photo's features at its own size (longest side) within
+# these bounds, photos under 640 px at twice their size (features.target_side). 640 px loses what large
+# sharp photos hold (two unseen 1280 px object scenes: 0.365 -> 0.735 and 0.576 -> 0.980 mAA at 1024);
+# 1024 is the GPU's setting and costs ALIKED ~2.5x 640's time, so 640 px photos stay at 640.
+AUTO_RESIZE = [640, 1024]
+# What `run` uses on a CPU for every override left at None: imc-mini in about SIFT's wall time at a
+# higher mAA on every scene (benchmarks/speed.py; README). ALIKED at 640 px costs 0.5 s per photo,
+# mutual-nearest-neighbour matching milliseconds per pair (LightGlue: 0.2-0.6 s), and the `mnn`
+# orientation reuses the main features instead of extracting its own.
+CPU_DEFAULTS = {"max_keypoints": CPU_MAX_KEYPOINTS, "resize_to": "auto", "matcher": "mnn", "orientation_method": "mnn"}
+
+
+def stage_confs(
+    name: str = "aliked",
+    max_keypoints: int | None = None,
+    pairs_method: str | None = None,
+    resize_to: int | None = None,
+    orientation_method: str | None = None,
+    prefilter: int | None = None,
+    matcher: str | None = None,
+) -> dict:
+    """The per-stage configs of a named pipeline config, with optional overrides (copied, not shared).
+
+    `matcher`: a `matching.confs` name ("lightglue", or "mnn": mutual nearest neighbours, the CPU
+    speed setting).
+    `orientation_method`: an `orientation.confs` name ("upright": its own low-resolution LightGlue
+    pass; "mnn": from the main features) or "none" (skip the stage: photos known to be upright).
+    `prefilter`: drop pairs with fewer low-resolution matches (from the orientation stage) before
+    full matching.
+    """
+    if name not in confs:
+        raise ValueError(f"unknown pipeline config {name!r}; known: {sorted(confs)}")
+    names = {**NAMED_DEFAULTS, **confs[name]}
+    if pairs_method:
+        names["pairs"] = pairs_method
+    if names["pairs"] not in pairs.confs:
+        raise ValueError(
+            f"pairs {names['pairs']!r}: resolve 'auto' first (plan.choose_pairs); known: {sorted(pairs.confs)}"
+        )
+    if matcher:
+        names["matching"] = matcher
+    no_lightglue = [f for f in [names["features"], *names.get("also", [])] if f in NO_LIGHTGLUE]
+    mconf = matching.confs[names["matching"]]
+    if (mconf["model"]["name"] == "lightglue" or mconf.get("rescue")) and no_lightglue:
+        raise WeightsError(
+            f"no LightGlue weights for {no_lightglue[0]} features ({NO_LIGHTGLUE[no_lightglue[0]]}); pass --matcher mnn"
+        )  # said before any photo is read, not when the matcher first loads
+    if orientation_method:
+        names["orientation"] = None if orientation_method == "none" else orientation_method
+
+    oconf = merge_conf(orientation.confs[names["orientation"]], {}) if names.get("orientation") else None
+    if prefilter is not None:
+        if oconf is None:
+            raise ValueError("the pair prefilter needs the orientation stage's matches; drop --orientation none")
+        oconf["prefilter_min_matches"] = prefilter
+    return {
+        "pairs": merge_conf(pairs.confs[names["pairs"]], {}),
+        "orientation": oconf,
+        "features": _features_conf(names["features"], max_keypoints, resize_to, names.get("orientation")),
+        # further extractors whose keypoints and matches are merged with the first's (ensemble)
+        "also": [_features_conf(n, max_keypoints, resize_to, names.get("orientation")) for n in names.get("also", [])],
+        "matching": merge_conf(matching.confs[names["matching"]], {}),
+        "reconstruction": merge_conf(reconstruction.confs[names["reconstruction"]], {}),
+    }
+
+
+def _features_conf(fname: str, max_keypoints: int | None, resize_to, orientation_name: str | None) -> dict:
+    """A features conf with the run's overrides, its output name saying each (and the orientation stage
+    whose turns it was extracted at)."""
+    over, tags = {}, ""
+    if max_keypoints:
+        over["model"], tags = {"max_num_keypoints": max_keypoints}, f"-{max_keypoints}"
+    if resize_to == "auto":
+        over["resize_to"], tags = list(AUTO_RESIZE), tags + "-r{}-{}".format(*AUTO_RESIZE)
+    elif resize_to:
+        over["resize_to"], tags = resize_to, tags + f"-r{resize_to}"
+    if orientation_name:  # photos turned by the orientation stage's findings: say which stage
+        tags += "-" + orientation.confs[orientation_name]["output"]
+    return merge_conf(features.confs[fname], {**over, "output": features.confs[fname]["output"] + tags})
+
+
+def resolve(
+    conf: str = "aliked",
+    device=None,
+    max_keypoints: int | None = None,
+    pairs_method: str | None = None,
+    resize_to: int | None = None,
+    orientation_method: str | None = None,
+    prefilter: int | None = None,
+    matcher: str | None = None,
+    dinov2=None,
+) -> dict:
+    """The stage configs of a run: the named config, the caller's overrides, and on a CPU the speed
+    settings (CPU_DEFAULTS) for every override left at None. `pairs_method` must be resolved ("auto" is not)."""
+    overrides = {
+        "max_keypoints": max_keypoints,
+        "resize_to": resize_to,
+        "matcher": matcher,
+        "orientation_method": orientation_method,
+    }
+    if pick_device(device).type == "cpu":
+        defaults = {k: v for k, v in CPU_DEFAULTS.items() if overrides[k] is None}
+        if prefilter is not None and defaults.get("orientation_method") == "mnn":
+            defaults["orientation_method"] = "upright"  # the prefilter counts low-resolution LightGlue matches
+        overrides.update(defaults)
+        if defaults:
+            logger.info(
+                "CPU speed settings %s (each can be overridden; --max-keypoints 4096 --resize-to 1024 "
+                "--matcher lightglue --orientation upright are the GPU's)",
+                defaults,
+            )
+    sconfs = stage_confs(
+        conf,
+        overrides["max_keypoints"],
+        pairs_method,
+        overrides["resize_to"],
+        overrides["orientation_method"],
+        prefilter,
+        overrides["matcher"],
+    )
+    if dinov2 is not None and sconfs["pairs"]["method"] == "retrieval":
+        sconfs["pairs"]["model"] = str(dinov2)
+    return sconfs
+
+
+def choose_pairs(requested: str | None, scenes: list[data.Scene], dinov2=None, networks: dict | None = None) -> str:
+    """The pair method of a run: `requested`, or for "auto"/None DINOv2 when a local model loads, else VLAD.
+
+    Decided once per run, so a missing model costs one log line, not a retry per scene. "auto" only
+    tries local sources (--dinov2, $IMC_DINOV2, the Kaggle input), never the hub: an offline machine
+    would spend minutes retrying. A loaded model is kept in `networks` for the pairs stage.
+    """
+    threshold = pairs.confs["dinov2"]["exhaustive_if_less"]
+    needed = any(len(s.image_names) >= threshold for s in scenes)  # else every scene gets all pairs
+    if requested == "dinov2" and needed:
+        try:
+            model = load_dinov2(dinov2)
+        except Exception as err:
+            raise WeightsError(
+                f"{dinov2 or local_dinov2() or DINOV2_HUB_ID}: DINOv2 cannot be "
+                f"loaded ({err}); pass a model folder with --dinov2 DIR or $IMC_DINOV2, or "
+                "use --pairs vlad (no weights)"
+            ) from err
+        if networks is not None:
+            networks[("pairs", str(dinov2 or local_dinov2()))] = model
+    if requested not in (None, "auto"):
+        return requested
+    if not needed:
+        return "vlad"
+    source = dinov2 or local_dinov2()
+    if source is None:
+        logger.warning(
+            "pairs: no DINOv2 model found (--dinov2 DIR, $IMC_DINOV2, %s); scenes of %d+ photos use "
+            "VLAD retrieval over their own features (--pairs vlad)",
+            DINOV2_KAGGLE_DIR,
+            threshold,
+        )
+        return "vlad"
+    try:
+        model = load_dinov2(source)
+    except Exception as err:  # a broken folder must not cost the scenes their pairs
+        logger.warning(
+            "pairs: DINOv2 at %s cannot be loaded (%s); scenes of %d+ photos use VLAD retrieval over "
+            "their own features (--pairs vlad); fix the folder given by --dinov2 / $IMC_DINOV2",
+            source,
+            err,
+            threshold,
+        )
+        return "vlad"
+    if networks is not None:
+        networks[("pairs", str(source))] = model
+    logger.info("pairs: DINOv2 retrieval from %s", source)
+    return "dinov2"
+
+
+# Categories (the competition's categories.csv) that change a stage's setting. Transparent objects:
+# global descriptors of a glass on a turntable see the same background through every view, so
+# retrieval cannot tell near views from far ones; such scenes are small (IMC 2024: under 100
+# photos), and matching all pairs is affordable. Not measured here: imc-hard has no transparent scene.
+CATEGORY_PAIRS = {"transparent": "exhaustive"}
+
+
+# What a mixed photo set (an IMC 2025 dataset: several scenes and outliers) changes in the
+# reconstruction conf: every model the joining keeps apart is a cluster (reconstruction.confs["clusters"]).
+MIXED_RECONSTRUCTION = {k: reconstruction.confs["clusters"][k] for k in ("output", "keep")}
+# Its photo groups are mostly other scenes and outliers, not photos turned: one photo of a group tried
+# at every quarter turn without joining another group tells that (orientation's max_tries_per_group;
+# each try costs three extractions, and the tries were most of what mixing added to the wall).
+MIXED_ORIENTATION = {"max_tries_per_group": 1}
+
+
+def scene_confs(sconfs: dict, scene: data.Scene) -> dict:
+    """`sconfs` for one scene: retrieval turns into exhaustive pairs (so named) below its size
+    threshold, or for a category of CATEGORY_PAIRS; a mixed folder keeps every cluster."""
+    if scene.mixed:
+        oconf = sconfs["orientation"] and merge_conf(sconfs["orientation"], MIXED_ORIENTATION)
+        sconfs = {**sconfs, "reconstruction": merge_conf(sconfs["reconstruction"], MIXED_RECONSTRUCTION),
+                  "orientation": oconf}  # fmt: skip
+    threshold = sconfs["pairs"].get("exhaustive_if_less")
+    by_category = [CATEGORY_PAIRS[c] for c in scene.categories if c in CATEGORY_PAIRS]
+    if by_category and by_category[0] != sconfs["pairs"]["method"]:
+        logger.info("scene %s (%s): %s pairs", scene.key, ";".join(scene.categories), by_category[0])
+        return {**sconfs, "pairs": merge_conf(pairs.confs[by_category[0]], {})}
+    if threshold and len(scene.image_names) < threshold:
+        return {**sconfs, "pairs": merge_conf(pairs.confs["exhaustive"], {})}
+    return sconfs
+
+
+@dataclass(frozen=True)
+class ScenePaths:
+    """Where each stage writes for one scene; names carry the configs, so configs never collide.
+
+    With an ensemble, `features` / `matches` are the merged files and `sources` each extractor's own
+    (features, matches) files; with one extractor they are `sources[0]`.
+    """
+
+    root: Path
+    pairs: Path  # every pair the pairs stage keeps (VLAD: chosen again on the turned photos)
+    candidates: Path  # the pairs the orientation stage tries (VLAD: over the photos as stored), else `pairs`
+    descriptors: Path  # DINOv2's global descriptors
+    orientation: Path  # quarter turns per photo (orientation.csv), with its side files below
+    match_pairs: Path  # the pairs to match: all, or those that overlap at low resolution (prefilter)
+    sources: tuple[tuple[Path, Path], ...]
+    features: Path
+    matches: Path
+    sfm: Path
+
+    @property
+    def turned(self) -> Path:
+        """The orientation stage's features of turned photos, which the features stage copies."""
+        return orientation.turned_path(self.orientation)
+
+    @property
+    def orientation_matches(self) -> Path:
+        """The orientation stage's matches of photos as stored, which the matching stage copies."""
+        return orientation.matches_path(self.orientation)
+
+    @property
+    def overlaps(self) -> Path:
+        """The orientation stage's low-resolution match counts per pair (the prefilter's input)."""
+        return orientation.overlap_path(self.orientation)
+
+
+@dataclass(frozen=True)
+class ScenePlan:
+    """One scene's run, decided before it starts: its stage confs (`scene_confs`) and its files."""
+
+    scene: data.Scene
+    confs: dict
+    paths: ScenePaths
+    weights: str | None = None  # the networks' weights folder ($IMC_WEIGHTS_DIR when None)
+
+    @property
+    def fconfs(self) -> list[dict]:
+        """Every extractor's features conf: the main one first, then an ensemble's others."""
+        return [self.confs["features"], *self.confs["also"]]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.scene.image_names)
+
+
+def plan_scene(scene: data.Scene, sconfs: dict, work_dir: Path, weights=None) -> ScenePlan:
+    """The plan of `scene` under the run's stage confs `sconfs` (its own confs: `scene_confs`)."""
+    confs = scene_confs(sconfs, scene)
+    return ScenePlan(scene, confs, scene_paths(work_dir, scene, confs), None if weights is None else str(weights))
+
+
+def scene_paths(work_dir: Path, scene: data.Scene, sconfs: dict) -> ScenePaths:
+    """Where each stage of `sconfs` writes for `scene` (use `plan_scene`, which resolves the scene's confs first)."""
+    root = Path(work_dir) / scene.key
+    pairs_name, match = sconfs["pairs"]["output"], sconfs["matching"]["output"]
+    orientation_file = root / f"{(sconfs['orientation'] or {}).get('output', 'none')}_{pairs_name}.csv"
+    prefilter = (sconfs["orientation"] or {}).get("prefilter_min_matches")
+    all_pairs = root / f"{pairs_name}.txt"
+    if prefilter is not None:
+        pairs_name += f"-overlap{prefilter}"
+    sources = [
+        (root / f"{f['output']}.h5", root / f"{f['output']}_{match}_{pairs_name}.h5")
+        for f in [sconfs["features"], *sconfs.get("also", [])]
+    ]
+    feats = "+".join(f["output"] for f in [sconfs["features"], *sconfs.get("also", [])])
+    if len(sources) > 1:
+        merged = (root / f"{feats}.h5", root / f"{feats}_{match}_{pairs_name}.h5")
+    else:
+        merged = sources[0]
+    return ScenePaths(
+        root=root,
+        pairs=all_pairs,
+        # The pairs the orientation stage tries: VLAD over the photos as stored (the final VLAD pairs
+        # come from the turned photos); other methods do not see turns, so the same file.
+        candidates=all_pairs.with_name(all_pairs.stem + "-as-stored.txt")
+        if sconfs["pairs"]["method"] == "vlad" and sconfs["orientation"]
+        else all_pairs,
+        descriptors=root / f"{sconfs['pairs']['output']}-global.h5",
+        orientation=orientation_file,
+        match_pairs=root / f"{pairs_name}.txt",  # the pairs to match: all, or those that overlap
+        sources=tuple(sources),
+        features=merged[0],
+        matches=merged[1],
+        sfm=root / f"{sconfs['reconstruction']['output']}_{feats}_{match}_{pairs_name}",
+    )
