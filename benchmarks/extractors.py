@@ -6,7 +6,7 @@
         [--max-keypoints 2048 4096 ...] [--matcher mnn lightglue] [--orientation mnn|upright|none]
         [--rate-photos 8] [--device auto|cpu|cuda] [--threads N] [--no-sift] [--work DIR]
 
-Per data set and setting it prints the seconds of each stage (pipeline.STAGES, summed over
+Per data set and setting it prints the seconds of each stage (runner.TIMES, summed over
 scenes), the wall time against SIFT's, and two rates of each extractor: "net" photos per second
 (the network alone, on the first --rate-photos photos of the first scene, already decoded and
 resized, after one warm-up photo) and "stage" photos per second (the features stage: decoding,
@@ -35,13 +35,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments, run_sift  # noqa: E402
 
-from imc_lib import (  # noqa: E402
-    networks,
-    pipeline,
-    plan,  # noqa: E402
-)
-from imc_lib.formats import data, metric
-from imc_lib.stages import features
+from imc_lib import networks, pipeline, plan, runner  # noqa: E402
+from imc_lib.formats import data, metric  # noqa: E402
+from imc_lib.stages import features  # noqa: E402
 from imc_lib.utils import read_image, usable_device  # noqa: E402
 
 
@@ -115,7 +111,7 @@ def run_setting(data_dir: Path, kwargs: dict, work: Path, args) -> dict:
 
 
 def print_stages(rows: dict[str, dict], sift_wall: float | None) -> None:
-    stages = [s for s in pipeline.STAGES if any(s in r["times"] for r in rows.values())]
+    stages = [s for s in runner.TIMES if any(s in r["times"] for r in rows.values())]
     print("| setting | wall s | x SIFT | net photos/s | stage photos/s | " + " | ".join(f"{s} s" for s in stages)
           + " | mean mAA |")  # fmt: skip
     print("|---" * (6 + len(stages)) + "|")

@@ -21,13 +21,13 @@ from pathlib import Path
 import pycolmap
 import torch
 
-from imc_lib import pipeline, plan
+from imc_lib import pipeline, plan, runner
 from imc_lib.formats import metric
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments  # noqa: E402
 
-STAGES = ["pairs", "orientation", "features", "matching", "reconstruction"]
+STAGES = runner.TIMES
 
 
 def main():

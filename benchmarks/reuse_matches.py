@@ -43,21 +43,21 @@ def one_scene(scene, run_dir: Path, out: Path, sconfs: dict, nets) -> str:
     fconf, oconf, mconf = sconfs["features"], sconfs["orientation"], sconfs["matching"]
     paths = plan.plan_scene(scene, sconfs, run_dir).paths
     (out / scene.key).mkdir(parents=True, exist_ok=True)
-    feats = shutil.copy(paths["features"], out / scene.key / paths["features"].name)  # the run's stay untouched
+    feats = shutil.copy(paths.features, out / scene.key / paths.features.name)  # the run's stay untouched
     start = time.perf_counter()
-    orient = orientation.main(oconf, scene.image_dir, list(scene.image_names), paths["candidates"],
-                              out / scene.key / paths["orientation"].name, nets.device,
+    orient = orientation.main(oconf, scene.image_dir, list(scene.image_names), paths.candidates,
+                              out / scene.key / paths.orientation.name, nets.device,
                               extractor=nets.extractor(fconf), matcher=nets.matcher(fconf, oconf["matching"]),
                               feature_path=feats, features_conf=fconf)  # fmt: skip
     seconds = {"orientation": time.perf_counter() - start}
     for name, reuse in (("fresh", None), ("copied", orientation.matches_path(orient))):
         start = time.perf_counter()
-        matching.main(mconf, paths["match_pairs"], feats, out / scene.key / f"{name}.h5", "aliked", nets.device,
+        matching.main(mconf, paths.match_pairs, feats, out / scene.key / f"{name}.h5", "aliked", nets.device,
                       model=nets.matcher(fconf, mconf), reuse=reuse)  # fmt: skip
         seconds[name] = time.perf_counter() - start
-    run, copied = read_all(paths["matches"]), read_all(out / scene.key / "copied.h5")
+    run, copied = read_all(paths.matches), read_all(out / scene.key / "copied.h5")
     same = run.keys() == copied.keys() and all(all(map(np.array_equal, run[k], copied[k])) for k in run)
-    pairs = io.read_pairs(paths["match_pairs"])
+    pairs = io.read_pairs(paths.match_pairs)
     n = copyable(orientation.matches_path(orient), feats, pairs, mconf["model"])
     return (f"| {scene.key} | {len(pairs)} | {n} | {len(pairs) - n} | {seconds['orientation']:.1f} | "
             f"{seconds['fresh']:.2f} | {seconds['copied']:.2f} | {same} |")  # fmt: skip

@@ -25,11 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments, run_sift  # noqa: E402
 
-from imc_lib import pipeline, plan  # noqa: E402
+from imc_lib import pipeline, plan, runner  # noqa: E402
 from imc_lib.formats import data, metric  # noqa: E402
 from imc_lib.stages import pairs  # noqa: E402
 
-STAGES = ["pairs", "orientation", "features", "matching", "merge", "reconstruction"]
+STAGES = runner.TIMES
 
 # pipeline.run keyword arguments per named configuration ("default" is `imc-lib run`'s: on a CPU,
 # plan.CPU_DEFAULTS). The others each change one lever of the CPU default, or restore an older one.

@@ -368,7 +368,7 @@ def _reconstruction(ctx: _Context) -> None:
 
 
 # The stages of a scene, in the order the runner runs them.
-STAGES = (
+STAGES: tuple[Stage, ...] = (
     Stage("extract", _first_extraction, lambda p: [PHOTOS], lambda p: [_main_features(p)],
           lambda p: [p.confs["features"], p.weights], _extract, clock="features"),
     Stage("pairs", _always, _pairs_inputs, _pairs_outputs, lambda p: p.confs["pairs"], _pairs),
@@ -385,3 +385,5 @@ STAGES = (
     Stage("reconstruction", _always, lambda p: [PHOTOS, p.paths.match_pairs, p.paths.features, p.paths.matches],
           lambda p: [p.paths.sfm], lambda p: p.confs["reconstruction"], _reconstruction),
 )  # fmt: skip
+# The keys of a scene's "times", in the order their stages first run (what benchmarks print).
+TIMES = tuple(dict.fromkeys(s.clock or s.name for s in STAGES))

@@ -93,7 +93,7 @@ pd.DataFrame(
 # every pair is matched, so the matrix shows the pairs file itself, coloured by its matches.
 
 # %%
-pair_list = pairs.read_pairs(paths["pairs"])
+pair_list = pairs.read_pairs(paths.pairs)
 
 
 def n_matches(read_matches: io.MatchReader, a: str, b: str) -> int:
@@ -103,12 +103,12 @@ def n_matches(read_matches: io.MatchReader, a: str, b: str) -> int:
         return 0
 
 
-with io.MatchReader(paths["matches"]) as read_matches:  # one open for every pair
+with io.MatchReader(paths.matches) as read_matches:  # one open for every pair
     match_counts = [n_matches(read_matches, a, b) for a, b in pair_list]
-if paths["global"].is_file():
+if paths.descriptors.is_file():
     # Reads the stored descriptors; loads DINOv2 only if some are missing.
     desc = pairs.compute_descriptors(
-        scene.image_dir, names, paths["global"], lambda: pairs.load_model(sconfs["pairs"]), device
+        scene.image_dir, names, paths.descriptors, lambda: pairs.load_model(sconfs["pairs"]), device
     )
     distances = pairs.distance_matrix(desc, sconfs["pairs"]["p"]).numpy()
     fig = viz.distance_heatmap(
@@ -129,7 +129,7 @@ fig
 
 # %%
 image_name = IMAGE or names[0]
-feats = features.read_features(paths["features"], image_name)
+feats = features.read_features(paths.features, image_name)
 viz.show_keypoints(
     read_image(scene.image_dir / image_name),
     feats["keypoints"],
@@ -141,12 +141,12 @@ viz.show_keypoints(
 
 # %%
 name0, name1 = PAIR.split() if PAIR else pair_list[int(np.argmax(match_counts))]
-matches, match_scores = matching.read_matches(paths["matches"], name0, name1)
+matches, match_scores = matching.read_matches(paths.matches, name0, name1)
 viz.show_matches(
     read_image(scene.image_dir / name0),
     read_image(scene.image_dir / name1),
-    features.read_features(paths["features"], name0)["keypoints"],
-    features.read_features(paths["features"], name1)["keypoints"],
+    features.read_features(paths.features, name0)["keypoints"],
+    features.read_features(paths.features, name1)["keypoints"],
     matches,
     match_scores,
     title=f"{name0} - {name1}: {len(matches)} matches",
@@ -168,7 +168,7 @@ scores = metric.score(labels, result["submission"], categories=categories)
 print(metric.format_table(scores))
 
 # %%
-model_dir = paths["sfm"] / "model"
+model_dir = paths.sfm / "model"
 model = pycolmap.Reconstruction(model_dir) if (model_dir / "images.bin").is_file() else None
 found = reconstruction.poses(model)
 estimated = np.array([-found[n][0].T @ found[n][1] if n in found else np.full(3, np.nan) for n in names])

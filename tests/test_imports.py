@@ -72,3 +72,19 @@ def test_a_circle_is_found():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert circles(graph) == [["a", "b", "c", "a"]]
     assert circles({"a": {"b"}, "b": set()}) == []
+
+
+# The modules that run the stages: each function fits a screen (issue 31).
+SPINE = ("plan.py", "runner.py", "pipeline.py")
+MAX_LINES = 60
+
+
+def test_the_runner_the_plan_and_the_run_loop_have_no_function_over_a_screen():
+    long = []
+    for name in SPINE:
+        for node in ast.walk(ast.parse((PACKAGE / name).read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                if node.end_lineno - start + 1 > MAX_LINES:
+                    long.append(f"{name}:{node.lineno} {node.name}: {node.end_lineno - start + 1} lines")
+    assert not long, long
