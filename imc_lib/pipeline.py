@@ -55,8 +55,16 @@ class RunSettings:
         return {k: getattr(self, k) for k in names}
 
 
-def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes: list[str] | None = None,
-        networks: dict | None = None, executor=None, **settings) -> dict:  # fmt: skip
+def run(
+    data_dir: Path,
+    out: Path,
+    work_dir: Path,
+    split: str = "train",
+    scenes: list[str] | None = None,
+    networks: dict | None = None,
+    executor=None,
+    **settings,
+) -> dict:
     """Reconstruct every scene of `data_dir`/`split` and write `out` (submission.csv), then the run's
     record (`WORK/run.json`, report.RUN_RECORD) and its report (`report.html` beside `out`).
 
@@ -70,7 +78,6 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
     """
     opts, executor = RunSettings(**settings), executor or LocalExecutor()
     data_dir, work_dir, folder = _folders(data_dir, work_dir, split, opts, executor)
-    sub_path, export = (None, Path(out)) if folder else (Path(out), opts.export)
     scene_list = data.load_scenes(data_dir, split, scenes)
     networks = {} if networks is None else networks
     method = choose_pairs(opts.pairs_method, scene_list, opts.dinov2, networks)
@@ -78,25 +85,45 @@ def run(data_dir: Path, out: Path, work_dir: Path, split: str = "train", scenes:
     sconfs = resolve(opts.conf, device, pairs_method=method, dinov2=opts.dinov2, **opts.overrides())
     nets = Networks(opts.weights, device, networks)
     guard = _guard(opts.time_limit, sconfs, method, scene_list, nets)
-    logger.info("%d scene(s) from %s (%s), device %s", len(scene_list), data_dir, "a plain folder" if folder else split,
-                device)  # fmt: skip
-    runs = _Runs(scene_list, sub_path if guard or executor.parallel else None, guard)
-    jobs = _jobs(scene_list, guard, sconfs, opts, device, Path(work_dir), runs.settings)
-    for job, outcome in executor.scenes(scene_task, jobs, nets):
+    where = "a plain folder" if folder else split
+    logger.info("%d scene(s) from %s (%s), device %s", len(scene_list), data_dir, where, device)
+    live = None if folder or not (guard or executor.parallel) else Path(out)
+    runs = _Runs(scene_list, live, guard)
+    for job, outcome in executor.scenes(
+        scene_task, _jobs(scene_list, guard, sconfs, opts, device, work_dir, runs), nets
+    ):
         runs.add(job, outcome)
+    return {**_finish(runs, scene_list, data_dir, work_dir, split, Path(out), opts, folder), "confs": sconfs}
+
+
+def _finish(runs, scene_list, data_dir: Path, work_dir: Path, split: str, out: Path, opts, folder: bool) -> dict:
+    """After the last scene: submission.csv (a competition layout), the export's files, the run's record
+    and its report."""
+    sub_path, export = (None, out) if folder else (out, opts.export)
     results = runs.results()
     if sub_path:
         with _Clock(runs.times)("submission"):
             submission.write_submission(runs.rows(), sub_path)
     _warn_unposed(results)
     _export(scene_list, runs, export, folder)
-    report_path = (Path(out) if folder else Path(out).parent) / "report.html"
-    record = {"data_dir": _absolute(data_dir), "split": None if folder else split, "conf": opts.conf,
-              "times": dict(runs.times), "submission": _absolute(sub_path), "export": _absolute(export),
-              "scenes": [_scene_record(s, results[s.key], runs.sfm_dirs[s.key]) for s in scene_list]}  # fmt: skip
+    report_path = (out if folder else out.parent) / "report.html"
+    record = {
+        "data_dir": _absolute(data_dir),
+        "split": None if folder else split,
+        "conf": opts.conf,
+        "times": dict(runs.times),
+        "submission": _absolute(sub_path),
+        "export": _absolute(export),
+        "scenes": [_scene_record(s, results[s.key], runs.sfm_dirs[s.key]) for s in scene_list],
+    }
     write_record(work_dir, record, report_path)
-    return {"scenes": results, "times": dict(runs.times), "submission": sub_path, "export": export,
-            "report": report_path, "confs": sconfs}  # fmt: skip
+    return {
+        "scenes": results,
+        "times": dict(runs.times),
+        "submission": sub_path,
+        "export": export,
+        "report": report_path,
+    }
 
 
 def _folders(data_dir: Path, work_dir: Path, split: str, opts: RunSettings, executor) -> tuple[Path, Path, bool]:
@@ -108,16 +135,18 @@ def _folders(data_dir: Path, work_dir: Path, split: str, opts: RunSettings, exec
         data_dir, work_dir = Path(data_dir).resolve(), Path(work_dir).resolve()
     folder = data.layout(data_dir, split) == "folder"
     if folder and Path(data_dir).resolve() in Path(work_dir).resolve().parents:
-        raise ValueError(f"{work_dir}: the work folder is inside the photo folder {data_dir}, whose every photo at "
-                         "any depth is read; pass --work a folder outside it")  # fmt: skip
+        raise ValueError(
+            f"{work_dir}: the work folder is inside the photo folder {data_dir}, whose every photo at "
+            "any depth is read; pass --work a folder outside it"
+        )
     executor.check(data_dir, work_dir)
     return Path(data_dir), Path(work_dir), folder
 
 
-def _jobs(scene_list, guard, sconfs, opts: RunSettings, device, work_dir: Path, settings: dict):
+def _jobs(scene_list, guard, sconfs, opts: RunSettings, device, work_dir: Path, runs):
     """Each scene's job, drawn one at a time by a local executor, so the guard plans each scene from the last."""
     for i, scene in enumerate(scene_list):
-        confs, settings[scene.key] = _planned_confs(guard, scene_list[i:], sconfs, opts, device)
+        confs, runs.settings[scene.key] = _planned_confs(guard, scene_list[i:], sconfs, opts, device)
         plan = confs and plan_scene(scene, confs, work_dir, opts.weights)
         yield SceneJob(scene, plan, opts.overwrite, guard and guard.deadline, opts.device)
 
@@ -164,8 +193,12 @@ def _warn_unposed(results: dict) -> None:
     failed = [k for k, r in results.items() if r["error"]]
     unregistered = sum(r["images"] - r["registered"] - r.get("outliers", 0) for r in results.values())
     if failed or unregistered:
-        logger.warning("%d image(s) without a pose, %d scene(s) failed %s; their rows carry a placeholder pose",
-                       unregistered, len(failed), failed)  # fmt: skip
+        logger.warning(
+            "%d image(s) without a pose, %d scene(s) failed %s; their rows carry a placeholder pose",
+            unregistered,
+            len(failed),
+            failed,
+        )
 
 
 def _absolute(path) -> str | None:
@@ -181,9 +214,16 @@ def write_record(work_dir: Path, record: dict, report_path: Path) -> None:
 def _scene_record(scene: data.Scene, result: dict, sfm_dir: Path | None) -> dict:
     """What the report needs of one scene: its photos, where its models are, what the run found."""
     kept = {k: v for k, v in result.items() if k != "spans"}
-    return {"key": scene.key, "dataset": scene.dataset, "scene": scene.scene, "mixed": scene.mixed,
-            "image_dir": _absolute(scene.image_dir), "photos": list(scene.image_names), "sfm": _absolute(sfm_dir),
-            **kept}  # fmt: skip
+    return {
+        "key": scene.key,
+        "dataset": scene.dataset,
+        "scene": scene.scene,
+        "mixed": scene.mixed,
+        "image_dir": _absolute(scene.image_dir),
+        "photos": list(scene.image_names),
+        "sfm": _absolute(sfm_dir),
+        **kept,
+    }
 
 
 def _planned_confs(guard, scenes_left, sconfs, opts: RunSettings, device) -> tuple[dict | None, budget.Setting | None]:
@@ -213,8 +253,9 @@ def _guard(time_limit: float | None, sconfs: dict, method: str, scenes: list, ne
     prior = _measure_costs(sconfs, scenes[0], nets)
     retrieval = method if method != "exhaustive" else ("dinov2" if local_dinov2() else "vlad")
     settings = budget.ladder(prior.keypoints, method, min(MIN_KEYPOINTS, prior.keypoints), retrieval=retrieval)
-    logger.info("time guard: %.0f s; rates %s; settings from %s down to %s", time_limit, prior, settings[0],
-                settings[-1])  # fmt: skip
+    logger.info(
+        "time guard: %.0f s; rates %s; settings from %s down to %s", time_limit, prior, settings[0], settings[-1]
+    )
     return budget.Guard(time_limit, settings, prior)
 
 
@@ -234,9 +275,13 @@ def _measure_costs(sconfs: dict, scene: data.Scene, nets: Networks) -> budget.Co
     if len(feats) == 2:
         matching.match_pair(matcher, feats[0], feats[1], nets.device)
     matched = time.monotonic()
-    return budget.Costs(per_image=PER_IMAGE_FACTOR * (extracted - start) / max(len(feats), 1), per_pair=0.0,
-                        per_pair_match=PER_PAIR_FACTOR * (matched - extracted),
-                        keypoints=fconf["model"]["max_num_keypoints"], exponent=default.exponent)  # fmt: skip
+    return budget.Costs(
+        per_image=PER_IMAGE_FACTOR * (extracted - start) / max(len(feats), 1),
+        per_pair=0.0,
+        per_pair_match=PER_PAIR_FACTOR * (matched - extracted),
+        keypoints=fconf["model"]["max_num_keypoints"],
+        exponent=default.exponent,
+    )
 
 
 def _rows(scene: data.Scene, clusters: list[dict]) -> list[dict]:
@@ -267,8 +312,15 @@ def _lost(scene: data.Scene, err: BaseException) -> tuple[dict, list[dict]]:
     """A scene whose task was lost (its worker died, after every retry): recorded as failed, no poses."""
     logger.error("scene %s lost: %s; its %d images get rows without a pose", scene.key, err, len(scene.image_names))
     error = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-    return {"images": len(scene.image_names), "registered": 0, "error": error, "times": {}, "spans": [],
-            "models": {}, "shards": {}}, []  # fmt: skip
+    return {
+        "images": len(scene.image_names),
+        "registered": 0,
+        "error": error,
+        "times": {},
+        "spans": [],
+        "models": {},
+        "shards": {},
+    }, []
 
 
 def _run_one(scene, plan, nets, overwrite, deadline=None, executor=None) -> tuple[dict, list[dict]]:
@@ -277,8 +329,15 @@ def _run_one(scene, plan, nets, overwrite, deadline=None, executor=None) -> tupl
     `plan` None: a scene the time guard skipped."""
     names = list(scene.image_names)
     logger.info("scene %s: %d images", scene.key, len(names))
-    result = {"images": len(names), "registered": 0, "error": None, "times": {}, "spans": [], "models": {},
-              "shards": {}}  # fmt: skip
+    result = {
+        "images": len(names),
+        "registered": 0,
+        "error": None,
+        "times": {},
+        "spans": [],
+        "models": {},
+        "shards": {},
+    }
     clusters = []
     if plan is None:
         result["error"] = "skipped: time limit"
@@ -305,6 +364,12 @@ def _run_one(scene, plan, nets, overwrite, deadline=None, executor=None) -> tupl
         result.update(clusters=len(clusters), outliers=len(names) - result["registered"])
     if not result["error"]:  # the scene's summary line, whatever shows the stages' progress
         times = ", ".join(f"{k} {v:.1f} s" for k, v in result["times"].items())
-        logger.info("scene %s: %d of %d images registered in %.1f s (%s)", scene.key, result["registered"], len(names),
-                    sum(result["times"].values()), times)  # fmt: skip
+        logger.info(
+            "scene %s: %d of %d images registered in %.1f s (%s)",
+            scene.key,
+            result["registered"],
+            len(names),
+            sum(result["times"].values()),
+            times,
+        )
     return result, clusters

@@ -241,8 +241,11 @@ def scene_confs(sconfs: dict, scene: data.Scene) -> dict:
     threshold, or for a category of CATEGORY_PAIRS; a mixed folder keeps every cluster."""
     if scene.mixed:
         oconf = sconfs["orientation"] and merge_conf(sconfs["orientation"], MIXED_ORIENTATION)
-        sconfs = {**sconfs, "reconstruction": merge_conf(sconfs["reconstruction"], MIXED_RECONSTRUCTION),
-                  "orientation": oconf}  # fmt: skip
+        sconfs = {
+            **sconfs,
+            "reconstruction": merge_conf(sconfs["reconstruction"], MIXED_RECONSTRUCTION),
+            "orientation": oconf,
+        }
     threshold = sconfs["pairs"].get("exhaustive_if_less")
     by_category = [CATEGORY_PAIRS[c] for c in scene.categories if c in CATEGORY_PAIRS]
     if by_category and by_category[0] != sconfs["pairs"]["method"]:

@@ -239,8 +239,16 @@ class _Context:
     def __init__(self, plan: ScenePlan, nets, overwrite, deadline, progress, pool=None, sharding=None):
         self.plan, self.paths, self.confs, self.names = plan, plan.paths, plan.confs, plan.names
         self.nets, self.overwrite, self.deadline = nets, overwrite, deadline
-        self.out = {"poses": {}, "model": None, "clusters": [], "models": {}, "times": {}, "spans": [],
-                    "paths": plan.paths, "shards": {}}  # fmt: skip
+        self.out = {
+            "poses": {},
+            "model": None,
+            "clusters": [],
+            "models": {},
+            "times": {},
+            "spans": [],
+            "paths": plan.paths,
+            "shards": {},
+        }
         self.pool, self.sharding = pool, sharding  # where a large scene's shards run, and their sizes
         self.clock = _Clock(self.out["times"], self.out["spans"])
         self.fresh = overwrite  # a file is overwritten once per run, not again by a later stage
@@ -263,20 +271,51 @@ class _Context:
         main, reuse, image_dir = fconf is self.plan.confs["features"], self.paths.turned, self.plan.scene.image_dir
         overwrite = self.fresh if main else self.overwrite
         if self.pool is not None:
-            self.count("features", shards.extract(self.pool, fconf, image_dir, self.names, feature_path, overwrite,
-                                                  turns, reuse, self.sharding["photos"]))  # fmt: skip
+            self.count(
+                "features",
+                shards.extract(
+                    self.pool,
+                    fconf,
+                    image_dir,
+                    self.names,
+                    feature_path,
+                    overwrite,
+                    turns,
+                    reuse,
+                    self.sharding["photos"],
+                ),
+            )
         else:
-            features.main(fconf, image_dir, self.names, feature_path, self.nets.device, overwrite,
-                          model=self.nets.extractor(fconf), turns=turns, deadline=self.deadline, reuse=reuse,
-                          progress=self.report("features"))  # fmt: skip
+            features.main(
+                fconf,
+                image_dir,
+                self.names,
+                feature_path,
+                self.nets.device,
+                overwrite,
+                model=self.nets.extractor(fconf),
+                turns=turns,
+                deadline=self.deadline,
+                reuse=reuse,
+                progress=self.report("features"),
+            )
         if main:
             self.fresh = False
 
     def select_pairs(self, path: Path) -> None:
         pconf = self.confs["pairs"]
-        pairs.main(pconf, self.plan.scene.image_dir, self.names, path, self.paths.descriptors, self.nets.device,
-                   self.overwrite, model=self.nets.retrieval(pconf), feature_path=_main_features(self.plan),
-                   progress=self.report("pairs"))  # fmt: skip
+        pairs.main(
+            pconf,
+            self.plan.scene.image_dir,
+            self.names,
+            path,
+            self.paths.descriptors,
+            self.nets.device,
+            self.overwrite,
+            model=self.nets.retrieval(pconf),
+            feature_path=_main_features(self.plan),
+            progress=self.report("pairs"),
+        )
 
 
 def _extract(ctx: _Context) -> None:
@@ -295,15 +334,30 @@ def _orientation(ctx: _Context) -> None:
     """Each photo's quarter turns (and, with a prefilter, the pairs to match)."""
     oconf, fconf, paths, nets = ctx.confs["orientation"], ctx.confs["features"], ctx.paths, ctx.nets
     ofeatures = oconf["features"] or fconf
-    orientation.main(oconf, ctx.plan.scene.image_dir, ctx.names, paths.candidates, paths.orientation, nets.device,
-                     ctx.overwrite, extractor=nets.extractor(ofeatures), matcher=nets.matcher(ofeatures,
-                     oconf["matching"]), weights=nets.weights, feature_path=_main_features(ctx.plan),
-                     features_conf=fconf, progress=ctx.report("orientation"))  # fmt: skip
+    orientation.main(
+        oconf,
+        ctx.plan.scene.image_dir,
+        ctx.names,
+        paths.candidates,
+        paths.orientation,
+        nets.device,
+        ctx.overwrite,
+        extractor=nets.extractor(ofeatures),
+        matcher=nets.matcher(ofeatures, oconf["matching"]),
+        weights=nets.weights,
+        feature_path=_main_features(ctx.plan),
+        features_conf=fconf,
+        progress=ctx.report("orientation"),
+    )
     if oconf.get("prefilter_min_matches") is not None:
         kept = orientation.overlapping_pairs(paths.orientation, oconf["prefilter_min_matches"])
         write_pairs(kept, paths.match_pairs)
-        logger.info("scene %s: %d of %d pairs overlap at low resolution", ctx.plan.scene.key, len(kept),
-                    len(read_pairs(paths.candidates)))  # fmt: skip
+        logger.info(
+            "scene %s: %d of %d pairs overlap at low resolution",
+            ctx.plan.scene.key,
+            len(kept),
+            len(read_pairs(paths.candidates)),
+        )
     ctx.turns = orientation.read_orientations(paths.orientation)
 
 
@@ -337,53 +391,151 @@ def _matching(ctx: _Context) -> None:
     mconf, paths, nets = ctx.confs["matching"], ctx.paths, ctx.nets
     for fconf, (feature_path, match_path) in zip(ctx.plan.fconfs, paths.sources):
         if ctx.pool is not None:  # a large scene: in shards on the executor's pool
-            counts = shards.match(ctx.pool, mconf, fconf, paths.match_pairs, feature_path, match_path, ctx.overwrite,
-                                  ctx.sharding["pairs"], paths.orientation_matches)  # fmt: skip
+            counts = shards.match(
+                ctx.pool,
+                mconf,
+                fconf,
+                paths.match_pairs,
+                feature_path,
+                match_path,
+                ctx.overwrite,
+                ctx.sharding["pairs"],
+                paths.orientation_matches,
+            )
             ctx.count("matching", counts)
         else:
-            matching.main(mconf, paths.match_pairs, feature_path, match_path, lightglue_key(fconf), nets.device,
-                          ctx.overwrite, model=nets.matcher(fconf, mconf), deadline=ctx.deadline,
-                          reuse=paths.orientation_matches, progress=ctx.report("matching"))  # fmt: skip
+            matching.main(
+                mconf,
+                paths.match_pairs,
+                feature_path,
+                match_path,
+                lightglue_key(fconf),
+                nets.device,
+                ctx.overwrite,
+                model=nets.matcher(fconf, mconf),
+                deadline=ctx.deadline,
+                reuse=paths.orientation_matches,
+                progress=ctx.report("matching"),
+            )
         if mconf.get("rescue"):
-            matching.rescue(mconf, paths.match_pairs, feature_path, match_path, lightglue_key(fconf), nets.device,
-                            model=nets.matcher(fconf, {"model": mconf["rescue"]["model"]}), deadline=ctx.deadline,
-                            progress=ctx.report("matching"))  # fmt: skip
+            matching.rescue(
+                mconf,
+                paths.match_pairs,
+                feature_path,
+                match_path,
+                lightglue_key(fconf),
+                nets.device,
+                model=nets.matcher(fconf, {"model": mconf["rescue"]["model"]}),
+                deadline=ctx.deadline,
+                progress=ctx.report("matching"),
+            )
 
 
 def _merge(ctx: _Context) -> None:
     """An ensemble's keypoints and matches merged into one set."""
     paths = ctx.paths
-    ensemble.main(ensemble.confs["merge"], ctx.names, paths.match_pairs, paths.sources, paths.features,
-                  paths.matches, ctx.overwrite, progress=ctx.report("merge"))  # fmt: skip
+    ensemble.main(
+        ensemble.confs["merge"],
+        ctx.names,
+        paths.match_pairs,
+        paths.sources,
+        paths.features,
+        paths.matches,
+        ctx.overwrite,
+        progress=ctx.report("merge"),
+    )
 
 
 def _reconstruction(ctx: _Context) -> None:
     paths = ctx.paths
-    model = reconstruction.main(ctx.confs["reconstruction"], ctx.plan.scene.image_dir, ctx.names, paths.match_pairs,
-                                paths.features, paths.matches, paths.sfm, ctx.overwrite,
-                                progress=ctx.report("reconstruction"))  # fmt: skip
+    model = reconstruction.main(
+        ctx.confs["reconstruction"],
+        ctx.plan.scene.image_dir,
+        ctx.names,
+        paths.match_pairs,
+        paths.features,
+        paths.matches,
+        paths.sfm,
+        ctx.overwrite,
+        progress=ctx.report("reconstruction"),
+    )
     clusters = reconstruction.clusters(paths.sfm) if model is not None else []
-    ctx.out.update(poses=reconstruction.poses(model), model=model, clusters=[reconstruction.poses(c) for c in clusters],
-                   models=reconstruction.summary(paths.sfm))  # fmt: skip
+    ctx.out.update(
+        poses=reconstruction.poses(model),
+        model=model,
+        clusters=[reconstruction.poses(c) for c in clusters],
+        models=reconstruction.summary(paths.sfm),
+    )
 
 
 # The stages of a scene, in the order the runner runs them.
 STAGES: tuple[Stage, ...] = (
-    Stage("extract", _first_extraction, lambda p: [PHOTOS], lambda p: [_main_features(p)],
-          lambda p: [p.confs["features"], p.weights], _extract, clock="features"),
-    Stage("pairs", _always, _pairs_inputs, _pairs_outputs, lambda p: p.confs["pairs"], _pairs),
-    Stage("orientation", lambda p: bool(p.confs["orientation"]), _orientation_inputs, _orientation_outputs,
-          lambda p: [p.confs["orientation"], p.confs["features"], p.weights], _orientation),
-    Stage("features", _always, _features_inputs, lambda p: [f for f, _ in p.paths.sources],
-          lambda p: [p.fconfs, p.weights], _features),
-    Stage("pairs-again", _pairs_again, lambda p: [PHOTOS, *(f for f, _ in p.paths.sources)],
-          lambda p: [p.paths.pairs], lambda p: p.confs["pairs"], _select_again, clock="pairs"),
-    Stage("matching", _always, _matching_inputs, lambda p: [m for _, m in p.paths.sources],
-          lambda p: [p.confs["matching"], p.weights], _matching),
-    Stage("merge", lambda p: len(p.fconfs) > 1, _merge_inputs, lambda p: [p.paths.features, p.paths.matches],
-          lambda p: ensemble.confs["merge"], _merge),
-    Stage("reconstruction", _always, lambda p: [PHOTOS, p.paths.match_pairs, p.paths.features, p.paths.matches],
-          lambda p: [p.paths.sfm], lambda p: p.confs["reconstruction"], _reconstruction),
-)  # fmt: skip
+    Stage(
+        name="extract",
+        applies=_first_extraction,
+        inputs=lambda p: [PHOTOS],
+        outputs=lambda p: [_main_features(p)],
+        conf=lambda p: [p.confs["features"], p.weights],
+        run=_extract,
+        clock="features",
+    ),
+    Stage(
+        name="pairs",
+        applies=_always,
+        inputs=_pairs_inputs,
+        outputs=_pairs_outputs,
+        conf=lambda p: p.confs["pairs"],
+        run=_pairs,
+    ),
+    Stage(
+        name="orientation",
+        applies=lambda p: bool(p.confs["orientation"]),
+        inputs=_orientation_inputs,
+        outputs=_orientation_outputs,
+        conf=lambda p: [p.confs["orientation"], p.confs["features"], p.weights],
+        run=_orientation,
+    ),
+    Stage(
+        name="features",
+        applies=_always,
+        inputs=_features_inputs,
+        outputs=lambda p: [f for f, _ in p.paths.sources],
+        conf=lambda p: [p.fconfs, p.weights],
+        run=_features,
+    ),
+    Stage(
+        name="pairs-again",
+        applies=_pairs_again,
+        inputs=lambda p: [PHOTOS, *(f for f, _ in p.paths.sources)],
+        outputs=lambda p: [p.paths.pairs],
+        conf=lambda p: p.confs["pairs"],
+        run=_select_again,
+        clock="pairs",
+    ),
+    Stage(
+        name="matching",
+        applies=_always,
+        inputs=_matching_inputs,
+        outputs=lambda p: [m for _, m in p.paths.sources],
+        conf=lambda p: [p.confs["matching"], p.weights],
+        run=_matching,
+    ),
+    Stage(
+        name="merge",
+        applies=lambda p: len(p.fconfs) > 1,
+        inputs=_merge_inputs,
+        outputs=lambda p: [p.paths.features, p.paths.matches],
+        conf=lambda p: ensemble.confs["merge"],
+        run=_merge,
+    ),
+    Stage(
+        name="reconstruction",
+        applies=_always,
+        inputs=lambda p: [PHOTOS, p.paths.match_pairs, p.paths.features, p.paths.matches],
+        outputs=lambda p: [p.paths.sfm],
+        conf=lambda p: p.confs["reconstruction"],
+        run=_reconstruction,
+    ),
+)
 # The keys of a scene's "times", in the order their stages first run (what benchmarks print).
 TIMES = tuple(dict.fromkeys(s.clock or s.name for s in STAGES))
