@@ -251,24 +251,43 @@ def main(
         feats.use_stored(list(image_names))
         matches_path(orientation_path).unlink(missing_ok=True)
 
+    count = _pair_counter(feats, matcher_once, device, matches_path(orientation_path), conf["matching"]["model"])
+    pairs = io.read_pairs(pairs_path)
+    edges = _search(conf, list(image_names), pairs, count, feats, progress)
+    result = solve(list(image_names), edges, conf["min_matches"])
+    table = _write_side_files(
+        conf, orientation_path, list(image_names), pairs, result, count, feats if shared else None
+    )
+    feats.close()  # (on an exception, the reader closes when the stage's frame is freed)
+    _write_csv(table, orientation_path)
+    io.stamp(orientation_path, made_from)  # last: marks the stage done
+    return orientation_path
+
+
+def _pair_counter(feats, matcher_once, device, matches_file: Path, model_conf: dict):
+    """`count(a, b, k)`: matches of a as stored with b turned by k quarter turns, each computed once."""
     counts: dict[tuple[str, str, int], int] = {}
 
     def count(a: str, b: str, k: int) -> int:
-        """Matches of a as stored with b turned by k quarter turns."""
         if (a, b, k) not in counts:
             matches, scores = matching.match_pair(matcher_once(), feats(a, 0), feats(b, k), device)
             counts[(a, b, k)] = len(matches)
             if k == 0:  # kept for the matching stage where both photos end upright
-                feats.save_matches(matches_path(orientation_path), a, b, matches, scores, conf["matching"]["model"])
+                feats.save_matches(matches_file, a, b, matches, scores, model_conf)
         return counts[(a, b, k)]
 
-    # Pass 1, every pair as stored: confident matches link photos into groups. Pass 2, the other
-    # turns, one photo at a time from the smaller groups: a photo is turned and matched with its
-    # neighbours in other groups no smaller than its own (`_across`); a confident match at some
-    # turn joins the two groups, so the rest of a group need not be tried (each try costs three
-    # extractions). Pairs within a group that matched weakly as stored were not tried turned and
-    # say nothing.
-    pairs = io.read_pairs(pairs_path)
+    return count
+
+
+def _search(conf: dict, image_names: list[str], pairs: list, count, feats, progress) -> dict:
+    """The pairwise turns found: {(a, b): (turns, matches)}.
+
+    Pass 1, every pair as stored: confident matches link photos into groups. Pass 2, the other
+    turns, one photo at a time from the smaller groups: a photo is turned and matched with its
+    neighbours in other groups no smaller than its own (`_across`); a confident match at some
+    turn joins the two groups, so the rest of a group need not be tried (each try costs three
+    extractions). Pairs within a group that matched weakly as stored were not tried turned and
+    say nothing."""
     stored = {
         (a, b): count(a, b, 0) for a, b in progress_bar(pairs, desc="orientation", callback=progress, unit="pair")
     }
@@ -308,8 +327,13 @@ def main(
             if not joined:
                 failed[group[b]] += 1
             bar.update()
-    result = solve(list(image_names), edges, conf["min_matches"])
-    if wants_overlap:
+    return edges
+
+
+def _write_side_files(conf, orientation_path: Path, image_names, pairs, result, count, shared) -> pd.DataFrame:
+    """The overlaps (with a prefilter) and, with the main features (`shared`), the turned photos'
+    features for the later stages; returns the turns' table, which the stage writes last."""
+    if conf.get("prefilter_min_matches") is not None:
         # Each pair's low-resolution matches once both photos are turned: lets the pipeline drop
         # pairs that do not overlap before full matching.
         overlap = pd.DataFrame(
@@ -326,16 +350,13 @@ def main(
         len(table),
         ", ".join(f"{n}:{90 * t}" for n, t in zip(turned["image_name"], turned["quarter_turns"])) or "none",
     )
-    if shared:
-        saved = feats.save_turned(turned_path(orientation_path), {n: t for n, (t, _) in result.items()})
+    if shared is not None:
+        saved = shared.save_turned(turned_path(orientation_path), {n: t for n, (t, _) in result.items()})
         if saved:
             logger.info(
                 "%s: features of %d turned photos, for the features stage", turned_path(orientation_path), saved
             )
-    feats.close()  # (on an exception, the reader closes when the stage's frame is freed)
-    _write_csv(table, orientation_path)
-    io.stamp(orientation_path, made_from)  # last: marks the stage done
-    return orientation_path
+    return table
 
 
 def _across(photo: str, neighbours: dict[str, int], group: DisjointSet, sizes: collections.Counter) -> list[str]:
