@@ -159,11 +159,11 @@ def test_fingerprints_follow_the_declared_files_and_name_the_first_missing_step(
     )
     # The threshold matters only when retrieval really selects (4 images < exhaustive_if_less=20: all pairs).
     dino = {"pairs_method": "dinov2", "dinov2": "some-model"}
-    assert fps(**dino, similarity_threshold=0.1)["pairs"] == base["pairs"]
-    sel = [fps(**dino, exhaustive_if_less=2, similarity_threshold=t) for t in (0.1, 0.2)]
+    assert fps(**dino, max_distance=0.1)["pairs"] == base["pairs"]
+    sel = [fps(**dino, exhaustive_if_less=2, max_distance=t) for t in (0.1, 0.2)]
     assert sel[0]["pairs"] != sel[1]["pairs"] and sel[0]["orientation"] != sel[1]["orientation"]
     assert sel[0]["extract"] == sel[1]["extract"]  # the features as stored the mnn orientation reads: the same
-    upright = [fps(**dino, exhaustive_if_less=2, similarity_threshold=t, orientation="none") for t in (0.1, 0.2)]
+    upright = [fps(**dino, exhaustive_if_less=2, max_distance=t, orientation="none") for t in (0.1, 0.2)]
     assert upright[0]["features"] == upright[1]["features"] != base["features"] and "orientation" not in upright[0]
 
 

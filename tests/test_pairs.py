@@ -197,7 +197,7 @@ def test_retrieval_writes_descriptors_and_pairs(scene, tiny_model, tmp_path):
     image_dir, names = scene
     pairs_path, desc_path = tmp_path / "pairs.txt", tmp_path / "global.h5"
     # Threshold 0: pairs come from the nearest-neighbour rule alone.
-    conf = _retrieval_conf(similarity_threshold=0.0, min_pairs=3)
+    conf = _retrieval_conf(max_distance=0.0, min_pairs=3)
     out = pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", model=tiny_model)
     assert out == pairs_path
     with h5py.File(desc_path, "r") as f:
@@ -279,7 +279,7 @@ def test_a_photo_replaced_under_its_name_gets_a_new_descriptor_and_new_pairs(sce
     tiny_model = _tiny_dinov2()
     counter = CallCounter(tiny_model[1])
     pairs_path, desc_path = tmp_path / "pairs.txt", tmp_path / "global.h5"
-    conf = _retrieval_conf(similarity_threshold=0.0, min_pairs=2)
+    conf = _retrieval_conf(max_distance=0.0, min_pairs=2)
     pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", model=tiny_model)
     with h5py.File(desc_path, "r") as f:
         before = {n: f[n]["global_descriptor"][()] for n in names}

@@ -57,7 +57,7 @@ PAIR_METHODS = plan.PAIR_METHODS  # the CLI's --pairs choices
 ORIENTATIONS = (*orientation.confs, "none")
 MATCHERS = tuple(matching.confs)
 # Retrieval knobs the sidebar exposes (both dinov2 and vlad have them).
-RETRIEVAL_KEYS = ("similarity_threshold", "min_pairs", "exhaustive_if_less", "p")
+RETRIEVAL_KEYS = ("max_distance", "min_pairs", "exhaustive_if_less", "p")
 
 
 def _default(name: str, gpu):
@@ -76,7 +76,7 @@ class Settings:
     orientation: str = _default("orientation_method", "upright")  # --orientation: upright | mnn | none
     matcher: str = _default("matcher", "lightglue")  # --matcher: lightglue | mnn
     pairs_method: str = "auto"  # --pairs: auto (DINOv2 when a source is given, else vlad) | dinov2 | vlad | exhaustive
-    similarity_threshold: float | None = None
+    max_distance: float | None = None
     min_pairs: int | None = None
     exhaustive_if_less: int | None = None
     p: float | None = None

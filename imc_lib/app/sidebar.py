@@ -162,11 +162,11 @@ def _pair_settings(d: S.Settings) -> dict:
     return {
         "pairs_method": method,
         "dinov2": dinov2,
-        "similarity_threshold": sb.number_input(
+        "max_distance": sb.number_input(
             "Distance threshold (keep pairs closer than)",
             0.0,
             None,
-            float(conf["similarity_threshold"]),
+            float(conf["max_distance"]),
             step=0.05,
             format="%.3f",
             key=f"threshold{suffix}",
@@ -234,6 +234,6 @@ def choose_settings() -> S.Settings:
     chosen = {**stage, **pair, "weights": _weights()}
     for key in ("max_keypoints", "resize_to", "min_pairs", "exhaustive_if_less"):
         chosen[key] = int(chosen[key])
-    for key in ("similarity_threshold", "p"):
+    for key in ("max_distance", "p"):
         chosen[key] = float(chosen[key])
     return S.Settings(**chosen)

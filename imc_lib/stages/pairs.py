@@ -45,7 +45,7 @@ confs = {
         "output": "pairs-dinov2",
         "method": "retrieval",
         "model": None,  # None: networks.load_dinov2 default sources ($IMC_DINOV2, Kaggle input, hub)
-        "similarity_threshold": 0.6,  # keep pairs whose descriptor distance is below this
+        "max_distance": 0.6,  # keep pairs whose descriptor distance is below this
         "min_pairs": 20,  # each image keeps at least this many nearest neighbours
         "exhaustive_if_less": 20,  # scenes with fewer images get all pairs, without DINOv2
         "p": 2.0,  # Minkowski p of the descriptor distance: 1, 2 or inf
@@ -67,7 +67,7 @@ confs = {
         # mapping); 40 also registered all, mAA 0.870, 66 s slower. Scenes under 247 photos keep 20.
         "min_pairs_share": 1 / 12,
         "max_pairs": 30,
-        "similarity_threshold": 0.0,  # also keep pairs closer than this distance (0: nearest neighbours only)
+        "max_distance": 0.0,  # also keep pairs closer than this distance (0: nearest neighbours only)
         "exhaustive_if_less": 20,
         "p": 2.0,
     },
@@ -112,16 +112,16 @@ def distance_matrix(desc, p: float = 2.0) -> torch.Tensor:
 
 
 def pairs_from_descriptors(
-    desc: torch.Tensor, similarity_threshold: float, min_pairs: int, p: float = 2.0
+    desc: torch.Tensor, max_distance: float, min_pairs: int, p: float = 2.0
 ) -> list[tuple[int, int]]:
-    """Index pairs (i < j, sorted, unique) whose descriptors are closer than `similarity_threshold`,
+    """Index pairs (i < j, sorted, unique) whose descriptors are closer than `max_distance`,
     plus each image's `min_pairs` nearest neighbours (capped at N-1)."""
     dist = distance_matrix(desc, p)
     n = dist.shape[0]
     if n < 2:
         return []
     dist.fill_diagonal_(math.inf)  # an image is never its own pair or neighbour
-    keep = dist < similarity_threshold
+    keep = dist < max_distance
     k = min(max(int(min_pairs), 0), n - 1)
     if k > 0:
         # Stable sort: among equal distances the lower index wins, so results are reproducible.
@@ -313,16 +313,14 @@ def main(
                 source=conf.get("model"),
                 progress=progress,
             )
-            index_pairs = pairs_from_descriptors(
-                torch.from_numpy(desc), conf["similarity_threshold"], conf["min_pairs"], p=p
-            )
+            index_pairs = pairs_from_descriptors(torch.from_numpy(desc), conf["max_distance"], conf["min_pairs"], p=p)
             pairs = [(image_names[i], image_names[j]) for i, j in index_pairs]
     elif method == "vlad":
         if feature_path is None:
             raise ValueError(f"{pairs_path}: the vlad pairs pool local features; pass feature_path (the features file)")
         desc = vlad_descriptors(Path(feature_path), image_names, conf["clusters"], conf["sample"], conf["iterations"])
         k, p = neighbours(conf, len(image_names)), _check_p(conf["p"])
-        index_pairs = pairs_from_descriptors(torch.from_numpy(desc), conf["similarity_threshold"], k, p=p)
+        index_pairs = pairs_from_descriptors(torch.from_numpy(desc), conf["max_distance"], k, p=p)
         pairs = [(image_names[i], image_names[j]) for i, j in index_pairs]
     else:
         raise ValueError(f"unknown pairs method {method!r}; expected 'exhaustive', 'retrieval' or 'vlad'")

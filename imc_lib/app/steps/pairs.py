@@ -31,7 +31,7 @@ def _record(c: Ctx) -> None:
                 "fp": c.fps["pairs"],
                 "images": c.fps["images"],
                 "pairs": len(pairs.read_pairs(kept_path(c))),
-                "threshold": c.sconfs["pairs"].get("similarity_threshold"),
+                "threshold": c.sconfs["pairs"].get("max_distance"),
             }
         )
 
@@ -92,12 +92,12 @@ def _explain(c: Ctx, n: int) -> bool:
         st.markdown(
             "VLAD retrieval, no weights: each photo's keypoint descriptors are pooled over a k-means "
             f"vocabulary of the scene; each image keeps its **{pconf['min_pairs']}** nearest neighbours"
-            f" and every pair closer than **{pconf['similarity_threshold']:g}**. Keypoints are extracted first."
+            f" and every pair closer than **{pconf['max_distance']:g}**. Keypoints are extracted first."
         )
     else:
         st.markdown(
             "DINOv2 global descriptors (max-pooled patch tokens) are compared pairwise; a pair is kept "
-            f"when its distance is below **{pconf['similarity_threshold']:g}**, and each image keeps its "
+            f"when its distance is below **{pconf['max_distance']:g}**, and each image keeps its "
             f"**{pconf['min_pairs']}** nearest neighbours."
         )
     return True
@@ -167,7 +167,7 @@ def show_pairs(c: Ctx) -> None:
 def _threshold_curve(desc: np.ndarray, distances: np.ndarray, pconf: dict, n: int) -> None:
     """How many pairs each threshold would keep, the current one marked."""
     finite = distances[np.isfinite(distances) & ~np.eye(n, dtype=bool)]
-    top = max(float(finite.max()) * 1.05 if finite.size else 1.0, pconf["similarity_threshold"])
+    top = max(float(finite.max()) * 1.05 if finite.size else 1.0, pconf["max_distance"])
     grid = np.linspace(0.0, top, CURVE_POINTS)
     counts = [
         len(pairs.pairs_from_descriptors(torch.from_numpy(desc), t, pconf["min_pairs"], pconf["p"])) for t in grid
@@ -176,7 +176,7 @@ def _threshold_curve(desc: np.ndarray, distances: np.ndarray, pconf: dict, n: in
         viz.threshold_curve(
             grid,
             counts,
-            current=pconf["similarity_threshold"],
+            current=pconf["max_distance"],
             total=n * (n - 1) // 2,
             title=f"retrieval selection vs threshold (min pairs {pconf['min_pairs']})",
         ),
