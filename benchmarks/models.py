@@ -1,4 +1,4 @@
-"""What joining the mapper's models does (imc_lib/scenes.py), per scene: before and after, one table.
+"""What joining the mapper's models does (imc_lib/stages/joining.py), per scene: before and after, one table.
 
     python benchmarks/models.py [--data imc-mini imc-hard ...] [--scenes S ...] [--work DIR]
 

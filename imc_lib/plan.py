@@ -313,10 +313,10 @@ class ScenePlan:
 def plan_scene(scene: data.Scene, sconfs: dict, work_dir: Path, weights=None) -> ScenePlan:
     """The plan of `scene` under the run's stage confs `sconfs` (its own confs: `scene_confs`)."""
     confs = scene_confs(sconfs, scene)
-    return ScenePlan(scene, confs, scene_paths(work_dir, scene, confs), None if weights is None else str(weights))
+    return ScenePlan(scene, confs, _scene_paths(work_dir, scene, confs), None if weights is None else str(weights))
 
 
-def scene_paths(work_dir: Path, scene: data.Scene, sconfs: dict) -> ScenePaths:
+def _scene_paths(work_dir: Path, scene: data.Scene, sconfs: dict) -> ScenePaths:
     """Where each stage of `sconfs` writes for `scene` (use `plan_scene`, which resolves the scene's confs first)."""
     root = Path(work_dir) / scene.key
     pairs_name, match = sconfs["pairs"]["output"], sconfs["matching"]["output"]

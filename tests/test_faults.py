@@ -102,7 +102,7 @@ def _files_open(work):
 
 def test_kill_during_feature_extraction(scene, weights_dir, baseline, tmp_path):
     # killed as the third of the 5 photos starts: the first two are stored
-    _kill_when(scene, weights_dir, tmp_path, r"imc_lib\.features: \S+/feats-\S+\.h5: extracting ", count=3)
+    _kill_when(scene, weights_dir, tmp_path, r"imc_lib\.stages\.features: \S+/feats-\S+\.h5: extracting ", count=3)
     log = _run(scene, tmp_path / "work", tmp_path / "submission.csv", weights_dir)
     assert re.search(r"feats-\S+\.h5: reusing [2-4] of 5 images; 0 recomputed\D+[1-3] new", log), log[-2000:]
     _files_open(tmp_path / "work")
@@ -111,7 +111,7 @@ def test_kill_during_feature_extraction(scene, weights_dir, baseline, tmp_path):
 
 def test_kill_during_matching(scene, weights_dir, baseline, tmp_path):
     # killed as the fourth of the 10 pairs starts: the first three are stored
-    _kill_when(scene, weights_dir, tmp_path, r"imc_lib\.matching: \S+_matches-\S+\.h5: matching ", count=4)
+    _kill_when(scene, weights_dir, tmp_path, r"imc_lib\.stages\.matching: \S+_matches-\S+\.h5: matching ", count=4)
     log = _run(scene, tmp_path / "work", tmp_path / "submission.csv", weights_dir)
     assert re.search(r"feats-\S+\.h5: reusing 5 of 5 images;", log)
     assert re.search(r"_matches-\S+\.h5: reusing [3-9] of 10 pairs; 0 recomputed\D+[1-7] new", log), log[-2000:]
@@ -120,7 +120,9 @@ def test_kill_during_matching(scene, weights_dir, baseline, tmp_path):
 
 
 def test_kill_during_mapping(scene, weights_dir, baseline, tmp_path):
-    killed = _kill_when(scene, weights_dir, tmp_path, r"imc_lib\.reconstruction: \S+: incremental mapping of 5 images")
+    killed = _kill_when(
+        scene, weights_dir, tmp_path, r"imc_lib\.stages\.reconstruction: \S+: incremental mapping of 5 images"
+    )
     assert "images registered" not in killed  # the mapper had not returned
     log = _run(scene, tmp_path / "work", tmp_path / "submission.csv", weights_dir)
     assert re.search(r"_matches-\S+\.h5: reusing 10 of 10 pairs;", log)
