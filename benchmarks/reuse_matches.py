@@ -53,7 +53,7 @@ def one_scene(scene, run_dir: Path, out: Path, sconfs: dict, nets) -> str:
     for name, reuse in (("fresh", None), ("copied", orientation.matches_path(orient))):
         start = time.perf_counter()
         matching.main(mconf, paths.match_pairs, feats, out / scene.key / f"{name}.h5", "aliked", nets.device,
-                      model=nets.matcher(fconf, mconf), reuse=reuse)  # fmt: skip
+                      network=nets.matcher(fconf, mconf), reuse=reuse)  # fmt: skip
         seconds[name] = time.perf_counter() - start
     run, copied = read_all(paths.matches), read_all(out / scene.key / "copied.h5")
     same = run.keys() == copied.keys() and all(all(map(np.array_equal, run[k], copied[k])) for k in run)

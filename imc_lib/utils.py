@@ -185,17 +185,17 @@ def colmap_image_dir(image_dir: Path, names: list[str], folder: Path) -> tuple[P
     return folder, scales
 
 
-def resolve_model(model, load):
-    """The network to use: `model` if already loaded, `model()` if it is a loader, else `load()`.
+def resolve_network(network, load):
+    """The network to use: `network` if already loaded, `network()` if it is a loader, else `load()`.
 
     Stages take a loader so a caller can share one network across scenes yet load it only when
     some scene still has work for it.
     """
-    if model is None:
+    if network is None:
         return load()
-    if callable(model) and not isinstance(model, torch.nn.Module):
-        return model()
-    return model
+    if callable(network) and not isinstance(network, torch.nn.Module):
+        return network()
+    return network
 
 
 def merge_conf(default: Mapping, conf: Mapping | None) -> dict:

@@ -108,7 +108,7 @@ with io.MatchReader(paths.matches) as read_matches:  # one open for every pair
 if paths.descriptors.is_file():
     # Reads the stored descriptors; loads DINOv2 only if some are missing.
     desc = pairs.compute_descriptors(
-        scene.image_dir, names, paths.descriptors, lambda: pairs.load_model(sconfs["pairs"]), device
+        scene.image_dir, names, paths.descriptors, lambda: pairs.load_network(sconfs["pairs"]), device
     )
     distances = pairs.distance_matrix(desc, sconfs["pairs"]["p"]).numpy()
     fig = viz.distance_heatmap(

@@ -37,8 +37,8 @@ def test_aliked_features_on_original_grid(tmp_path, scene_dir, aliked):
         width, height = im.size
         im.resize((width // 2, height // 2), Image.LANCZOS).save(tmp_path / "half.png")
     conf = small_conf()
-    path = features.main(conf, scene_dir, ["0000.jpg"], tmp_path / "full.h5", "cpu", model=aliked)
-    features.main(conf, tmp_path, ["half.png"], tmp_path / "half.h5", "cpu", model=aliked)
+    path = features.main(conf, scene_dir, ["0000.jpg"], tmp_path / "full.h5", "cpu", network=aliked)
+    features.main(conf, tmp_path, ["half.png"], tmp_path / "half.h5", "cpu", network=aliked)
     full = features.read_features(path, "0000.jpg")
     half = features.read_features(tmp_path / "half.h5", "half.png")
     _check(full, width, height)
@@ -52,21 +52,21 @@ def test_grayscale_and_rgba_inputs(tmp_path, scene_dir, aliked):
         small = im.resize((384, 256))
         small.convert("L").save(tmp_path / "gray.png")
         small.convert("RGBA").save(tmp_path / "rgba.png")
-    path = features.main(small_conf(), tmp_path, ["gray.png", "rgba.png"], tmp_path / "f.h5", "cpu", model=aliked)
+    path = features.main(small_conf(), tmp_path, ["gray.png", "rgba.png"], tmp_path / "f.h5", "cpu", network=aliked)
     for name in ("gray.png", "rgba.png"):
         _check(features.read_features(path, name), 384, 256)
 
 
 def test_rerun_extracts_only_new_images(tmp_path, scene_dir, aliked):
     conf = small_conf()
-    path = features.main(conf, scene_dir, ["0000.jpg"], tmp_path / "f.h5", "cpu", model=aliked)
+    path = features.main(conf, scene_dir, ["0000.jpg"], tmp_path / "f.h5", "cpu", network=aliked)
     with h5py.File(path) as f:
         before = f["0000.jpg/keypoints"][()]
 
     def must_not_load():
         raise AssertionError("model loaded although every image was extracted")
 
-    features.main(conf, scene_dir, ["0000.jpg"], path, "cpu", model=must_not_load)
+    features.main(conf, scene_dir, ["0000.jpg"], path, "cpu", network=must_not_load)
     seen = []
 
     class Spy:
@@ -74,7 +74,7 @@ def test_rerun_extracts_only_new_images(tmp_path, scene_dir, aliked):
             seen.append(1)
             return aliked
 
-    features.main(conf, scene_dir, ["0000.jpg", "0002.jpg"], path, "cpu", model=Spy())
+    features.main(conf, scene_dir, ["0000.jpg", "0002.jpg"], path, "cpu", network=Spy())
     with h5py.File(path) as f:
         assert sorted(f) == ["0000.jpg", "0002.jpg"]
         np.testing.assert_array_equal(f["0000.jpg/keypoints"][()], before)
@@ -84,7 +84,7 @@ def test_rerun_extracts_only_new_images(tmp_path, scene_dir, aliked):
 def test_disk_features(tmp_path, scene_dir, weights_dir):
     conf = small_conf("disk", resize_to=400, max_keypoints=512)
     model = networks.load_extractor(conf, weights_dir, "cpu")
-    path = features.main(conf, scene_dir, ["0003.jpg"], tmp_path / "d.h5", "cpu", model=model)
+    path = features.main(conf, scene_dir, ["0003.jpg"], tmp_path / "d.h5", "cpu", network=model)
     feats = features.read_features(path, "0003.jpg")
     _check(feats, 1536, 1024)
     assert len(feats["keypoints"]) <= 512
@@ -102,7 +102,7 @@ def test_unreadable_images_are_skipped_with_their_reason(tmp_path, scene_dir, al
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "notes.jpg").write_text("not an image")
     names = ["good.jpg", "empty.jpg", "notes.jpg", "missing.jpg"]
-    path = features.main(small_conf(), tmp_path, names, tmp_path / "f.h5", "cpu", model=aliked)
+    path = features.main(small_conf(), tmp_path, names, tmp_path / "f.h5", "cpu", network=aliked)
     assert len(features.read_features(path, "good.jpg")["keypoints"]) > 200
     failed = features.failed_images(path)
     assert sorted(failed) == ["empty.jpg", "missing.jpg", "notes.jpg"]
@@ -123,7 +123,7 @@ def test_out_of_memory_retries_at_lower_resolution(tmp_path, scene_dir, aliked, 
         return real(model, conf, *args, **kwargs)
 
     monkeypatch.setattr(features, "extract", flaky)
-    path = features.main(small_conf(resize_to=640), scene_dir, ["0000.jpg"], tmp_path / "f.h5", "cpu", model=aliked)
+    path = features.main(small_conf(resize_to=640), scene_dir, ["0000.jpg"], tmp_path / "f.h5", "cpu", network=aliked)
     assert sizes == [640, 448]
     assert "out of memory extracting at 640 px; retrying at 448 px" in caplog.text
     _check(features.read_features(path, "0000.jpg"), 1536, 1024)
@@ -150,7 +150,7 @@ def test_a_photo_replaced_under_its_name_is_extracted_again_alone(tmp_path, scen
     (tmp_path / "c.jpg").write_text("not an image yet")
     names = ["a.jpg", "b.jpg", "c.jpg"]
     conf = small_conf()
-    path = features.main(conf, tmp_path, names, tmp_path / "f.h5", "cpu", model=aliked)
+    path = features.main(conf, tmp_path, names, tmp_path / "f.h5", "cpu", network=aliked)
     assert sorted(features.failed_images(path)) == ["c.jpg"]
     with h5py.File(path) as f:
         before = {n: (dict(f[n].attrs), f[n]["keypoints"][()]) for n in names}
@@ -160,14 +160,14 @@ def test_a_photo_replaced_under_its_name_is_extracted_again_alone(tmp_path, scen
     extracted = []
     real = features.extract_with_retry
     monkeypatch.setattr(features, "extract_with_retry", lambda *a: extracted.append(a[3]) or real(*a))
-    features.main(conf, tmp_path, names, path, "cpu", model=aliked)
+    features.main(conf, tmp_path, names, path, "cpu", network=aliked)
     assert len(extracted) == 2
     with h5py.File(path) as f:
         after = {n: (dict(f[n].attrs), f[n]["keypoints"][()]) for n in names}
     assert after["a.jpg"][0] == before["a.jpg"][0]
     np.testing.assert_array_equal(after["a.jpg"][1], before["a.jpg"][1])
     assert after["b.jpg"][0]["fingerprint"] != before["b.jpg"][0]["fingerprint"]
-    fresh = features.main(conf, scene_dir, ["0002.jpg"], tmp_path / "fresh.h5", "cpu", model=aliked)
+    fresh = features.main(conf, scene_dir, ["0002.jpg"], tmp_path / "fresh.h5", "cpu", network=aliked)
     np.testing.assert_array_equal(after["b.jpg"][1], features.read_features(fresh, "0002.jpg")["keypoints"])
     assert features.failed_images(path) == {} and len(after["c.jpg"][1]) > 200
 
@@ -187,8 +187,8 @@ def test_xfeat_features_on_original_grid(tmp_path, scene_dir, weights_dir):
         im.resize((640, 416), Image.LANCZOS).save(tmp_path / "squashed.png")
     conf = small_conf("xfeat", resize_to=640)
     model = networks.load_extractor(conf, weights_dir, "cpu")
-    path = features.main(conf, scene_dir, ["0000.jpg"], tmp_path / "full.h5", "cpu", model=model)
-    features.main(conf, tmp_path, ["squashed.png"], tmp_path / "squashed.h5", "cpu", model=model)
+    path = features.main(conf, scene_dir, ["0000.jpg"], tmp_path / "full.h5", "cpu", network=model)
+    features.main(conf, tmp_path, ["squashed.png"], tmp_path / "squashed.h5", "cpu", network=model)
     full = features.read_features(path, "0000.jpg")
     squashed = features.read_features(tmp_path / "squashed.h5", "squashed.png")
     _check(full, 1536, 1024, dim=64)
@@ -203,7 +203,7 @@ def test_xfeat_features_on_original_grid(tmp_path, scene_dir, weights_dir):
 def test_aliked_t16_features(tmp_path, scene_dir, weights_dir):
     conf = small_conf("aliked-t16", resize_to=400, max_keypoints=512)
     model = networks.load_extractor(conf, weights_dir, "cpu")
-    path = features.main(conf, scene_dir, ["0003.jpg"], tmp_path / "t.h5", "cpu", model=model)
+    path = features.main(conf, scene_dir, ["0003.jpg"], tmp_path / "t.h5", "cpu", network=model)
     feats = features.read_features(path, "0003.jpg")
     _check(feats, 1536, 1024, dim=64)
     assert len(feats["keypoints"]) == 512

@@ -135,7 +135,7 @@ def test_a_changed_conf_under_the_same_name_recomputes(tmp_path, aliked, caplog)
     image_dir = ROOT / "data/train" / SCENE / "images"
     names = ["0000.jpg", "0001.jpg"]
     conf = small_conf(resize_to=384)
-    path = features.main(conf, image_dir, names, tmp_path / "feats.h5", "cpu", model=aliked)
+    path = features.main(conf, image_dir, names, tmp_path / "feats.h5", "cpu", network=aliked)
     before = {n: features.read_features(path, n)["keypoints"] for n in names}
     pairs_path = tmp_path / "pairs.txt"
     io.write_pairs([tuple(names)], pairs_path)
@@ -146,7 +146,7 @@ def test_a_changed_conf_under_the_same_name_recomputes(tmp_path, aliked, caplog)
     changed = {**conf, "resize_to": 320}  # same output name, other setting
     assert changed["output"] == conf["output"]
     with caplog.at_level(logging.INFO, logger="imc_lib.storage.io"):
-        features.main(changed, image_dir, names, path, "cpu", model=aliked)
+        features.main(changed, image_dir, names, path, "cpu", network=aliked)
         matching.main(mconf, pairs_path, path, matches, "aliked", "cpu")  # its features changed
         stricter = {**mconf, "model": {**mconf["model"], "ratio": 0.7}}
         matching.main(stricter, pairs_path, path, matches, "aliked", "cpu")  # its conf changed

@@ -23,7 +23,7 @@ def feats(tmp_path_factory, imc_data_dir, aliked):
     shutil.copy(imc_data_dir / "train/herzjesu-p8/images/0001.jpg", folder / "b.jpg")
     shutil.copy(imc_data_dir / "train/temple/images/templeSR0001.png", folder / "t.png")
     path = folder / "feats.h5"
-    features.main(small_conf(), folder, ["a.jpg", "b.jpg", "t.png"], path, "cpu", model=aliked)
+    features.main(small_conf(), folder, ["a.jpg", "b.jpg", "t.png"], path, "cpu", network=aliked)
     return path
 
 
@@ -33,7 +33,7 @@ def test_overlapping_pair_matches_and_unrelated_pair_is_dropped(tmp_path, feats,
     # LightGlue finds a few dozen chance matches between unrelated photos; a stricter
     # min_matches than the default 15 shows the drop (geometric verification rejects the rest).
     conf = {**matching.confs["lightglue"], "min_matches": 60}
-    path = matching.main(conf, pairs_path, feats, tmp_path / "m.h5", "aliked", "cpu", model=lightglue_aliked)
+    path = matching.main(conf, pairs_path, feats, tmp_path / "m.h5", "aliked", "cpu", network=lightglue_aliked)
 
     m, s = matching.read_matches(path, "a.jpg", "b.jpg")
     n0 = len(features.read_features(feats, "a.jpg")["keypoints"])
@@ -54,14 +54,14 @@ def test_rerun_matches_only_new_pairs(tmp_path, feats, lightglue_aliked):
     conf = matching.confs["lightglue"]
     pairs_path = tmp_path / "pairs.txt"
     pairs.write_pairs([("a.jpg", "b.jpg")], pairs_path)
-    path = matching.main(conf, pairs_path, feats, tmp_path / "m.h5", "aliked", "cpu", model=lightglue_aliked)
+    path = matching.main(conf, pairs_path, feats, tmp_path / "m.h5", "aliked", "cpu", network=lightglue_aliked)
 
     def must_not_load():
         raise AssertionError("matcher loaded although every pair was matched")
 
-    matching.main(conf, pairs_path, feats, path, "aliked", "cpu", model=must_not_load)
+    matching.main(conf, pairs_path, feats, path, "aliked", "cpu", network=must_not_load)
     pairs.write_pairs([("a.jpg", "b.jpg"), ("b.jpg", "t.png")], pairs_path)
-    matching.main(conf, pairs_path, feats, path, "aliked", "cpu", model=lightglue_aliked)
+    matching.main(conf, pairs_path, feats, path, "aliked", "cpu", network=lightglue_aliked)
     with h5py.File(path) as f:
         assert sorted(f) == ["a.jpg", "b.jpg"] and "t.png" in f["b.jpg"]
 
@@ -79,7 +79,7 @@ def test_missing_inputs_name_the_stage_to_run(tmp_path, feats):
             tmp_path / "m.h5",
             "aliked",
             "cpu",
-            model=lambda: lambda data: None,
+            network=lambda: lambda data: None,
         )
 
 
@@ -199,7 +199,7 @@ def test_rescue_matches_weak_pairs_again_with_lightglue_and_keeps_the_more(tmp_p
     conf = {**matching.confs["mnn+lightglue"], "rescue": {**matching.confs["mnn+lightglue"]["rescue"], "strong": 10**6}}
     path = matching.main(conf, pairs_path, feats, tmp_path / "m.h5", "aliked", "cpu")
     assert len(matching.read_matches(path, "a.jpg", "b.jpg")[0]) == before  # nearest neighbours' alone, so far
-    assert matching.rescue(conf, pairs_path, feats, path, "aliked", "cpu", model=lightglue_aliked) >= 1
+    assert matching.rescue(conf, pairs_path, feats, path, "aliked", "cpu", network=lightglue_aliked) >= 1
     rescued = len(matching.read_matches(path, "a.jpg", "b.jpg")[0])
     a, b = (features.read_features(feats, n) for n in ("a.jpg", "b.jpg"))
     lightglue = len(matching.match_pair(lightglue_aliked, a, b, torch.device("cpu"))[0])
@@ -210,5 +210,5 @@ def test_rescue_matches_weak_pairs_again_with_lightglue_and_keeps_the_more(tmp_p
     def must_not_load():
         raise AssertionError("LightGlue loaded although every weak pair was rescued")
 
-    assert matching.rescue(conf, pairs_path, feats, path, "aliked", "cpu", model=must_not_load) == 0
-    matching.main(conf, pairs_path, feats, path, "aliked", "cpu", model=must_not_load)  # main keeps them too
+    assert matching.rescue(conf, pairs_path, feats, path, "aliked", "cpu", network=must_not_load) == 0
+    matching.main(conf, pairs_path, feats, path, "aliked", "cpu", network=must_not_load)  # main keeps them too

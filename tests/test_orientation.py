@@ -72,7 +72,7 @@ def test_mnn_orientation_reads_stored_features_and_extracts_only_turned_tries(
     pairs_path = tmp_path / "pairs.txt"
     pairs.write_pairs(pairs.exhaustive_pairs(names), pairs_path)
     fconf = small_conf(resize_to=640)
-    feature_path = features.main(fconf, tmp_path, names, tmp_path / "feats.h5", "cpu", model=aliked)
+    feature_path = features.main(fconf, tmp_path, names, tmp_path / "feats.h5", "cpu", network=aliked)
     calls = []
     extract = features.extract
     monkeypatch.setattr(features, "extract", lambda *a, **k: calls.append(a[2].shape) or extract(*a, **k))
@@ -97,7 +97,7 @@ def test_mnn_orientation_reads_stored_features_and_extracts_only_turned_tries(
     tried = len(calls)
     with h5py.File(feature_path, "r") as f:
         assert all(int(f[n].attrs.get("turns", 0)) == 0 for n in names)
-    features.main(fconf, tmp_path, names, feature_path, "cpu", model=aliked, turns=turns,
+    features.main(fconf, tmp_path, names, feature_path, "cpu", network=aliked, turns=turns,
                   reuse=orientation.turned_path(out))  # fmt: skip
     assert len(calls) - tried < sum(t != 0 for t in turns.values())
     with h5py.File(feature_path, "r") as f:
@@ -105,7 +105,7 @@ def test_mnn_orientation_reads_stored_features_and_extracts_only_turned_tries(
         # copied groups carry the fingerprint the features stage asks for: a rerun extracts nothing
         fingerprints = {n: f[n].attrs["fingerprint"] for n in names}
     assert fingerprints == features.fingerprints(fconf, tmp_path, names, turns)
-    features.main(fconf, tmp_path, names, feature_path, "cpu", model=_must_not_load, turns=turns)
+    features.main(fconf, tmp_path, names, feature_path, "cpu", network=_must_not_load, turns=turns)
     # Saved on the stored pixel grid: keypoints inside the stored 768 x 512 photo (turned or not).
     for name in names:
         kpts = features.read_features(feature_path, name)["keypoints"]
@@ -113,7 +113,7 @@ def test_mnn_orientation_reads_stored_features_and_extracts_only_turned_tries(
         assert len(kpts) > 100 and (kpts >= -0.5).all() and (kpts <= np.array(stored) - 0.5).all()
     # ... and exactly what the features stage would have extracted at that turn.
     fresh = tmp_path / "fresh.h5"
-    features.main(fconf, tmp_path, ["0002.jpg"], fresh, "cpu", model=aliked, turns=turns)
+    features.main(fconf, tmp_path, ["0002.jpg"], fresh, "cpu", network=aliked, turns=turns)
     np.testing.assert_allclose(
         features.read_features(fresh, "0002.jpg")["keypoints"],
         features.read_features(feature_path, "0002.jpg")["keypoints"],
@@ -134,12 +134,12 @@ def test_matching_copies_the_orientation_s_matches_of_pairs_that_stay_upright(
     pairs_path = tmp_path / "pairs.txt"
     pairs.write_pairs(pairs.exhaustive_pairs(names), pairs_path)
     fconf = small_conf(resize_to=640)
-    feature_path = features.main(fconf, tmp_path, names, tmp_path / "feats.h5", "cpu", model=aliked)
+    feature_path = features.main(fconf, tmp_path, names, tmp_path / "feats.h5", "cpu", network=aliked)
     out = orientation.main(orientation.confs["mnn"], tmp_path, names, pairs_path, tmp_path / "orient.csv", "cpu",
                            extractor=aliked, feature_path=feature_path, features_conf=fconf)  # fmt: skip
     turns = orientation.read_orientations(out)
     assert turns == {n: (-turned.get(n, 0)) % 4 for n in names}
-    features.main(fconf, tmp_path, names, feature_path, "cpu", model=aliked, turns=turns,
+    features.main(fconf, tmp_path, names, feature_path, "cpu", network=aliked, turns=turns,
                   reuse=orientation.turned_path(out))  # fmt: skip
     matched = []
     match_pair = matching.match_pair

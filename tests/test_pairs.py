@@ -198,7 +198,7 @@ def test_retrieval_writes_descriptors_and_pairs(scene, tiny_model, tmp_path):
     pairs_path, desc_path = tmp_path / "pairs.txt", tmp_path / "global.h5"
     # Threshold 0: pairs come from the nearest-neighbour rule alone.
     conf = _retrieval_conf(max_distance=0.0, min_pairs=3)
-    out = pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", model=tiny_model)
+    out = pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", network=tiny_model)
     assert out == pairs_path
     with h5py.File(desc_path, "r") as f:
         assert sorted(f.keys()) == sorted(names)
@@ -222,7 +222,7 @@ def test_small_scene_is_exhaustive_without_dinov2(scene, tmp_path, monkeypatch, 
     conf = _retrieval_conf(exhaustive_if_less=len(names) + 1)
     with caplog.at_level(logging.INFO, logger="imc_lib.stages.pairs"):
         pairs.main(conf, image_dir, names, tmp_path / "a.txt", tmp_path / "a.h5")
-        pairs.main(conf, image_dir, names, tmp_path / "b.txt", tmp_path / "b.h5", model=(None, Unusable()))
+        pairs.main(conf, image_dir, names, tmp_path / "b.txt", tmp_path / "b.h5", network=(None, Unusable()))
     assert "exhaustive" in caplog.text
     for name in ("a", "b"):
         assert pairs.read_pairs(tmp_path / f"{name}.txt") == pairs.exhaustive_pairs(names)
@@ -242,14 +242,14 @@ def test_rerun_reuses_and_overwrite_recomputes(scene, tmp_path, caplog):
     counter = CallCounter(tiny_model[1])
     pairs_path, desc_path = tmp_path / "pairs.txt", tmp_path / "global.h5"
     conf = _retrieval_conf(min_pairs=2)
-    pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", model=tiny_model)
+    pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", network=tiny_model)
     assert counter.calls == len(names)
     first = pairs_path.read_text()
 
     # Existing pairs file: reused without touching the model.
     os.utime(pairs_path, ns=(1_000_000_000, 1_000_000_000))
     with caplog.at_level(logging.INFO, logger="imc_lib.storage.io"):
-        pairs.main(conf, image_dir, names, pairs_path, desc_path, model=(None, Unusable()))
+        pairs.main(conf, image_dir, names, pairs_path, desc_path, network=(None, Unusable()))
     assert "reusing pairs" in caplog.text
     assert pairs_path.stat().st_mtime_ns == 1_000_000_000
 
@@ -257,17 +257,17 @@ def test_rerun_reuses_and_overwrite_recomputes(scene, tmp_path, caplog):
     pairs_path.unlink()
     with h5py.File(desc_path, "a") as f:
         del f[names[3]]
-    pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", model=tiny_model)
+    pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", network=tiny_model)
     assert counter.calls == len(names) + 1
     assert pairs_path.read_text() == first
 
     # All descriptors cached: the model is not even needed.
     pairs_path.unlink()
-    pairs.main(conf, image_dir, names, pairs_path, desc_path, model=(None, Unusable()))
+    pairs.main(conf, image_dir, names, pairs_path, desc_path, network=(None, Unusable()))
     assert pairs_path.read_text() == first
 
     # overwrite: everything recomputed and rewritten.
-    pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", overwrite=True, model=tiny_model)
+    pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", overwrite=True, network=tiny_model)
     assert counter.calls == 2 * len(names) + 1
     assert pairs_path.stat().st_mtime_ns != 1_000_000_000
     assert pairs_path.read_text() == first
@@ -280,13 +280,13 @@ def test_a_photo_replaced_under_its_name_gets_a_new_descriptor_and_new_pairs(sce
     counter = CallCounter(tiny_model[1])
     pairs_path, desc_path = tmp_path / "pairs.txt", tmp_path / "global.h5"
     conf = _retrieval_conf(max_distance=0.0, min_pairs=2)
-    pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", model=tiny_model)
+    pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", network=tiny_model)
     with h5py.File(desc_path, "r") as f:
         before = {n: f[n]["global_descriptor"][()] for n in names}
     first = pairs_path.read_text()
 
     Image.new("RGB", (96, 64), (200, 30, 30)).save(image_dir / names[5])  # a different photo, same name
-    pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", model=tiny_model)
+    pairs.main(conf, image_dir, names, pairs_path, desc_path, device="cpu", network=tiny_model)
     assert counter.calls == len(names) + 1  # that photo's descriptor alone
     with h5py.File(desc_path, "r") as f:
         after = {n: f[n]["global_descriptor"][()] for n in names}
@@ -294,7 +294,7 @@ def test_a_photo_replaced_under_its_name_gets_a_new_descriptor_and_new_pairs(sce
     assert pairs_path.read_text() != first  # a plain red photo has other nearest neighbours
 
     # A changed conf under the same output name: the pairs are selected again, descriptors reused.
-    pairs.main({**conf, "min_pairs": 7}, image_dir, names, pairs_path, desc_path, model=(None, Unusable()))
+    pairs.main({**conf, "min_pairs": 7}, image_dir, names, pairs_path, desc_path, network=(None, Unusable()))
     assert len(pairs.read_pairs(pairs_path)) == len(names) * (len(names) - 1) // 2
 
 
@@ -333,7 +333,7 @@ def test_missing_dinov2_directory_names_the_path(scene, tmp_path):
 def test_bad_conf_fails_early(scene, tmp_path):
     image_dir, names = scene
     with pytest.raises(ValueError, match="p must be"):
-        pairs.main(_retrieval_conf(p=3), image_dir, names, tmp_path / "p.txt", model=(None, Unusable()))
+        pairs.main(_retrieval_conf(p=3), image_dir, names, tmp_path / "p.txt", network=(None, Unusable()))
     with pytest.raises(ValueError, match="unknown pairs method"):
         pairs.main({"method": "bogus"}, image_dir, names, tmp_path / "p.txt")
     with pytest.raises(ValueError, match="duplicate"):
@@ -387,7 +387,7 @@ def test_vlad_pairs_recall_the_covisible_pairs_of_a_real_scene(scene_name, imc_d
     image_dir = imc_data_dir / "train" / scene_name / "images"
     names = sorted(p.name for p in image_dir.iterdir())
     feature_path = tmp_path / "feats.h5"
-    features.main(small_conf(resize_to=512), image_dir, names, feature_path, "cpu", model=aliked)
+    features.main(small_conf(resize_to=512), image_dir, names, feature_path, "cpu", network=aliked)
     conf = {**pairs.confs["vlad"], "min_pairs": 4}
     out = pairs.main(conf, image_dir, names, tmp_path / "pairs-vlad.txt", feature_path=feature_path)
     chosen = {tuple(p) for p in pairs.read_pairs(out)}
@@ -420,5 +420,5 @@ def test_partial_conf_is_merged_over_the_method_s_conf(scene, tmp_path):
         "output": "pairs-mine",
     }
     # One key: DINOv2's exhaustive_if_less (20) applies, so 8 photos get every pair and no model runs.
-    path = pairs.main({"method": "retrieval"}, image_dir, names, tmp_path / "p.txt", model=(None, Unusable()))
+    path = pairs.main({"method": "retrieval"}, image_dir, names, tmp_path / "p.txt", network=(None, Unusable()))
     assert pairs.read_pairs(path) == pairs.exhaustive_pairs(names)

@@ -623,7 +623,7 @@ def test_auto_resize_extracts_each_photo_at_its_own_size_within_the_bounds(tmp_p
 
     with caplog.at_level("INFO", logger="imc_lib.stages.features"), pytest.MonkeyPatch.context() as mp:
         mp.setattr(features, "extract", spy)
-        path = features.main(fconf, tmp_path, list(sizes), tmp_path / "feats.h5", "cpu", model=aliked)
+        path = features.main(fconf, tmp_path, list(sizes), tmp_path / "feats.h5", "cpu", network=aliked)
     assert seen == [1024, 800, 960, 640]
     assert "1 at 640 px, 1 at 800 px, 1 at 960 px, 1 at 1024 px" in caplog.text
     kpts = features.read_features(path, "large.jpg")["keypoints"]

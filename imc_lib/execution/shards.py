@@ -72,7 +72,7 @@ def extract_shard(nets, conf, image_dir, names, shard, turns, reuse) -> bool:
     if _complete(shard, names, features.FEATURE_KEYS, expected):
         return False
     partial = Path(f"{shard}.partial")
-    features.main(conf, image_dir, names, partial, nets.device, model=nets.extractor(conf), turns=turns, reuse=reuse)
+    features.main(conf, image_dir, names, partial, nets.device, network=nets.extractor(conf), turns=turns, reuse=reuse)
     os.replace(partial, shard)
     return True
 
@@ -107,7 +107,7 @@ def match_shard(nets, conf, fconf, pairs, feature_path, shard, reuse=None) -> bo
     pairs_path, partial = Path(f"{shard}.txt"), Path(f"{shard}.partial")
     io.write_pairs(pairs, pairs_path)
     matching.main(conf, pairs_path, feature_path, partial, networks.lightglue_key(fconf), nets.device,
-                  model=nets.matcher(fconf, conf), reuse=reuse)  # fmt: skip
+                  network=nets.matcher(fconf, conf), reuse=reuse)  # fmt: skip
     os.replace(partial, shard)
     pairs_path.unlink()
     return True

@@ -33,7 +33,7 @@ from ..utils import (
     image_size,
     pick_device,
     read_image,
-    resolve_model,
+    resolve_network,
 )
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 confs = networks.Registered("confs", networks.EXTRACTORS)
 
 # A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
-# output name, or the model: `{"model": {"name": "disk"}}` is DISK's), else over aliked-n16.
+# output name, or the network: `{"model": {"name": "disk"}}` is DISK's), else over aliked-n16.
 DEFAULT_BY = ("output", "model.name", "model.model_name")
 
 
@@ -83,7 +83,7 @@ def prepare(image: np.ndarray, resize_to, device: torch.device, multiple: int = 
 
 @torch.inference_mode()
 def extract(
-    model: torch.nn.Module,
+    network: torch.nn.Module,
     conf: dict,
     image: np.ndarray,
     device: torch.device,
@@ -104,7 +104,7 @@ def extract(
     turned = stored[::-1] if turns % 2 else stored
     scales = (turned / np.array([tensor.shape[-1], tensor.shape[-2]])).astype(np.float32)
     with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=device.type == "cuda" and net.HALF):
-        kpts, desc, scores = net.detect(model, mconf, tensor)
+        kpts, desc, scores = net.detect(network, mconf, tensor)
     kpts = kpts.float().cpu().numpy().reshape(-1, 2)
     kpts = (kpts + 0.5) * scales[None] - 0.5
     if turns % 4:
@@ -118,7 +118,7 @@ def extract(
 
 
 def extract_with_retry(
-    model: torch.nn.Module,
+    network: torch.nn.Module,
     conf: dict,
     image: np.ndarray,
     device: torch.device,
@@ -130,7 +130,7 @@ def extract_with_retry(
     device = pick_device(device)
     for attempt in range(attempts):
         try:
-            return extract(model, conf, image, device, turns, stored_size)
+            return extract(network, conf, image, device, turns, stored_size)
         except torch.OutOfMemoryError:
             if attempt == attempts - 1:
                 raise
@@ -162,7 +162,7 @@ def main(
     feature_path: Path,
     device=None,
     overwrite: bool = False,
-    model: torch.nn.Module | None = None,
+    network: torch.nn.Module | None = None,
     weights: str | Path | None = None,
     turns: dict[str, int] | None = None,
     deadline: float | None = None,
@@ -176,7 +176,7 @@ def main(
     Each image's group records the fingerprint of its photo's bytes, turns and `conf`: a photo
     replaced under its name, turned otherwise, or a changed conf is extracted again, the rest reused.
     `turns`: quarter turns per image from the orientation stage (default none).
-    `model`: a loaded extractor or a zero-argument loader, called only if some image still needs
+    `network`: a loaded extractor or a zero-argument loader, called only if some image still needs
     extracting; by default the network of `conf` is loaded.
     `deadline` (time.monotonic seconds): past it, budget.OutOfTime is raised before the next image;
     what was extracted stays for a rerun.
@@ -193,7 +193,7 @@ def main(
     todo = _copy_reusable(reuse, feature_path, todo, expected)
     if not todo:
         return feature_path
-    model = resolve_model(model, lambda: networks.load_extractor(conf, weights, device))
+    network = resolve_network(network, lambda: networks.load_extractor(conf, weights, device))
     sides: dict[int, int] = {}  # longest side extracted at -> photos
     for name in progress_bar(todo, desc=f"features {conf['output']}", callback=progress, unit="img"):
         budget.check(deadline, f"feature extraction ({feature_path})")
@@ -207,7 +207,7 @@ def main(
                        "%s; it gets no keypoints and no pose", err)  # fmt: skip
             io.write_group(feature_path, name, _no_features(), {"error": str(err), io.FINGERPRINT: expected[name]})
             continue
-        feats = extract_with_retry(model, conf, image, device, turns.get(name, 0), size)
+        feats = extract_with_retry(network, conf, image, device, turns.get(name, 0), size)
         io.write_group(feature_path, name, feats, {"turns": turns.get(name, 0), io.FINGERPRINT: expected[name]})
         side = target_side(conf.get("resize_to"), max(size))
         sides[side] = sides.get(side, 0) + 1

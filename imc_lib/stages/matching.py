@@ -34,7 +34,7 @@ from ..execution import budget
 from ..execution.progress import bar as progress_bar
 from ..storage import io
 from ..storage.io import read_matches  # noqa: F401  (its old home; callers may import it from here)
-from ..utils import full_conf, pick_device, resolve_model
+from ..utils import full_conf, pick_device, resolve_network
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ confs["mnn+lightglue"] = {
 }
 
 # A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
-# output name or model name), else over lightglue.
+# output name or network name), else over lightglue.
 DEFAULT_BY = ("output", "model.name")
 
 # What a finished pair's group holds; "scores" is written last, so a group without it was cut short.
@@ -84,19 +84,19 @@ def _to_lightglue(feats: dict[str, np.ndarray], device: torch.device) -> dict[st
 
 @torch.inference_mode()
 def match_pair(
-    model: torch.nn.Module, feats0: dict, feats1: dict, device: torch.device
+    network: torch.nn.Module, feats0: dict, feats1: dict, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(M, 2) index pairs and (M,) scores of the mutual matches `model` (LightGlue or a kornia
+    """(M, 2) index pairs and (M,) scores of the mutual matches `network` (LightGlue or a kornia
     `DescriptorMatcher`) finds between two images."""
     if len(feats0["keypoints"]) == 0 or len(feats1["keypoints"]) == 0:
         return np.zeros((0, 2), np.int32), np.zeros((0,), np.float32)
-    if isinstance(model, kornia.feature.DescriptorMatcher):
-        ratios, matches = model(
+    if isinstance(network, kornia.feature.DescriptorMatcher):
+        ratios, matches = network(
             torch.from_numpy(feats0["descriptors"]).float().to(device),
             torch.from_numpy(feats1["descriptors"]).float().to(device),
         )
         return matches.cpu().numpy().astype(np.int32).reshape(-1, 2), 1 - ratios.float().cpu().numpy().reshape(-1)
-    out = model({"image0": _to_lightglue(feats0, device), "image1": _to_lightglue(feats1, device)})
+    out = network({"image0": _to_lightglue(feats0, device), "image1": _to_lightglue(feats1, device)})
     return out["matches"][0].cpu().numpy().astype(np.int32), out["scores"][0].float().cpu().numpy()
 
 
@@ -108,7 +108,7 @@ def main(
     features: str,
     device=None,
     overwrite: bool = False,
-    model: torch.nn.Module | None = None,
+    network: torch.nn.Module | None = None,
     weights: str | Path | None = None,
     deadline: float | None = None,
     reuse: Path | None = None,
@@ -117,7 +117,7 @@ def main(
     """Match every pair of `pairs_path` that `match_path` does not hold yet.
 
     `features` names the LightGlue weights (networks.lightglue_key); it must fit the features file.
-    `model`: a loaded matcher or a zero-argument loader, called only if some pair needs matching.
+    `network`: a loaded matcher or a zero-argument loader, called only if some pair needs matching.
     `deadline` (time.monotonic seconds): past it, budget.OutOfTime is raised before the next pair.
     `reuse`: a file of matches another stage made (see the module's docstring); the pairs it holds
     from the same features by the same matcher are copied from it, in the order of the pairs file.
@@ -135,7 +135,7 @@ def main(
         if not pending:
             return match_path
         if todo:
-            model = resolve_model(model, lambda: networks.load_matcher(features, conf, weights, device))
+            network = resolve_network(network, lambda: networks.load_matcher(features, conf, weights, device))
         dropped, copied = 0, set(pending) - set(todo)
         # The bar counts the copied pairs too: the stage reports every pair it made, as without `reuse`.
         for key in progress_bar(pending, desc=f"matching {conf['output']}", callback=progress, unit="pair"):
@@ -144,7 +144,7 @@ def main(
             name0, name1 = keys[key]
             budget.check(deadline, f"matching ({match_path})")
             logger.debug("%s: matching %s %s", match_path, name0, name1)  # the pairs before it are stored
-            matches, scores = match_with_retry(model, reader[name0], reader[name1], device)
+            matches, scores = match_with_retry(network, reader[name0], reader[name1], device)
             dropped += _store(match_path, key, matches, scores, conf, expected[key])
     if dropped:
         logger.info(
@@ -201,14 +201,14 @@ def _strongest(feats: dict, keep: int) -> tuple[dict, np.ndarray]:
 
 
 def match_with_retry(
-    model: torch.nn.Module, feats0: dict, feats1: dict, device: torch.device, attempts: int = 3
+    network: torch.nn.Module, feats0: dict, feats1: dict, device: torch.device, attempts: int = 3
 ) -> tuple[np.ndarray, np.ndarray]:
     """`match_pair`, retried with the strongest half of the keypoints each time memory runs out."""
     device = pick_device(device)
     index0, index1 = np.arange(len(feats0["keypoints"])), np.arange(len(feats1["keypoints"]))
     for attempt in range(attempts):
         try:
-            matches, scores = match_pair(model, feats0, feats1, device)
+            matches, scores = match_pair(network, feats0, feats1, device)
             return np.stack([index0[matches[:, 0]], index1[matches[:, 1]]], axis=1).astype(np.int32), scores
         except torch.OutOfMemoryError:
             if attempt == attempts - 1:
@@ -244,14 +244,14 @@ def rescue(
     match_path: Path,
     features: str,
     device=None,
-    model: torch.nn.Module | None = None,
+    network: torch.nn.Module | None = None,
     weights: str | Path | None = None,
     deadline: float | None = None,
     progress=None,
 ) -> int:
     """LightGlue on the weak pairs of weakly tied photos (`weak_pairs`, conf["rescue"]) of a finished
     matches file; a pair keeps whichever of the two found more matches, and is marked so a rerun does
-    not match it again. `model`: LightGlue, or a loader called only when some pair needs it. Returns
+    not match it again. `network`: LightGlue, or a loader called only when some pair needs it. Returns
     the number of pairs that gained matches."""
     conf = full_conf(confs, conf, DEFAULT_BY)
     if not conf.get("rescue"):
@@ -270,15 +270,15 @@ def rescue(
     if not todo:
         return 0
     device = pick_device(device)
-    model = resolve_model(
-        model, lambda: networks.load_matcher(features, {"model": conf["rescue"]["model"]}, weights, device)
+    network = resolve_network(
+        network, lambda: networks.load_matcher(features, {"model": conf["rescue"]["model"]}, weights, device)
     )
     gained = 0
     with io.FeatureReader(feature_path) as reader:
         expected = fingerprints(conf, todo, reader)
         for name0, name1 in progress_bar(todo, desc=f"rescue {conf['output']}", callback=progress, unit="pair"):
             budget.check(deadline, f"matching ({match_path})")
-            matches, scores = match_with_retry(model, reader[name0], reader[name1], device)
+            matches, scores = match_with_retry(network, reader[name0], reader[name1], device)
             if len(matches) < conf["min_matches"] or len(matches) <= counts[(name0, name1)]:
                 matches, scores = weak[(name0, name1)]
             else:

@@ -40,7 +40,7 @@ from scipy.cluster.hierarchy import DisjointSet
 from .. import networks
 from ..execution.progress import bar as progress_bar
 from ..storage import io
-from ..utils import ImageError, full_conf, image_size, pick_device, read_image, resolve_model
+from ..utils import ImageError, full_conf, image_size, pick_device, read_image, resolve_network
 from . import features, matching
 
 logger = logging.getLogger(__name__)
@@ -233,10 +233,10 @@ def main(
         return orientation_path
     device = pick_device(device)
     extractor_once = functools.cache(
-        lambda: resolve_model(extractor, lambda: networks.load_extractor(fconf, weights, device))
+        lambda: resolve_network(extractor, lambda: networks.load_extractor(fconf, weights, device))
     )
     matcher_once = functools.cache(
-        lambda: resolve_model(
+        lambda: resolve_network(
             matcher, lambda: networks.load_matcher(networks.lightglue_key(fconf), conf["matching"], weights, device)
         )
     )

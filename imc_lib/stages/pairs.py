@@ -35,7 +35,7 @@ from ..execution.progress import bar as progress_bar
 from ..execution.progress import report as report_progress
 from ..storage import io
 from ..storage.io import read_pairs, write_pairs  # noqa: F401  (their old home; callers may import them from here)
-from ..utils import ImageError, autocast_dtype, full_conf, pick_device, read_image, resolve_model
+from ..utils import ImageError, autocast_dtype, full_conf, pick_device, read_image, resolve_network
 
 logger = logging.getLogger(__name__)
 
@@ -186,20 +186,20 @@ def vlad_descriptors(
         return np.stack([vlad(reader[n]["descriptors"], centres) for n in image_names])
 
 
-def load_model(conf: dict):
-    """(processor, Dinov2Model) for a retrieval conf; load once and pass as `model=` to reuse across scenes."""
+def load_network(conf: dict):
+    """(processor, Dinov2Model) for a retrieval conf; load once and pass as `network=` to reuse across scenes."""
     return networks.load_dinov2(conf.get("model"))
 
 
 @torch.inference_mode()
-def global_descriptor(image: np.ndarray, processor, model, device: torch.device) -> torch.Tensor:
+def global_descriptor(image: np.ndarray, processor, network, device: torch.device) -> torch.Tensor:
     """L2-normalised max-pool of DINOv2 patch tokens (CLS dropped) for one RGB image; shape (D,)."""
     pixels = processor(images=image, return_tensors="pt")["pixel_values"]
-    pixels = pixels.to(device=device, dtype=next(model.parameters()).dtype)
+    pixels = pixels.to(device=device, dtype=next(network.parameters()).dtype)
     dtype = autocast_dtype(device)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with autocast:
-        tokens = model(pixel_values=pixels).last_hidden_state[:, 1:]
+        tokens = network(pixel_values=pixels).last_hidden_state[:, 1:]
     return F.normalize(tokens.float().max(dim=1).values, dim=-1)[0]
 
 
@@ -207,16 +207,16 @@ def compute_descriptors(
     image_dir: Path,
     image_names: list[str],
     descriptors_path: Path,
-    model_getter,
+    network_getter,
     device: torch.device,
     overwrite: bool = False,
     source: str | None = None,
     progress=None,
 ) -> np.ndarray:
     """Global descriptors of `image_names` as an (N, D) array, computing only those missing from
-    `descriptors_path` or made from another photo or model `source` (all when `overwrite`; with no
-    `source`, a stored descriptor of the same photo is taken whichever model made it).
-    `model_getter()` is called only if something is to be computed;
+    `descriptors_path` or made from another photo or network `source` (all when `overwrite`; with no
+    `source`, a stored descriptor of the same photo is taken whichever network made it).
+    `network_getter()` is called only if something is to be computed;
     `progress`: callback(done, total, desc) after each image (default: a tqdm bar)."""
     descriptors_path = Path(descriptors_path)
     photos = io.image_digests(image_dir, image_names)
@@ -226,16 +226,16 @@ def compute_descriptors(
     expected = {n: io.digest("global descriptor", photos[n], models[n]) for n in image_names}
     todo = io.pending(descriptors_path, list(image_names), (DESCRIPTOR_KEY,), overwrite, "global descriptors", expected)
     if todo:
-        processor, model = model_getter()
-        model = model.to(device).eval()
+        processor, network = network_getter()
+        network = network.to(device).eval()
         for name in progress_bar(todo, desc="global descriptors", callback=progress, unit="img"):
             try:
                 image = read_image(Path(image_dir) / name, max_side=1024)
             except (ImageError, FileNotFoundError) as err:  # the features stage reports it, once
                 logger.debug("%s; its global descriptor is zero", err)
-                desc = torch.zeros(model.config.hidden_size)
+                desc = torch.zeros(network.config.hidden_size)
             else:
-                desc = global_descriptor(image, processor, model, device)
+                desc = global_descriptor(image, processor, network, device)
             # one write per photo: an interrupted run keeps what it computed
             arrays = {DESCRIPTOR_KEY: desc.cpu().numpy().astype(np.float32)}
             io.write_group(descriptors_path, name, arrays, {io.FINGERPRINT: expected[name], "model": models[name]})
@@ -244,7 +244,7 @@ def compute_descriptors(
 
 
 def _stored_models(descriptors_path: Path, image_names: list[str]) -> dict[str, str]:
-    """name -> the model its stored descriptor came from: a caller that does not name the model
+    """name -> the network its stored descriptor came from: a caller that does not name the network
     (reading what is there) accepts any, as long as the photo is the same."""
     if not descriptors_path.exists():
         return dict.fromkeys(image_names, "None")
@@ -268,13 +268,13 @@ def main(
     descriptors_path: Path | None = None,
     device=None,
     overwrite: bool = False,
-    model=None,
+    network=None,
     feature_path: Path | None = None,
     progress=None,
 ) -> Path:
     """Write the pairs file for one scene and return its path.
 
-    `model`: an already loaded (processor, Dinov2Model), or a zero-argument loader of one, to use
+    `network`: an already loaded (processor, Dinov2Model), or a zero-argument loader of one, to use
     instead of loading `conf["model"]`; it is only called if some descriptor is missing.
     `descriptors_path` (retrieval only) defaults to `<pairs_path stem>-global.h5` beside the pairs.
     `feature_path` (vlad only): the features stage's file, whose local descriptors VLAD pools.
@@ -307,7 +307,7 @@ def main(
                 image_dir,
                 image_names,
                 descriptors_path,
-                lambda: resolve_model(model, lambda: load_model(conf)),
+                lambda: resolve_network(network, lambda: load_network(conf)),
                 pick_device(device),
                 overwrite=overwrite,
                 source=conf.get("model"),
