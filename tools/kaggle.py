@@ -34,7 +34,7 @@ from pathlib import Path
 from imc_lib import networks
 from imc_lib.formats import kaggle_inputs
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("imc_lib.tools.kaggle")  # loaded by path (cli.checkout_tool): name its log lines here
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: pyproject.toml, notebooks/, submission/
 # The one submission notebook of both competitions (named when it served 2024 alone; kept, since
