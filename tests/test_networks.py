@@ -9,7 +9,7 @@ import kornia.feature as KF
 import pytest
 import torch
 
-from imc_lib import networks, pipeline, plan
+from imc_lib import networks, pipeline, plan, utils
 from imc_lib.formats import metric
 from imc_lib.networks import aliked, disk, lightglue, xfeat
 from imc_lib.stages import features, matching
@@ -54,11 +54,20 @@ def test_lighterglue_loads_the_matcher_half_of_its_file(weights_dir):
     assert set(model.state_dict()) - set(matcher) == {"confidence_thresholds"}  # derived, not in the file
 
 
-def test_aliked_t16_loads_with_64_d_descriptors(weights_dir):
+def test_aliked_t16_loads_with_64_d_descriptors(weights_dir, imc_data_dir):
+    """The official file loads whole (every tensor of it, unchanged; every learned parameter from it), and a
+    real photo gets 64-d unit descriptors. Buffers kornia derives (a grid, persistent or not by release)
+    are not the file's business."""
     model = load_aliked("aliked-t16", 512, directory=weights_dir)
     state = torch.load(weights_dir / "aliked-t16.pth", map_location="cpu", weights_only=True)
     _same_tensors(model, state)
-    assert {k for k in model.state_dict() if k not in state} == {"dkd.hw_grid"}  # derived, not in the file
+    assert {k for k, _ in model.named_parameters()} <= set(state)  # nothing learned left at its random start
+    image = utils.read_image(imc_data_dir / "train/entry/images/0001.jpg", 512)
+    tensor = features.prepare(image, 512, torch.device("cpu"), aliked.SIDE_MULTIPLE)
+    with torch.inference_mode():
+        keypoints, descriptors, _ = aliked.detect(model, {}, tensor)
+    assert 100 < keypoints.shape[-2] <= 512 and descriptors.shape[-1] == 64
+    assert torch.allclose(descriptors.norm(dim=-1), torch.ones(1), atol=1e-3)
 
 
 def test_a_missing_file_is_named_with_the_fix(tmp_path):
