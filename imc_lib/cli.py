@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.util
 import logging
@@ -22,26 +23,32 @@ FOLDER_OUT = "imc-out"  # --out of a plain folder of photos, when not given
 
 def _run(args) -> int:
     """Run the pipeline and print a table per scene; 1 when some scene failed with an error (the
-    submission is still complete: its photos get placeholder rows), so scripts notice."""
+    submission is still complete: its photos get placeholder rows), so scripts notice. The options are
+    checked (RunSettings) before anything starts, a Ray cluster included."""
+    settings = _settings(args)
+    folder = data.layout(args.data_dir, args.split) == "folder"
+    if folder and args.export:
+        raise ValueError(f"{args.data_dir}: a plain folder's files go to --out; --export is for competition layouts")
     runner = executor.make(args.executor, args.address)
     try:
-        result = _pipeline(args, runner)
+        result = pipeline.run(
+            args.data_dir,
+            args.out or Path(FOLDER_OUT if folder else "submission.csv"),
+            args.work,
+            split=args.split,
+            scenes=args.scenes,
+            executor=runner,
+            **dataclasses.asdict(settings),
+        )
     finally:
         runner.close()
     print(scene_table(result["scenes"]))
     return _report(result)
 
 
-def _pipeline(args, runner) -> dict:
-    folder = data.layout(args.data_dir, args.split) == "folder"
-    if folder and args.export:
-        raise ValueError(f"{args.data_dir}: a plain folder's files go to --out; --export is for competition layouts")
-    return pipeline.run(
-        args.data_dir,
-        args.out or Path(FOLDER_OUT if folder else "submission.csv"),
-        args.work,
-        split=args.split,
-        scenes=args.scenes,
+def _settings(args) -> pipeline.RunSettings:
+    """The run's options, checked (a ValueError names a bad one and its fix)."""
+    return pipeline.RunSettings(
         conf=args.features,
         device=args.device,
         overwrite=args.overwrite,
@@ -54,7 +61,6 @@ def _pipeline(args, runner) -> dict:
         prefilter=args.prefilter,
         matcher=args.matcher,
         time_limit=args.time_limit,
-        executor=runner,
         export=args.export,
     )
 
@@ -64,11 +70,12 @@ def _report(result) -> int:
     print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()) + f", total {sum(times.values()):.1f}s")
     missing = sum(r["images"] - r["registered"] - r.get("outliers", 0) for r in result["scenes"].values())
     outliers = sum(r.get("outliers", 0) for r in result["scenes"].values())
+    rows = result["submission"] or Path(result["export"]) / "poses.csv"
     written = result["submission"] or f"{result['export']}: poses.csv and each cluster's files"
     print(
         f"wrote {written}"
         + (f" ({missing} image(s) without a pose: placeholder rows)" if missing else "")
-        + (f" ({outliers} photo(s) of mixed folders in no cluster: outliers)" if outliers else "")
+        + (f" ({outliers} photo(s) in no cluster: outliers)" if outliers else "")
     )
     print(f"report: {result['report']}")
     # Scenes the time guard skipped or stopped ("skipped: ...") were a decision, not a failure.
@@ -76,7 +83,7 @@ def _report(result) -> int:
     if failed:
         print(
             f"imc-lib: error: {len(failed)} scene(s) failed: {', '.join(failed)}; their photos have placeholder "
-            f"rows in {result['submission']}; the log above says why",
+            f"rows in {rows}; the log above says why",
             file=sys.stderr,
         )
         return 1
@@ -201,7 +208,13 @@ def parser() -> argparse.ArgumentParser:
         help="competition layouts: also write each scene's poses.csv, COLMAP models, transforms.json and "
         "points3D.ply to DIR/<scene>/",
     )
-    r.add_argument("--work", type=Path, default=Path("work"), help="intermediate files; a rerun reuses them")
+    r.add_argument(
+        "--work",
+        type=Path,
+        default=Path("work"),
+        help="the folder of intermediate files, one subfolder per scene; a rerun reuses them (default: work/ "
+        "in the current folder)",
+    )
     r.add_argument("--scenes", nargs="+", help="only these scenes")
     r.add_argument("--features", choices=sorted(plan.confs), default="aliked")
     r.add_argument(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -27,6 +28,9 @@ from .storage import io, lock
 from .utils import ImageError, read_image, usable_device
 
 logger = logging.getLogger(__name__)
+
+# The smallest --resize-to: a photo's features at fewer pixels than this see next to nothing.
+MIN_SIDE = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +53,17 @@ class RunSettings:
     orientation_method: str | None = None
     prefilter: int | None = None
     matcher: str | None = None
+
+    def __post_init__(self):
+        """Refuses a value no stage could use, naming the option and the fix, before any work starts."""
+        for option, value, least in (("max-keypoints", self.max_keypoints, 1), ("prefilter", self.prefilter, 0)):
+            if value is not None and (not isinstance(value, int) or value < least):
+                raise ValueError(f"--{option} {value}: must be a whole number of at least {least}")
+        if self.resize_to is not None and self.resize_to != "auto":
+            if not isinstance(self.resize_to, int) or self.resize_to < MIN_SIDE:
+                raise ValueError(f"--resize-to {self.resize_to}: give pixels, at least {MIN_SIDE} (e.g. 1024), or auto")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise ValueError(f"--time-limit {self.time_limit}: must be positive (e.g. 9h, 45m, 600s)")
 
     def overrides(self) -> dict:
         names = ("max_keypoints", "resize_to", "orientation_method", "prefilter", "matcher")
@@ -79,6 +94,7 @@ def run(
     opts, executor = RunSettings(**settings), executor or LocalExecutor()
     data_dir, work_dir, folder = _folders(data_dir, work_dir, split, opts, executor)
     scene_list = data.load_scenes(data_dir, split, scenes)
+    _writable(out, work_dir, folder, opts.export)  # once the photos are known to be there
     networks = {} if networks is None else networks
     method = choose_pairs(opts.pairs_method, scene_list, opts.dinov2, networks)
     device = usable_device(opts.device)  # a GPU that cannot run kernels: CPU settings, loudly
@@ -141,6 +157,39 @@ def _folders(data_dir: Path, work_dir: Path, split: str, opts: RunSettings, exec
         )
     executor.check(data_dir, work_dir)
     return Path(data_dir), Path(work_dir), folder
+
+
+def _writable(out: Path, work_dir: Path, folder: bool, export: Path | None) -> None:
+    """Refuses an output or work path that is not a folder (a file, for a submission) that can be written."""
+    writable_folder(work_dir, "--work")
+    (writable_folder if folder else writable_file)(out, "--out")
+    if export:
+        writable_folder(export, "--export")
+
+
+def writable_folder(path: Path, option: str) -> None:
+    """Make the folder `path` (given as `option`), or a ValueError naming it and the fix: before any
+    work starts, not when the first file is written hours later."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path}: is a file, and {option} needs a folder; pass {option} a new or existing folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as err:
+        raise ValueError(
+            f"{path}: cannot be written ({err.strerror or err}); pass {option} a folder you can write to"
+        ) from None
+
+
+def writable_file(path: Path, option: str) -> None:
+    """`writable_folder` for the file `path`'s folder, and `path` itself no folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(
+            f"{path}: is a folder, and {option} names a file here; pass e.g. {option} {path}/submission.csv"
+        )
+    writable_folder(path.parent, option)
 
 
 def _jobs(scene_list, guard, sconfs, opts: RunSettings, device, work_dir: Path, runs):
