@@ -107,7 +107,8 @@ def stage_confs(
         # further extractors whose keypoints and matches are merged with the first's (ensemble)
         "also": [_features_conf(n, max_keypoints, resize_to, names.get("orientation")) for n in names.get("also", [])],
         "matching": merge_conf(matching.confs[names["matching"]], {}),
-        "reconstruction": merge_conf(reconstruction.confs[names["reconstruction"]], {}),
+        # with the joining's, the checks' and the held mapping's settings in it (their defaults live in those modules)
+        "reconstruction": reconstruction.resolved(reconstruction.confs[names["reconstruction"]]),
     }
 
 

@@ -79,7 +79,7 @@ def test_the_held_try_is_judged_on_the_mapper_s_own_models_not_the_joined_ones(m
         return tries[out_dir.name]
 
     monkeypatch.setattr(reconstruction, "_map_and_join", map_and_join)
-    conf = full_conf(reconstruction.confs, {}, reconstruction.DEFAULT_BY)
+    conf = reconstruction.resolved({})
     final = reconstruction._final_clusters(conf, tmp_path / "db", tmp_path, tmp_path, 363, 1)
     assert final is tries["models-held"] and [c[0] for c in calls] == ["models", "models-held"]
     assert calls[1][1]["ba_refine_extra_params"] is False  # the second try holds distortion

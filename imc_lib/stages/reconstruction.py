@@ -28,7 +28,7 @@ from PIL import ExifTags
 from ..execution.progress import report as report_progress
 from ..storage import io
 from ..utils import colmap_image_dir, full_conf, merge_conf, open_image
-from . import joining
+from . import checks, joining
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,21 @@ STEPS = ("COLMAP database", "geometric verification", "mapping")
 # A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
 # output name or mapper), else over incremental; nested dicts (verification, options) key by key.
 DEFAULT_BY = ("output", "mapper")
+# The joining's settings this conf gives at its top level ("keep", "final_max_reproj_error"), not in "scenes".
+OWN_JOIN_KEYS = ("keep", "final_max_reproj_error")
+
+
+def resolved(conf: dict | None) -> dict:
+    """`conf` over the default it names, with every default this stage reads from other modules made
+    part of it: the joining's settings ("scenes", over joining.confs["join"]), the thresholds of their
+    checks ("scenes"/"check", over checks.confs["check"]) and the held-distortion mapping's options
+    ("held_distortion", over HELD_DISTORTION). So each is in the fingerprint: a changed value, or an
+    edited module default, maps again instead of serving the old model. The plan resolves its confs so."""
+    conf = full_conf(confs, conf, DEFAULT_BY)
+    given = conf.get("scenes") or {}
+    scenes = merge_conf({k: v for k, v in joining.confs["join"].items() if k not in OWN_JOIN_KEYS}, given)
+    scenes["check"] = merge_conf(checks.confs["check"], scenes.get("check"))
+    return {**conf, "scenes": scenes, "held_distortion": merge_conf(HELD_DISTORTION, conf.get("held_distortion"))}
 
 
 def camera_groups(image_dir: Path, image_names: list[str]) -> list[list[str]]:
@@ -172,7 +187,7 @@ def main(
     `clusters`), and what the joining did to `sfm_dir/summary.json` (`summary`). A finished result
     made from the same inputs (`fingerprint`) is reused unless `overwrite`; otherwise the whole
     folder, database included, is built afresh. `progress`: callback(done, total, desc) at each of STEPS."""
-    conf = full_conf(confs, conf, DEFAULT_BY)  # a partial conf over the default it names
+    conf = resolved(conf)  # a partial conf over the default it names, every default it reads in it
     sfm_dir = Path(sfm_dir)
     model_dir = sfm_dir / "model"
     made_from = fingerprint(conf, image_names, pairs_path, feature_path, match_path)
@@ -257,7 +272,7 @@ def _final_clusters(conf, database_path, image_dir, sfm_dir, n_images, num_threa
         return outcome
     logger.warning("%s: the mapper placed %d of %d photos; mapping again with radial distortion held at zero",
                    sfm_dir, outcome.registered_before, n_images)  # fmt: skip
-    held = _map_and_join(conf, merge_conf(options, HELD_DISTORTION), sfm_dir / "models-held", database_path,
+    held = _map_and_join(conf, merge_conf(options, conf["held_distortion"]), sfm_dir / "models-held", database_path,
                          image_dir, n_images, num_threads)  # fmt: skip
     return held if _held_kept(outcome, held, sfm_dir, n_images) else outcome
 
