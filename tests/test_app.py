@@ -8,7 +8,6 @@ import io
 import json
 import re
 import shlex
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -291,7 +290,7 @@ def test_uploads_are_checked_named_and_written(tmp_path):
 
 def test_launch_runs_streamlit_on_the_app_script(monkeypatch):
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(app, "serve", lambda cmd: calls.append(cmd) or 0)
     assert cli.main(["app", "--port", "8600", "--", "--server.headless", "true"]) == 0
     (cmd,) = calls
     assert cmd[1:5] == ["-m", "streamlit", "run", str(app.APP_SCRIPT)]
@@ -302,7 +301,7 @@ def test_launch_runs_streamlit_on_the_app_script(monkeypatch):
 def streamlit_argv(monkeypatch, argv: list[str]) -> list[str]:
     """The `streamlit run` options `imc-lib` + argv would start streamlit with (nothing started)."""
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(app, "serve", lambda cmd: calls.append(cmd) or 0)
     assert cli.main(argv) == 0
     (cmd,) = calls
     assert cmd[1:5] == ["-m", "streamlit", "run", str(app.APP_SCRIPT)]

@@ -5,10 +5,13 @@ the steps, one module each in `steps/`, which run `pipeline.run_scene` up to the
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -32,7 +35,40 @@ def launch(port: int = 8501, extra_args: list[str] | None = None) -> int:
         return 2
     cmd = command(port, extra_args)
     logger.info("Starting the explorer at http://localhost:%d (%s)", port, " ".join(cmd))
+    return serve(cmd)
+
+
+# Seconds the server has to stop after being asked (SIGINT) before it is killed.
+STOP_WAIT_S = 10
+
+
+def serve(cmd: list[str]) -> int:
+    """Run the server `cmd` until it ends, or until this process gets SIGTERM or SIGINT: then stop it
+    too and return 0. The server is asked with SIGINT, which Streamlit answers by closing its port;
+    SIGTERM would reach pycolmap's crash handler in it (a stack dump), as it would here, so this
+    process takes both signals over for the while."""
+    child = subprocess.Popen(cmd)
+    stopping = []
+
+    def stop(signum, frame):
+        stopping.append((signum, time.monotonic()))
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
+        while (code := child.poll()) is None:  # polled: a signal's handler runs between waits
+            if stopping and time.monotonic() - stopping[0][1] > STOP_WAIT_S:
+                child.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=0.2)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if child.poll() is None:  # this process is going for another reason: its server goes too
+            child.kill()
+            child.wait()
+    if stopping:
+        logger.info("The explorer stopped (%s)", signal.Signals(stopping[0][0]).name)
         return 0
+    return code
