@@ -106,6 +106,15 @@ def open_image(path: Path):
             yield im
 
 
+def readable_image(path: Path) -> bool:
+    """Whether PIL can read the photo's header (cheap: the pixels are not decoded)."""
+    try:
+        with open_image(path):
+            return True
+    except (ImageError, FileNotFoundError):
+        return False
+
+
 def read_image(path: Path, max_side: int | None = None) -> np.ndarray:
     """Read an image as an (H, W, 3) uint8 RGB array on its stored pixel grid, or a reduced one.
 

@@ -230,6 +230,6 @@ def test_a_group_of_another_scene_is_tried_turned_only_up_to_the_cap(tmp_path, i
             progress=lambda done, total, desc=None, seen=calls: seen.append((desc, done)),
         )
         turns[cap] = orientation.read_orientations(out)
-        tried[cap] = len({done for desc, done in calls if desc == "orientation, turned"})
+        tried[cap] = len({done for desc, done in calls if desc == "orientation, photos tried turned"})
     assert tried[1] < tried[None], tried  # measured: 4 photos tried turned against 10
     assert set(turns[1]) == set(names)

@@ -589,7 +589,9 @@ def test_a_very_large_photo_costs_at_most_itself(tmp_path, weights_dir, caplog):
     warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [r.getMessage().split(":")[0] for r in warned] == [str(images / "huge.png")], caplog.text
     assert "20000x20000 PNG" in warned[0].getMessage() and "megapixels" in warned[0].getMessage()
-    assert "orientation, turned" not in caplog.text  # no photo is tried turned against the PNG's empty features
+    assert (
+        "orientation, photos tried turned" not in caplog.text
+    )  # no photo is tried turned against the PNG's empty features
     # The JPEG's features sit on its stored 20000 px grid; COLMAP's camera describes the 2500 px copy it read.
     feats = features.read_features(out["paths"].features, "huge.jpg")
     assert tuple(feats["image_size"]) == (20000, 20000) and feats["keypoints"].max() > 10000

@@ -77,8 +77,18 @@ def test_off_a_terminal_a_loop_is_one_log_line_or_one_every_interval(monkeypatch
         bar.update()
         bar.update()
     *going, done = caplog.messages
-    assert len(going) == 2 and all(re.fullmatch(r"turned: [12] photo so far, \d+ s", m) for m in going), going
-    assert done.startswith("turned: 2 photo in ")
+    assert len(going) == 2 and all(re.fullmatch(r"turned: [12] photos? so far, \d+ s", m) for m in going), going
+    assert done.startswith("turned: 2 photos in ")  # "photo" for one, "photos" for more
+
+    caplog.clear()  # with a total: the time left, from the rate so far
+    with (
+        caplog.at_level(logging.INFO, logger=progress.__name__),
+        progress.bar(range(4), desc="pairs", unit="pair") as bar,
+    ):
+        list(bar)
+    *going, done = caplog.messages
+    assert re.fullmatch(r"pairs: 1/4 pair so far, \d+ s, about \d+ s to go", going[0]), going
+    assert done.startswith("pairs: 4 pairs in ")
 
 
 def test_a_run_logged_to_a_file_is_a_few_lines_a_stage(tmp_path, imc_data_dir, weights_dir):
@@ -100,9 +110,9 @@ def test_a_run_logged_to_a_file_is_a_few_lines_a_stage(tmp_path, imc_data_dir, w
         summaries = [  # each stage's summary line, as the stage or its loop writes it
             rf"imc_lib\.execution\.progress: features feats-\S+: {photos} img in ",
             rf"imc_lib\.stages\.pairs: Wrote {photos * (photos - 1) // 2} pairs for {photos} images to \S+/{scene}/",
-            rf"imc_lib\.execution\.progress: orientation: {photos * (photos - 1) // 2} pair in ",
+            rf"imc_lib\.execution\.progress: orientation: {photos * (photos - 1) // 2} pairs in ",
             rf"imc_lib\.stages\.orientation: \S+/{scene}/orient-mnn\S+: \d+ of {photos} photos turned",
-            rf"imc_lib\.execution\.progress: matching matches-mnn: {photos * (photos - 1) // 2} pair in ",
+            rf"imc_lib\.execution\.progress: matching matches-mnn: {photos * (photos - 1) // 2} pairs in ",
             rf"imc_lib\.stages\.reconstruction: \S+/{scene}/\S+/models: \d+ model\(s\) -> \d+ cluster\(s\), "
             rf"\d+ -> \d+ of {photos} photos registered",
             rf"imc_lib\.pipeline: scene {scene}: \d+ of {photos} images registered in \S+ s \(features \S+ s, pairs ",

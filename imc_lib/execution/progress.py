@@ -74,16 +74,23 @@ class _LogLines(_Reporter):
         now = time.monotonic()
         if done and now - self.last >= LOG_EVERY_S and done != total:
             self.last = now
-            logger.info("%s: %d%s %s so far, %.0f s", desc, done, f"/{total}" if total else "", self.unit,
-                        now - self.start)  # fmt: skip
+            seconds = now - self.start
+            eta = f", about {seconds / done * (total - done):.0f} s to go" if total else ""
+            count = f"{done}/{total}" if total else str(done)
+            logger.info("%s: %s %s so far, %.0f s%s", desc, count, _plural(self.unit, done), seconds, eta)
 
     def close(self) -> None:
         if self.closed or self.disable or not self.n:
             return
         self.closed = True
         seconds = time.monotonic() - self.start
-        logger.info("%s: %d %s in %.1f s (%.2f s/%s)", self.desc, self.n, self.unit, seconds, seconds / self.n,
-                    self.unit)  # fmt: skip
+        logger.info("%s: %d %s in %.1f s (%.2f s/%s)", self.desc, self.n, _plural(self.unit, self.n), seconds,
+                    seconds / self.n, self.unit)  # fmt: skip
+
+
+def _plural(unit: str, n: int) -> str:
+    """ "photo" -> "photos" unless one ("img" and other short units as they are)."""
+    return unit + "s" if n != 1 and unit in ("photo", "pair", "image") else unit
 
 
 def shown_on() -> str:

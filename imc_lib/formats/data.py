@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..utils import ImageError, open_image
+from ..utils import readable_image
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def folder_scene(folder: Path) -> Scene:
         p for p in folder.rglob("*") if not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
     names = [p.relative_to(folder).as_posix() for p in files if _is_image(p)]
-    readable = [n for n in names if _readable(folder / n)]
+    readable = [n for n in names if readable_image(folder / n)]
     if not readable:
         raise FileNotFoundError(
             f"{folder}: no readable photo at any depth ({len(names)} file(s) named as images, "
@@ -174,15 +174,6 @@ def folder_scene(folder: Path) -> Scene:
     name = folder.resolve().name or "photos"
     return Scene(dataset=name, scene=name, image_dir=folder, image_names=tuple(names),
                  image_paths=tuple(names), mixed=True)  # fmt: skip
-
-
-def _readable(path: Path) -> bool:
-    """Whether PIL can read the photo's header (cheap: the pixels are not decoded)."""
-    try:
-        with open_image(path):
-            return True
-    except (ImageError, FileNotFoundError):
-        return False
 
 
 def _scene(dataset: str, scene: str, group: pd.DataFrame, categories, mixed: bool) -> Scene:

@@ -308,7 +308,10 @@ def _search(conf: dict, image_names: list[str], pairs: list, count, feats, progr
     failed: collections.Counter = collections.Counter()  # per group: photos tried turned that joined nothing
     cap = conf.get("max_tries_per_group")
     with progress_bar(
-        desc="orientation, turned", callback=progress, unit="photo", disable=len({group[n] for n in image_names}) < 2
+        desc="orientation, photos tried turned",
+        callback=progress,
+        unit="photo",
+        disable=len({group[n] for n in image_names}) < 2,
     ) as bar:
         while True:
             sizes = collections.Counter(group[n] for n in image_names)

@@ -35,7 +35,7 @@ from ..execution.progress import bar as progress_bar
 from ..execution.progress import report as report_progress
 from ..storage import io
 from ..storage.io import read_pairs, write_pairs  # noqa: F401  (their old home; callers may import them from here)
-from ..utils import ImageError, autocast_dtype, full_conf, pick_device, read_image, resolve_network
+from ..utils import ImageError, autocast_dtype, full_conf, pick_device, read_image, readable_image, resolve_network
 
 logger = logging.getLogger(__name__)
 
@@ -328,7 +328,10 @@ def main(
     report_progress(progress, 1, 1, f"pairs {method}")
     io.write_pairs(pairs, pairs_path)
     io.stamp(pairs_path, made_from)
-    logger.info("Wrote %d pairs for %d images to %s.", len(pairs), len(image_names), pairs_path)
+    unreadable = [n for n in image_names if not readable_image(Path(image_dir) / n)]
+    logger.info("Wrote %d pairs for %d images to %s.%s", len(pairs), len(image_names) - len(unreadable), pairs_path,
+                f" ({len(unreadable)} file(s) not readable as a photo, e.g. {unreadable[0]}: their pairs match nothing)"
+                if unreadable else "")  # fmt: skip
     return pairs_path
 
 
