@@ -25,7 +25,7 @@ from common import add_data_arguments, run_sift  # noqa: E402
 from imc_lib import pipeline  # noqa: E402
 from imc_lib.formats import metric
 
-LIGHTGLUE_1024 = {"resize_to": 1024, "matcher": "lightglue", "orientation_method": "upright"}
+LIGHTGLUE_1024 = {"resize_to": 1024, "matcher": "lightglue", "orientation": "upright"}
 # pipeline.run keyword arguments per named configuration; "default" is what `imc-lib run` does
 # (on a CPU: plan.CPU_DEFAULTS).
 CONFIGS = {
@@ -33,8 +33,8 @@ CONFIGS = {
     "1024px": {"resize_to": 1024},  # the main features at 1024 px instead of the CPU's 640
     # The GPU's stages at the CPU's keypoint budget (the CPU default before the speed work).
     "lightglue-1024": LIGHTGLUE_1024,
-    "stored": {"orientation_method": "none"},
-    "disk": {"conf": "disk", **LIGHTGLUE_1024},
+    "stored": {"orientation": "none"},
+    "disk": {"features": "disk", **LIGHTGLUE_1024},
     "4096": {**LIGHTGLUE_1024, "max_keypoints": 4096},
 }
 
@@ -72,7 +72,7 @@ def main():
                 "train",
                 args.scenes,
                 weights=args.weights,
-                **{"conf": "aliked", **CONFIGS[name]},
+                **{"features": "aliked", **CONFIGS[name]},
             )
             wall = time.perf_counter() - start
             scenes = result["scenes"]

@@ -45,20 +45,20 @@ def settings(args) -> list[dict]:
     """pipeline.run keyword arguments of every combination asked for; None keeps run's default."""
     axes = [args.features, args.resize_to or [None], args.max_keypoints or [None], args.matcher or [None]]
     return [
-        {"conf": conf, "resize_to": size, "max_keypoints": keypoints, "matcher": matcher,
-         "orientation_method": args.orientation}
+        {"features": conf, "resize_to": size, "max_keypoints": keypoints, "matcher": matcher,
+         "orientation": args.orientation}
         for conf, size, keypoints, matcher in itertools.product(*axes)
     ]  # fmt: skip
 
 
 def label(kwargs: dict) -> str:
     """A setting's short name: the pipeline conf and the options it sets (e.g. "xfeat 1024px mnn")."""
-    parts = [kwargs["conf"]]
+    parts = [kwargs["features"]]
     for key, fmt in (
         ("resize_to", "{}px"),
         ("max_keypoints", "{}kp"),
         ("matcher", "{}"),
-        ("orientation_method", "orient-{}"),
+        ("orientation", "orient-{}"),
     ):
         if kwargs[key] is not None:
             parts.append(fmt.format(kwargs[key]))
@@ -67,8 +67,7 @@ def label(kwargs: dict) -> str:
 
 def unusable(kwargs: dict, device: torch.device) -> str | None:
     """Why a setting cannot run (an extractor without LightGlue asked to use it), else None."""
-    overrides = {k: v for k, v in kwargs.items() if k != "conf"}
-    sconfs = plan.resolve(kwargs["conf"], device, pairs_method="exhaustive", **overrides)
+    sconfs = plan.resolve(device=device, **{**kwargs, "pairs": "exhaustive"})
     if sconfs["matching"]["model"]["name"] != "lightglue":
         return None
     names = [networks.lightglue_key(f) for f in [sconfs["features"], *sconfs["also"]]]

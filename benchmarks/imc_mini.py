@@ -52,13 +52,13 @@ def main():
         work,
         "train",
         args.scenes,
-        args.features,
+        features=args.features,
         weights=args.weights,
         overwrite=args.overwrite,
         max_keypoints=args.max_keypoints,
-        pairs_method=args.pairs,
+        pairs=args.pairs,
         resize_to=args.resize_to,
-        orientation_method=args.orientation,
+        orientation=args.orientation,
     )
     total = time.perf_counter() - start
     scores = metric.score(args.data / "train" / "train_labels.csv", out)

@@ -54,10 +54,10 @@ def main():
     args = p.parse_args()
     conf = orientation.confs[args.conf]
     fconf = plan.stage_confs(
-        pairs_method="exhaustive",
+        pairs="exhaustive",
         max_keypoints=plan.CPU_DEFAULTS["max_keypoints"],
         resize_to=plan.CPU_DEFAULTS["resize_to"],
-        orientation_method=args.conf,
+        orientation=args.conf,
     )["features"]
     logging.basicConfig(level=logging.WARNING)
     truth = true_turns(args.data / "train/train_labels.csv", args.upright / "train/train_labels.csv")

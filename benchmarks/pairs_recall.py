@@ -64,7 +64,7 @@ def main():
     logging.basicConfig(level=logging.WARNING)
     work = args.work or Path(tempfile.mkdtemp(prefix="imc-pairs-"))
     labels = pd.read_csv(args.data / "train" / "train_labels.csv", dtype={"image_name": str})
-    fconf = plan.resolve(device="cpu", pairs_method="vlad")["features"]
+    fconf = plan.resolve(device="cpu", pairs="vlad")["features"]
     rows = []
     for scene in data.load_scenes(args.data, "train", args.scenes):
         names = list(scene.image_names)

@@ -72,7 +72,7 @@ def main():
     scenes = data.load_scenes(args.data, "train", args.scenes)
     # The pairs method the run used: exhaustive below the retrieval threshold, else VLAD (no DINOv2 here).
     method = "vlad" if any(len(s.image_names) >= 20 for s in scenes) else "exhaustive"
-    sconfs = plan.resolve("aliked", "cpu", pairs_method=method)
+    sconfs = plan.resolve(device="cpu", features="aliked", pairs=method)
     nets = networks.Networks(args.weights, utils.pick_device("cpu"))
     print("| scene | pairs | copied | matched | orientation s | matching fresh s | copied s | copies == run's |")
     print("|---|---|---|---|---|---|---|---|")

@@ -36,14 +36,14 @@ STAGES = runner.TIMES
 CONFIGS = {
     "default": {},
     "lightglue": {"matcher": "lightglue"},  # LightGlue instead of mutual nearest neighbours
-    "upright-orientation": {"orientation_method": "upright"},  # separate 512 px LightGlue orientation pass
-    "no-orientation": {"orientation_method": "none"},
+    "upright-orientation": {"orientation": "upright"},  # separate 512 px LightGlue orientation pass
+    "no-orientation": {"orientation": "none"},
     "1024px": {"resize_to": 1024},
     # The CPU default before the speed work: 1024 px, LightGlue, upright orientation.
-    "lightglue-1024": {"resize_to": 1024, "matcher": "lightglue", "orientation_method": "upright"},
+    "lightglue-1024": {"resize_to": 1024, "matcher": "lightglue", "orientation": "upright"},
     # Its fastest variant then: 1024 keypoints at 768 px, pairs prefiltered by the orientation pass.
     "previous-fast": {"max_keypoints": 1024, "resize_to": 768, "prefilter": 40, "matcher": "lightglue"},
-    "gpu": {"max_keypoints": 4096, "resize_to": 1024, "matcher": "lightglue", "orientation_method": "upright"},
+    "gpu": {"max_keypoints": 4096, "resize_to": 1024, "matcher": "lightglue", "orientation": "upright"},
 }
 
 
@@ -108,7 +108,7 @@ def main():
     )
 
     for name in args.configs:
-        kwargs = {"conf": "aliked", **CONFIGS[name]}
+        kwargs = {"features": "aliked", **CONFIGS[name]}
         out = work / name
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()

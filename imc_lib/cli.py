@@ -15,7 +15,6 @@ import pandas as pd
 from . import pipeline, plan
 from .execution import executor
 from .formats import data
-from .stages import matching, orientation
 from .storage import lock
 
 FOLDER_OUT = "imc-out"  # --out of a plain folder of photos, when not given
@@ -24,7 +23,7 @@ FOLDER_OUT = "imc-out"  # --out of a plain folder of photos, when not given
 def _run(args) -> int:
     """Run the pipeline and print a table per scene; 1 when some scene failed with an error (the
     submission is still complete: its photos get placeholder rows), so scripts notice. The options are
-    checked (RunSettings) before anything starts, a Ray cluster included."""
+    checked (plan.Options) before anything starts, a Ray cluster included."""
     settings = _settings(args)
     folder = data.layout(args.data_dir, args.split) == "folder"
     if folder and args.export:
@@ -46,23 +45,19 @@ def _run(args) -> int:
     return _report(result)
 
 
-def _settings(args) -> pipeline.RunSettings:
+def _settings(args) -> plan.Options:
     """The run's options, checked (a ValueError names a bad one and its fix)."""
-    return pipeline.RunSettings(
-        conf=args.features,
-        device=args.device,
-        overwrite=args.overwrite,
-        weights=args.weights,
-        dinov2=args.dinov2,
-        max_keypoints=args.max_keypoints,
-        pairs_method=args.pairs,
-        resize_to=args.resize_to,
-        orientation_method=args.orientation,
-        prefilter=args.prefilter,
-        matcher=args.matcher,
-        time_limit=args.time_limit,
-        export=args.export,
-    )
+    return plan.Options(**{f.name: getattr(args, f.name) for f in dataclasses.fields(plan.Options)})
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """A flag for every field of plan.Options: `--max-keypoints` for `max_keypoints`, its settings from the
+    field's metadata (a `choices` callable is read now, so registered networks are offered)."""
+    for f in dataclasses.fields(plan.Options):
+        cli = dict(f.metadata["cli"])
+        if callable(cli.get("choices")):
+            cli["choices"] = list(cli["choices"]())
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default, **cli)
 
 
 def _report(result) -> int:
@@ -88,18 +83,6 @@ def _report(result) -> int:
         )
         return 1
     return 0
-
-
-def duration(text: str) -> float:
-    """Seconds from '9h', '45m', '600s' or '600'."""
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
-    try:
-        value = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 9h, 45m, 600s, 600)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: the time limit must be positive")
-    return value
 
 
 def scene_table(scenes: dict) -> str:
@@ -202,13 +185,6 @@ def parser() -> argparse.ArgumentParser:
         f"per cluster a COLMAP model, transforms.json and points3D.ply, and report.html (default {FOLDER_OUT})",
     )
     r.add_argument(
-        "--export",
-        type=Path,
-        metavar="DIR",
-        help="competition layouts: also write each scene's poses.csv, COLMAP models, transforms.json and "
-        "points3D.ply to DIR/<scene>/",
-    )
-    r.add_argument(
         "--work",
         type=Path,
         default=Path("work"),
@@ -216,55 +192,7 @@ def parser() -> argparse.ArgumentParser:
         "in the current folder)",
     )
     r.add_argument("--scenes", nargs="+", help="only these scenes")
-    r.add_argument("--features", choices=sorted(plan.confs), default="aliked")
-    r.add_argument(
-        "--pairs",
-        choices=plan.PAIR_METHODS,
-        default="auto",
-        help="which pairs to match in scenes of 20+ photos (smaller ones: all): auto (DINOv2 when a "
-        "local model is found, else vlad), dinov2, vlad (retrieval over the scene's own features, "
-        "no weights) or exhaustive",
-    )
-    r.add_argument(
-        "--orientation",
-        choices=[*orientation.confs, "none"],
-        help="turn sideways photos upright before features: upright (own low-resolution LightGlue "
-        "pass) or mnn (from the main features); default upright, mnn on a CPU",
-    )
-    r.add_argument(
-        "--prefilter",
-        type=int,
-        metavar="N",
-        help="match only pairs with N+ low-resolution matches in the orientation stage (default: all)",
-    )
-    r.add_argument(
-        "--matcher",
-        choices=sorted(matching.confs),
-        help="lightglue, or mnn: mutual nearest neighbours, ms per pair, or mnn+lightglue: LightGlue again "
-        "for the weak pairs of weakly tied photos (default lightglue, mnn on a CPU)",
-    )
-    r.add_argument("--max-keypoints", type=int, help="keypoints per image (default 4096, 2048 on a CPU)")
-    r.add_argument(
-        "--resize-to",
-        type=_resize,
-        help="longest image side for features, or auto: each photo at its own size within 640-1024, one under "
-        "640 at twice its size (default 1024, auto on a CPU)",
-    )
-    r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
-    r.add_argument(
-        "--weights",
-        type=Path,
-        help="folder of ALIKED/DISK/LightGlue weights (default $IMC_WEIGHTS_DIR, else download the official ones)",
-    )
-    r.add_argument("--dinov2", help="DINOv2 weights folder or hub id (default $IMC_DINOV2, Kaggle input, hub)")
-    r.add_argument("--overwrite", action="store_true", help="recompute every stage")
-    r.add_argument(
-        "--time-limit",
-        type=duration,
-        metavar="T",
-        help="finish within T (9h, 45m, 600s or seconds): fewer keypoints/pairs, or placeholder rows, "
-        "for the scenes that would not fit; --out is rewritten after every scene",
-    )
+    add_options(r)
     r.add_argument(
         "--executor",
         choices=["local", "ray"],
@@ -314,16 +242,6 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--port", type=int, default=8501)
     a.set_defaults(func=_app, streamlit_args=[])
     return p
-
-
-def _resize(text: str) -> int | str:
-    """--resize-to: pixels, or "auto"."""
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give pixels (e.g. 1024) or auto") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,53 +21,13 @@ from .execution.executor import LocalExecutor
 from .formats import data, report, submission
 from .formats import export as export_mod
 from .networks import Networks, WeightsError, local_dinov2
-from .plan import ScenePlan, choose_pairs, plan_scene, resolve
+from .plan import Options, ScenePlan, choose_pairs, plan_scene, resolve
 from .runner import _Clock, run_scene
 from .stages import features, matching
 from .storage import io, lock
 from .utils import ImageError, read_image, usable_device
 
 logger = logging.getLogger(__name__)
-
-# The smallest --resize-to: a photo's features at fewer pixels than this see next to nothing.
-MIN_SIDE = 32
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSettings:
-    """What a run is asked for besides its folders: the CLI's options (`run`'s keyword arguments)."""
-
-    conf: str = "aliked"  # a plan.confs name
-    device: str | None = None  # None: CUDA when usable, else the CPU (and its settings: plan.CPU_DEFAULTS)
-    overwrite: bool = False  # compute every file again instead of reusing what matches
-    weights: str | Path | None = None  # the networks' weights folder ($IMC_WEIGHTS_DIR when None)
-    dinov2: str | Path | None = None  # a DINOv2 model folder (plan.choose_pairs)
-    pairs_method: str | None = None  # "auto" (None), "dinov2", "vlad" or "exhaustive"
-    # Seconds: a budget.Guard picks each scene's keypoints and pairs so the scenes left fit, skips what
-    # cannot, stops a scene that runs over, and the submission is rewritten after every scene.
-    time_limit: float | None = None
-    export: Path | None = None  # competition layouts: also the export's files, DIR/<scene>/ (export.py)
-    # plan.resolve's overrides (None: the named conf's, or the CPU's setting)
-    max_keypoints: int | None = None
-    resize_to: int | str | None = None
-    orientation_method: str | None = None
-    prefilter: int | None = None
-    matcher: str | None = None
-
-    def __post_init__(self):
-        """Refuses a value no stage could use, naming the option and the fix, before any work starts."""
-        for option, value, least in (("max-keypoints", self.max_keypoints, 1), ("prefilter", self.prefilter, 0)):
-            if value is not None and (not isinstance(value, int) or value < least):
-                raise ValueError(f"--{option} {value}: must be a whole number of at least {least}")
-        if self.resize_to is not None and self.resize_to != "auto":
-            if not isinstance(self.resize_to, int) or self.resize_to < MIN_SIDE:
-                raise ValueError(f"--resize-to {self.resize_to}: give pixels, at least {MIN_SIDE} (e.g. 1024), or auto")
-        if self.time_limit is not None and not self.time_limit > 0:
-            raise ValueError(f"--time-limit {self.time_limit}: must be positive (e.g. 9h, 45m, 600s)")
-
-    def overrides(self) -> dict:
-        names = ("max_keypoints", "resize_to", "orientation_method", "prefilter", "matcher")
-        return {k: getattr(self, k) for k in names}
 
 
 def run(
@@ -78,27 +38,27 @@ def run(
     scenes: list[str] | None = None,
     networks: dict | None = None,
     executor=None,
-    **settings,
+    **options,
 ) -> dict:
     """Reconstruct every scene of `data_dir`/`split` and write `out` (submission.csv), then the run's
     record (`WORK/run.json`, report.RUN_RECORD) and its report (`report.html` beside `out`).
 
     A plain folder of photos (`data.layout` "folder"): `out` is a folder for the export's files and
-    the report (export.py), no submission. `settings`: RunSettings' fields. `networks`: a dict the
+    the report (export.py), no submission. `options`: plan.Options' fields. `networks`: a dict the
     caller keeps between runs, whose loaded networks the next run reuses.
 
     A scene that fails is logged and still gets its rows (no pose); the run goes on. Returns
     {"scenes": {key: {"registered", "images", "error", "times", "spans", "models"}}, "times": {stage:
     seconds}, "submission": out (None for a plain folder), "export", "report", "confs": the stage confs}.
     """
-    opts, executor = RunSettings(**settings), executor or LocalExecutor()
+    opts, executor = Options(**options), executor or LocalExecutor()
     data_dir, work_dir, folder = _folders(data_dir, work_dir, split, opts, executor)
     scene_list = data.load_scenes(data_dir, split, scenes)
     _writable(out, work_dir, folder, opts.export)  # once the photos are known to be there
     networks = {} if networks is None else networks
-    method = choose_pairs(opts.pairs_method, scene_list, opts.dinov2, networks)
+    method = choose_pairs(opts.pairs, scene_list, opts.dinov2, networks)
     device = usable_device(opts.device)  # a GPU that cannot run kernels: CPU settings, loudly
-    sconfs = resolve(opts.conf, device, pairs_method=method, dinov2=opts.dinov2, **opts.overrides())
+    sconfs = resolve(opts, device, pairs=method)
     nets = Networks(opts.weights, device, networks)
     guard = _guard(opts.time_limit, sconfs, method, scene_list, nets)
     where = "a plain folder" if folder else split
@@ -126,7 +86,7 @@ def _finish(runs, scene_list, data_dir: Path, work_dir: Path, split: str, out: P
     record = {
         "data_dir": _absolute(data_dir),
         "split": None if folder else split,
-        "conf": opts.conf,
+        "conf": opts.features,
         "times": dict(runs.times),
         "submission": _absolute(sub_path),
         "export": _absolute(export),
@@ -142,7 +102,7 @@ def _finish(runs, scene_list, data_dir: Path, work_dir: Path, split: str, out: P
     }
 
 
-def _folders(data_dir: Path, work_dir: Path, split: str, opts: RunSettings, executor) -> tuple[Path, Path, bool]:
+def _folders(data_dir: Path, work_dir: Path, split: str, opts: Options, executor) -> tuple[Path, Path, bool]:
     """The run's photo and work folders (absolute for a parallel executor, whose machines see them by
     their full paths), and whether the photos are a plain folder; refuses what cannot run."""
     if opts.time_limit is not None and executor.parallel:
@@ -192,7 +152,7 @@ def writable_file(path: Path, option: str) -> None:
     writable_folder(path.parent, option)
 
 
-def _jobs(scene_list, guard, sconfs, opts: RunSettings, device, work_dir: Path, runs):
+def _jobs(scene_list, guard, sconfs, opts: Options, device, work_dir: Path, runs):
     """Each scene's job, drawn one at a time by a local executor, so the guard plans each scene from the last."""
     for i, scene in enumerate(scene_list):
         confs, runs.settings[scene.key] = _planned_confs(guard, scene_list[i:], sconfs, opts, device)
@@ -275,7 +235,7 @@ def _scene_record(scene: data.Scene, result: dict, sfm_dir: Path | None) -> dict
     }
 
 
-def _planned_confs(guard, scenes_left, sconfs, opts: RunSettings, device) -> tuple[dict | None, budget.Setting | None]:
+def _planned_confs(guard, scenes_left, sconfs, opts: Options, device) -> tuple[dict | None, budget.Setting | None]:
     """The stage configs for `scenes_left[0]` and the guard's setting for it: `sconfs` without a
     guard; None when the guard skips the scene."""
     if guard is None:
@@ -284,8 +244,7 @@ def _planned_confs(guard, scenes_left, sconfs, opts: RunSettings, device) -> tup
     setting = guard.setting({s.key: len(s.image_names) for s in scenes_left}, scene.key)
     if setting is None:
         return None, None
-    overrides = {**opts.overrides(), "max_keypoints": setting.max_keypoints}
-    return resolve(opts.conf, device, pairs_method=setting.pairs, dinov2=opts.dinov2, **overrides), setting
+    return resolve(opts, device, max_keypoints=setting.max_keypoints, pairs=setting.pairs), setting
 
 
 # Measured rates of one image's extraction and one pair's matching -> whole-pipeline rates: an image

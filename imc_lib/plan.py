@@ -8,9 +8,11 @@ WORK/<scene>/pairs-*.txt  orient-*.csv  feats-*.h5  *matches-*.h5  sfm_*/
 
 from __future__ import annotations
 
+import argparse
 import collections
+import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .formats import data
@@ -33,7 +35,7 @@ logger = logging.getLogger(__name__)
 # and its matcher pairing, e.g. aliked, aliked-t16, disk, xfeat), then the ensembles, whose extractors'
 # keypoints and matches are merged (imc_lib/ensemble.py); every entry over NAMED_DEFAULTS. "pairs":
 # "auto" is DINOv2 where a model loads (a local folder: --dinov2, $IMC_DINOV2, the Kaggle input), else
-# VLAD over the scene's own features; decided once per run (`pairs_method`).
+# VLAD over the scene's own features; decided once per run (`choose_pairs`).
 NAMED_DEFAULTS = {"pairs": "auto", "orientation": "upright", "reconstruction": "incremental"}
 ENSEMBLES = {
     "aliked+disk": {"features": "aliked-n16", "also": ["disk"], "matching": "lightglue"},
@@ -41,6 +43,126 @@ ENSEMBLES = {
 }
 confs = collections.ChainMap(ENSEMBLES, Registered("PIPELINES", EXTRACTORS))
 PAIR_METHODS = ("auto", *pairs.confs)
+
+
+def _side(text: str) -> int | str:
+    """--resize-to: pixels, or "auto"."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give pixels (e.g. 1024) or auto") from None
+
+
+def duration(text: str) -> float:
+    """Seconds from '9h', '45m', '600s' or '600'."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    try:
+        value = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 9h, 45m, 600s, 600)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the time limit must be positive")
+    return value
+
+
+def _option(default, **cli):
+    """A field of `Options` and its command-line flag's settings (argparse's), which the CLI reads."""
+    return field(default=default, metadata={"cli": cli})
+
+
+# The smallest --resize-to: a photo's features at fewer pixels than this see next to nothing.
+MIN_SIDE = 32
+
+
+@dataclass(frozen=True)
+class Options:
+    """A run's options: one name each, from the CLI's flag (`--max-keypoints` is `max_keypoints`) through
+    the run loop and the plan to the stage that reads it; the app's settings use the same names. The CLI's
+    parser is made from these fields (their metadata), so an option is added here and in its stage.
+    None: the named config's value, or on a CPU its speed setting (CPU_DEFAULTS)."""
+
+    features: str = _option("aliked", choices=lambda: sorted(confs), help="the named pipeline config")
+    pairs: str = _option(
+        "auto",
+        choices=lambda: PAIR_METHODS,
+        help="which pairs to match in scenes of 20+ photos (smaller ones: all): auto (DINOv2 when a local model "
+        "is found, else vlad), dinov2, vlad (retrieval over the scene's own features, no weights) or exhaustive",
+    )
+    orientation: str | None = _option(
+        None,
+        choices=lambda: [*orientation.confs, "none"],
+        help="turn sideways photos upright before features: upright (own low-resolution LightGlue pass) or mnn "
+        "(from the main features); default upright, mnn on a CPU",
+    )
+    prefilter: int | None = _option(
+        None,
+        type=int,
+        metavar="N",
+        help="match only pairs with N+ low-resolution matches in the orientation stage (default: all)",
+    )
+    matcher: str | None = _option(
+        None,
+        choices=lambda: sorted(matching.confs),
+        help="lightglue, or mnn: mutual nearest neighbours, ms per pair, or mnn+lightglue: LightGlue again for "
+        "the weak pairs of weakly tied photos (default lightglue, mnn on a CPU)",
+    )
+    max_keypoints: int | None = _option(
+        None, type=int, metavar="N", help="keypoints per image (default 4096, 2048 on a CPU)"
+    )
+    resize_to: int | str | None = _option(
+        None,
+        type=_side,
+        metavar="PX|auto",
+        help="longest image side for features, or auto: each photo at its own size within 640-1024, one under "
+        "640 at twice its size (default 1024, auto on a CPU)",
+    )
+    device: str = _option("auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    weights: str | Path | None = _option(
+        None,
+        type=Path,
+        metavar="DIR",
+        help="folder of ALIKED/DISK/LightGlue weights (default $IMC_WEIGHTS_DIR, else download the official ones)",
+    )
+    dinov2: str | Path | None = _option(
+        None, metavar="DIR_OR_HUB_ID", help="DINOv2 weights folder or hub id (default $IMC_DINOV2, Kaggle input, hub)"
+    )
+    overwrite: bool = _option(False, action="store_true", help="recompute every stage")
+    # Seconds: a budget.Guard picks each scene's keypoints and pairs so the scenes left fit, skips what
+    # cannot, stops a scene that runs over, and the submission is rewritten after every scene.
+    time_limit: float | None = _option(
+        None,
+        type=duration,
+        metavar="T",
+        help="finish within T (9h, 45m, 600s or seconds): fewer keypoints/pairs, or placeholder rows, for the "
+        "scenes that would not fit; --out is rewritten after every scene",
+    )
+    export: Path | None = _option(
+        None,
+        type=Path,
+        metavar="DIR",
+        help="competition layouts: also write each scene's poses.csv, COLMAP models, transforms.json and "
+        "points3D.ply to DIR/<scene>/",
+    )
+
+    def __post_init__(self):
+        """Refuses a value no stage could use, naming the option and the fix, before any work starts."""
+        for option, value, least in (("max-keypoints", self.max_keypoints, 1), ("prefilter", self.prefilter, 0)):
+            if value is not None and (not isinstance(value, int) or value < least):
+                raise ValueError(f"--{option} {value}: must be a whole number of at least {least}")
+        if self.resize_to is not None and self.resize_to != "auto":
+            if not isinstance(self.resize_to, int) or self.resize_to < MIN_SIDE:
+                raise ValueError(f"--resize-to {self.resize_to}: give pixels, at least {MIN_SIDE} (e.g. 1024), or auto")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise ValueError(f"--time-limit {self.time_limit}: must be positive (e.g. 9h, 45m, 600s)")
+        if self.features not in confs:
+            known = sorted(confs)
+            raise ValueError(f"--features {self.features}: unknown pipeline config {self.features!r}; known: {known}")
+
+    def but(self, **changes) -> Options:
+        """A copy with `changes` (Options' field names), checked as a new one is."""
+        return dataclasses.replace(self, **changes)
 
 
 # LightGlue on 2 CPU cores: ~7.5 s per pair at 4096 keypoints, ~0.9 s at 2048.
@@ -54,62 +176,59 @@ AUTO_RESIZE = [640, 1024]
 # higher mAA on every scene (benchmarks/speed.py; README). ALIKED at 640 px costs 0.5 s per photo,
 # mutual-nearest-neighbour matching milliseconds per pair (LightGlue: 0.2-0.6 s), and the `mnn`
 # orientation reuses the main features instead of extracting its own.
-CPU_DEFAULTS = {"max_keypoints": CPU_MAX_KEYPOINTS, "resize_to": "auto", "matcher": "mnn", "orientation_method": "mnn"}
+CPU_DEFAULTS = {"max_keypoints": CPU_MAX_KEYPOINTS, "resize_to": "auto", "matcher": "mnn", "orientation": "mnn"}
 
 
-def stage_confs(
-    name: str = "aliked",
-    max_keypoints: int | None = None,
-    pairs_method: str | None = None,
-    resize_to: int | None = None,
-    orientation_method: str | None = None,
-    prefilter: int | None = None,
-    matcher: str | None = None,
-) -> dict:
-    """The per-stage configs of a named pipeline config, with optional overrides (copied, not shared).
+def stage_confs(options: Options | None = None, **changes) -> dict:
+    """The per-stage configs of `options` (with `changes`, Options' field names), copied, not shared; its
+    None values keep the named config's (no CPU settings: `resolve` adds those). `pairs` must be resolved
+    ("auto" is not: choose_pairs).
 
-    `matcher`: a `matching.confs` name ("lightglue", or "mnn": mutual nearest neighbours, the CPU
-    speed setting).
-    `orientation_method`: an `orientation.confs` name ("upright": its own low-resolution LightGlue
-    pass; "mnn": from the main features) or "none" (skip the stage: photos known to be upright).
-    `prefilter`: drop pairs with fewer low-resolution matches (from the orientation stage) before
-    full matching.
+    `matcher`: a `matching.confs` name. `orientation`: an `orientation.confs` name ("upright": its own
+    low-resolution LightGlue pass; "mnn": from the main features) or "none" (skip the stage: photos known
+    to be upright). `prefilter`: drop pairs with fewer low-resolution matches (from the orientation stage)
+    before full matching.
     """
-    if name not in confs:
-        raise ValueError(f"unknown pipeline config {name!r}; known: {sorted(confs)}")
-    names = {**NAMED_DEFAULTS, **confs[name]}
-    if pairs_method:
-        names["pairs"] = pairs_method
+    o = (options or Options()).but(**changes)
+    names = {**NAMED_DEFAULTS, **confs[o.features]}
+    if o.pairs != "auto":
+        names["pairs"] = o.pairs
     if names["pairs"] not in pairs.confs:
         raise ValueError(
             f"pairs {names['pairs']!r}: resolve 'auto' first (plan.choose_pairs); known: {sorted(pairs.confs)}"
         )
-    if matcher:
-        names["matching"] = matcher
-    no_lightglue = [f for f in [names["features"], *names.get("also", [])] if f in NO_LIGHTGLUE]
-    mconf = matching.confs[names["matching"]]
-    if (mconf["model"]["name"] == "lightglue" or mconf.get("rescue")) and no_lightglue:
-        raise WeightsError(
-            f"no LightGlue weights for {no_lightglue[0]} features ({NO_LIGHTGLUE[no_lightglue[0]]}); pass --matcher mnn"
-        )  # said before any photo is read, not when the matcher first loads
-    if orientation_method:
-        names["orientation"] = None if orientation_method == "none" else orientation_method
+    if o.matcher:
+        names["matching"] = o.matcher
+    _check_lightglue([names["features"], *names.get("also", [])], matching.confs[names["matching"]])
+    if o.orientation:
+        names["orientation"] = None if o.orientation == "none" else o.orientation
 
     oconf = merge_conf(orientation.confs[names["orientation"]], {}) if names.get("orientation") else None
-    if prefilter is not None:
+    if o.prefilter is not None:
         if oconf is None:
             raise ValueError("the pair prefilter needs the orientation stage's matches; drop --orientation none")
-        oconf["prefilter_min_matches"] = prefilter
+        oconf["prefilter_min_matches"] = o.prefilter
+    fconfs = [_features_conf(n, o.max_keypoints, o.resize_to, names.get("orientation")) for n in
+              [names["features"], *names.get("also", [])]]  # fmt: skip
     return {
         "pairs": merge_conf(pairs.confs[names["pairs"]], {}),
         "orientation": oconf,
-        "features": _features_conf(names["features"], max_keypoints, resize_to, names.get("orientation")),
-        # further extractors whose keypoints and matches are merged with the first's (ensemble)
-        "also": [_features_conf(n, max_keypoints, resize_to, names.get("orientation")) for n in names.get("also", [])],
+        "features": fconfs[0],
+        "also": fconfs[1:],  # further extractors whose keypoints and matches are merged with the first's (ensemble)
         "matching": merge_conf(matching.confs[names["matching"]], {}),
         # with the joining's, the checks' and the held mapping's settings in it (their defaults live in those modules)
         "reconstruction": reconstruction.resolved(reconstruction.confs[names["reconstruction"]]),
     }
+
+
+def _check_lightglue(features: list[str], mconf: dict) -> None:
+    """A WeightsError before any photo is read, not when the matcher first loads, for features no LightGlue
+    fits under a matcher that uses LightGlue."""
+    no_lightglue = [f for f in features if f in NO_LIGHTGLUE]
+    if (mconf["model"]["name"] == "lightglue" or mconf.get("rescue")) and no_lightglue:
+        raise WeightsError(
+            f"no LightGlue weights for {no_lightglue[0]} features ({NO_LIGHTGLUE[no_lightglue[0]]}); pass --matcher mnn"
+        )
 
 
 def _features_conf(fname: str, max_keypoints: int | None, resize_to, orientation_name: str | None) -> dict:
@@ -127,47 +246,25 @@ def _features_conf(fname: str, max_keypoints: int | None, resize_to, orientation
     return merge_conf(features.confs[fname], {**over, "output": features.confs[fname]["output"] + tags})
 
 
-def resolve(
-    conf: str = "aliked",
-    device=None,
-    max_keypoints: int | None = None,
-    pairs_method: str | None = None,
-    resize_to: int | None = None,
-    orientation_method: str | None = None,
-    prefilter: int | None = None,
-    matcher: str | None = None,
-    dinov2=None,
-) -> dict:
-    """The stage configs of a run: the named config, the caller's overrides, and on a CPU the speed
-    settings (CPU_DEFAULTS) for every override left at None. `pairs_method` must be resolved ("auto" is not)."""
-    overrides = {
-        "max_keypoints": max_keypoints,
-        "resize_to": resize_to,
-        "matcher": matcher,
-        "orientation_method": orientation_method,
-    }
-    if pick_device(device).type == "cpu":
-        defaults = {k: v for k, v in CPU_DEFAULTS.items() if overrides[k] is None}
-        if prefilter is not None and defaults.get("orientation_method") == "mnn":
-            defaults["orientation_method"] = "upright"  # the prefilter counts low-resolution LightGlue matches
-        overrides.update(defaults)
+def resolve(options: Options | None = None, device=None, **changes) -> dict:
+    """The stage configs of a run: `options` (with `changes`, Options' field names) and, on a CPU, the
+    speed settings (CPU_DEFAULTS) for every option left at None. `device`: default `options.device`.
+    `pairs` must be resolved ("auto" is not)."""
+    o = (options or Options()).but(**changes)
+    if pick_device(o.device if device is None else device).type == "cpu":
+        defaults = {k: v for k, v in CPU_DEFAULTS.items() if getattr(o, k) is None}
+        if o.prefilter is not None and defaults.get("orientation") == "mnn":
+            defaults["orientation"] = "upright"  # the prefilter counts low-resolution LightGlue matches
         if defaults:
             logger.info(
                 "CPU speed settings %s (each can be overridden; --max-keypoints 4096 --resize-to 1024 "
                 "--matcher lightglue --orientation upright are the GPU's)",
                 defaults,
             )
-    sconfs = stage_confs(
-        conf,
-        overrides["max_keypoints"],
-        pairs_method,
-        overrides["resize_to"],
-        overrides["orientation_method"],
-        prefilter,
-        overrides["matcher"],
-    )
-    if dinov2 is not None and sconfs["pairs"]["method"] == "retrieval":
-        sconfs["pairs"]["model"] = str(dinov2)
+        o = o.but(**defaults)
+    sconfs = stage_confs(o)
+    if o.dinov2 is not None and sconfs["pairs"]["method"] == "retrieval":
+        sconfs["pairs"]["model"] = str(o.dinov2)
     return sconfs
 
 

@@ -73,8 +73,8 @@ result = pipeline.run(
     weights=WEIGHTS_DIR,
     dinov2=dinov2,
     max_keypoints=MAX_KEYPOINTS,
-    pairs_method=PAIRS,
-    orientation_method=ORIENTATION,
+    pairs=PAIRS,
+    orientation=ORIENTATION,
 )
 sconfs = result["confs"]  # the stage configs the run used (a CPU gets its speed settings)
 paths = plan.plan_scene(scene, sconfs, WORK_DIR).paths  # small scenes: all pairs

@@ -234,9 +234,9 @@ result = pipeline.run(
     device=device,
     weights=WEIGHTS_DIR,
     dinov2=DINOV2_DIR,
-    pairs_method=PAIRS,
+    pairs=PAIRS,
     max_keypoints=MAX_KEYPOINTS,
-    orientation_method=ORIENTATION,
+    orientation=ORIENTATION,
     time_limit=TIME_LIMIT_S - RESERVE_S - (time.monotonic() - START),
 )
 names = list(dict.fromkeys(s.scene for s in scenes))

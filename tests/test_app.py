@@ -81,7 +81,7 @@ def start(n_images: int = 4, **settings) -> AppTest:
     at.sidebar.selectbox(key="scene").set_value(SCENE)
     check(at.run())
     at.sidebar.number_input(key=f"n_images:{SCENE}").set_value(n_images)
-    for key in ("pairs_method", "dinov2"):
+    for key in ("pairs", "dinov2"):
         if key in settings:
             at.get_by_key(key).set_value(settings.pop(key))
     check(at.run())
@@ -157,7 +157,7 @@ def test_fingerprints_follow_the_declared_files_and_name_the_first_missing_step(
         "_matches-mnn_pairs-exhaustive.h5"
     )
     # The threshold matters only when retrieval really selects (4 images < exhaustive_if_less=20: all pairs).
-    dino = {"pairs_method": "dinov2", "dinov2": "some-model"}
+    dino = {"pairs": "dinov2", "dinov2": "some-model"}
     assert fps(**dino, max_distance=0.1)["pairs"] == base["pairs"]
     sel = [fps(**dino, exhaustive_if_less=2, max_distance=t) for t in (0.1, 0.2)]
     assert sel[0]["pairs"] != sel[1]["pairs"] and sel[0]["orientation"] != sel[1]["orientation"]
@@ -172,7 +172,7 @@ def test_stale_view_after_a_changed_conf_and_a_changed_photo(env, tmp_path, weig
     the features as stored; a photo rewritten under its name makes every step stale."""
     source = S.dataset_images(env, "train", SCENE, 4)
     images = S.upload_images([(n, p.read_bytes()) for n, p in zip(source.names, source.paths)], tmp_path / "up")
-    settings = S.Settings(**SMALL, pairs_method="vlad", exhaustive_if_less=2, min_pairs=2, weights=str(weights_dir))
+    settings = S.Settings(**SMALL, pairs="vlad", exhaustive_if_less=2, min_pairs=2, weights=str(weights_dir))
     scene_plan = S.scene_plan(tmp_path, images, settings)
     nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
     assert not any(runner.status(scene_plan).values()) and S.step_status(scene_plan)["pairs"] is None
@@ -202,10 +202,10 @@ def test_stale_view_after_a_changed_conf_and_a_changed_photo(env, tmp_path, weig
 
 # (CLI-style settings, plan.resolve overrides): the app's names must be the CLI's for the same choice.
 SAME_SETTINGS = [
-    ({}, {"pairs_method": "auto"}),  # no DINOv2 source: vlad, turned exhaustive below 20 photos
-    ({"features": "aliked+disk", "orientation": "upright", "matcher": "lightglue"}, {"conf": "aliked+disk"}),
-    ({"orientation": "none", "pairs_method": "vlad", "exhaustive_if_less": 2}, {"pairs_method": "vlad"}),
-    ({"pairs_method": "dinov2", "dinov2": "dino-dir", "exhaustive_if_less": 2}, {"pairs_method": "dinov2"}),
+    ({}, {"pairs": "auto"}),  # no DINOv2 source: vlad, turned exhaustive below 20 photos
+    ({"features": "aliked+disk", "orientation": "upright", "matcher": "lightglue"}, {"features": "aliked+disk"}),
+    ({"orientation": "none", "pairs": "vlad", "exhaustive_if_less": 2}, {"pairs": "vlad"}),
+    ({"pairs": "dinov2", "dinov2": "dino-dir", "exhaustive_if_less": 2}, {"pairs": "dinov2"}),
 ]
 
 
@@ -213,14 +213,13 @@ SAME_SETTINGS = [
 def test_app_file_names_are_the_pipelines(env, tmp_path, settings, cli):
     images = S.dataset_images(env, "train", SCENE, 4)
     chosen = S.Settings(**{**SMALL, "orientation": "mnn", "matcher": "mnn", **settings})
-    cli = {"pairs_method": "auto", **cli}
-    cli["pairs_method"] = plan.choose_pairs(cli["pairs_method"], [images.scene], chosen.dinov2 or None)
+    cli = {"pairs": "auto", **cli}
+    cli["pairs"] = plan.choose_pairs(cli["pairs"], [images.scene], chosen.dinov2 or None)
     sconfs = plan.resolve(
-        cli.pop("conf", "aliked"),
-        S.DEVICE,
+        device=S.DEVICE,
         max_keypoints=SMALL["max_keypoints"],
         resize_to=SMALL["resize_to"],
-        orientation_method=chosen.orientation,
+        orientation=chosen.orientation,
         matcher=chosen.matcher,
         dinov2=chosen.dinov2 or None,
         **cli,
@@ -236,7 +235,7 @@ def test_app_file_names_are_the_pipelines(env, tmp_path, settings, cli):
 def test_default_settings_name_files_as_the_cli_default_run(env, tmp_path):
     """The sidebar's defaults are `imc-lib run`'s with no options on this device (CPU: its speed settings)."""
     images = S.dataset_images(env, "train", SCENE, 4)
-    sconfs = plan.resolve("aliked", S.DEVICE, pairs_method=plan.choose_pairs("auto", [images.scene], None))
+    sconfs = plan.resolve(device=S.DEVICE, features="aliked", pairs=plan.choose_pairs("auto", [images.scene], None))
     expected = plan.plan_scene(images.scene, sconfs, S.work_dir(tmp_path, images))
     assert S.scene_plan(tmp_path, images, S.Settings()) == expected
 
@@ -364,10 +363,10 @@ def test_out_of_order_steps_name_the_step_to_run_first(env):
 
 
 def test_no_dinov2_says_so_and_offers_all_pairs(env, tmp_path):
-    at = goto(start(pairs_method="dinov2", exhaustive_if_less=2), "pairs")
+    at = goto(start(pairs="dinov2", exhaustive_if_less=2), "pairs")
     assert errors(at)[0].startswith("No DINOv2 model: retrieval needs one.")
     click(at, "use_all_pairs")
-    assert at.sidebar.radio(key="pairs_method").value == "exhaustive"
+    assert at.sidebar.radio(key="pairs").value == "exhaustive"
     click(at, "run_pairs")
     assert metric(at, "Pairs kept").value == "6" and metric(at, "Method").value == "all pairs"
     (matrix,) = plotly(at, "pairs_matrix")
@@ -375,7 +374,7 @@ def test_no_dinov2_says_so_and_offers_all_pairs(env, tmp_path):
     assert np.nansum(z) == 12  # all 6 pairs, both triangles
 
     # A DINOv2 source that is not there: the error names it, and all pairs are offered again.
-    at.sidebar.radio(key="pairs_method").set_value("dinov2")
+    at.sidebar.radio(key="pairs").set_value("dinov2")
     check(at.run())
     at.sidebar.text_input(key="dinov2").set_value(str(tmp_path / "no-dinov2"))
     click(check(at.run()), "run_pairs")
@@ -384,7 +383,7 @@ def test_no_dinov2_says_so_and_offers_all_pairs(env, tmp_path):
 
 
 def test_vlad_pairs_extract_keypoints_first_and_keep_their_own_knobs(env):
-    at = start(pairs_method="vlad", orientation="none", **{"exhaustive_if_less:vlad": 2, "min_pairs:vlad": 1})
+    at = start(pairs="vlad", orientation="none", **{"exhaustive_if_less:vlad": 2, "min_pairs:vlad": 1})
     assert at.sidebar.number_input(key="threshold:vlad").value == 0.0  # vlad's own default, not DINOv2's
     click(goto(at, "pairs"), "run_pairs")
     assert metric(at, "Method").value == "VLAD retrieval" and 2 <= int(metric(at, "Pairs kept").value) < 6
@@ -396,7 +395,7 @@ def test_vlad_pairs_extract_keypoints_first_and_keep_their_own_knobs(env):
 def test_whole_flow_on_a_scene(env, tiny_dinov2):
     at = start(dinov2=tiny_dinov2, orientation="mnn", exhaustive_if_less=2, min_pairs=1, threshold=0.0)
     # The CLI's settings: `auto` pairs are DINOv2 with a source; `mnn` orientation (the CPU default) is offered.
-    assert at.sidebar.radio(key="pairs_method").options == ["auto", "all pairs", "DINOv2 retrieval", "VLAD retrieval"]
+    assert at.sidebar.radio(key="pairs").options == ["auto", "all pairs", "DINOv2 retrieval", "VLAD retrieval"]
     assert at.sidebar.radio(key="orientation").value == "mnn"
     assert "mnn (from the keypoints)" in at.sidebar.radio(key="orientation").options
     extractors = ["aliked", "aliked-t16", "disk", "xfeat", "aliked+disk", "aliked+xfeat"]  # the registry's order

@@ -41,7 +41,7 @@ def test_the_cpu_device_then_gets_the_cpu_settings(monkeypatch, caplog):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(utils, "cuda_smoke_test", fail_like_a_p100)
     with caplog.at_level(logging.INFO):
-        sconfs = plan.resolve(device=utils.usable_device("auto"), pairs_method="vlad")
+        sconfs = plan.resolve(device=utils.usable_device("auto"), pairs="vlad")
     assert sconfs["features"]["resize_to"] == plan.AUTO_RESIZE  # CPU_DEFAULTS: "auto"
     assert sconfs["matching"]["model"]["name"] == "mnn"
     assert any("CPU speed settings" in r.getMessage() for r in caplog.records)

@@ -24,7 +24,7 @@ def fountain(tmp_path_factory, imc_data_dir, weights_dir):
     (scene,) = data.load_scenes(imc_data_dir, "train", [SCENE])
     work = tmp_path_factory.mktemp("fountain")
     sconfs = plan.resolve(
-        device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none", resize_to=640
+        device="cpu", pairs="exhaustive", max_keypoints=1024, orientation="none", resize_to=640
     )  # at 640 px the facade's far end is tied to its first photos only through the middle
     nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
     paths = runner.run_scene(plan.plan_scene(scene, sconfs, work), nets, until="matching")["paths"]
@@ -114,7 +114,7 @@ def test_unrelated_scenes_in_one_photo_set_stay_apart(tmp_path, imc_data_dir, we
             os.symlink(photo, image_dir / f"{key}_{photo.name}")
     names = tuple(sorted(p.name for p in image_dir.iterdir()))
     mixed = data.Scene("two", "two", image_dir, names, names)
-    sconfs = plan.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
+    sconfs = plan.resolve(device="cpu", pairs="exhaustive", max_keypoints=1024, orientation="none")
     sconfs["reconstruction"] = dict(reconstruction.confs["clusters"])
     nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
     out = runner.run_scene(plan.plan_scene(mixed, sconfs, tmp_path / "work"), nets)

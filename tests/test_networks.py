@@ -128,12 +128,12 @@ def test_a_toy_extractor_plugs_in_by_one_module_and_one_registry_entry(tmp_path,
     monkeypatch.setitem(networks.EXTRACTORS, "toy", "toy_extractor")
     assert "toy" in plan.confs and "toy" in features.confs and "toy" in networks.NO_LIGHTGLUE
     out = tmp_path / "submission.csv"
-    result = pipeline.run(imc_data_dir, out, tmp_path / "work", scenes=["herzjesu-p8"], conf="toy", device="cpu",
-                          max_keypoints=1024, resize_to=640, orientation_method="none")  # fmt: skip
+    result = pipeline.run(imc_data_dir, out, tmp_path / "work", scenes=["herzjesu-p8"], features="toy", device="cpu",
+                          max_keypoints=1024, resize_to=640, orientation="none")  # fmt: skip
     assert result["confs"]["features"]["output"] == "feats-toy-1024-r640"
     assert (tmp_path / "work" / "herzjesu-p8" / "feats-toy-1024-r640.h5").is_file()
     scores = metric.score(imc_data_dir / "train" / "train_labels.csv", out)
     row = scores[scores["scene"] == "herzjesu-p8"].iloc[0]
     assert row["registered"] == 8 and row["mAA"] > 0.9
     with pytest.raises(networks.WeightsError, match="no LightGlue weights for toy features .*--matcher mnn"):
-        plan.stage_confs("toy", pairs_method="exhaustive", matcher="lightglue")
+        plan.stage_confs(features="toy", pairs="exhaustive", matcher="lightglue")

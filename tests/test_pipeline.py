@@ -306,14 +306,14 @@ def test_explicit_dinov2_that_cannot_load_stops_the_run_once(tmp_path, monkeypat
 
 
 def test_pairs_file_is_named_by_the_method_that_made_it(tmp_path):
-    sconfs = plan.resolve(device="cpu", pairs_method="vlad")
+    sconfs = plan.resolve(device="cpu", pairs="vlad")
     small, large = _scenes(8, 25)
     assert plan.plan_scene(small, sconfs, tmp_path).paths.pairs.name == "pairs-exhaustive.txt"
     assert plan.plan_scene(large, sconfs, tmp_path).paths.pairs.name == "pairs-vlad.txt"
 
 
 def test_stage_confs_are_the_named_ones_with_the_overrides_and_share_nothing_with_them():
-    sconfs = plan.stage_confs("aliked", max_keypoints=512, pairs_method="vlad", resize_to=320, prefilter=40)
+    sconfs = plan.stage_confs(features="aliked", max_keypoints=512, pairs="vlad", resize_to=320, prefilter=40)
     default = features.confs["aliked-n16"]
     assert sconfs["features"] == {
         **default,
@@ -392,7 +392,7 @@ def test_stages_stop_at_the_deadline(tmp_path, imc_data_dir, weights_dir):
 
     image_dir = imc_data_dir / "train" / SCENE / "images"
     names = sorted(p.name for p in image_dir.iterdir())
-    conf = plan.resolve(device="cpu", pairs_method="exhaustive")["features"]
+    conf = plan.resolve(device="cpu", pairs="exhaustive")["features"]
     with pytest.raises(budget.OutOfTime, match="feature extraction"):
         features.main(
             conf, image_dir, names, tmp_path / "f.h5", "cpu", weights=weights_dir, deadline=time.monotonic() - 1
@@ -424,7 +424,7 @@ def test_categories_csv_reaches_the_scene_and_sets_its_pairs(tmp_path):
     (train / "categories.csv").write_text("scene,categories\nglass,transparent;object\nchurch,historical\n")
     glass, church = sorted(data.load_scenes(tmp_path, "train"), key=lambda s: s.scene, reverse=True)
     assert glass.categories == ("transparent", "object") and church.categories == ("historical",)
-    sconfs = plan.resolve(device="cpu", pairs_method="vlad")
+    sconfs = plan.resolve(device="cpu", pairs="vlad")
     assert plan.scene_confs(sconfs, glass)["pairs"]["output"] == "pairs-exhaustive"
     assert plan.scene_confs(sconfs, church)["pairs"]["output"] == "pairs-vlad"
 
@@ -436,7 +436,7 @@ def test_vlad_pairs_after_turning_recover_the_pairs_across_turned_photos(tmp_pat
     from test_pairs import _covisible
 
     (scene,) = data.load_scenes(imc_data_dir, "train", ["temple"])
-    sconfs = plan.resolve(device="cpu", pairs_method="vlad")
+    sconfs = plan.resolve(device="cpu", pairs="vlad")
     sconfs["pairs"].update(exhaustive_if_less=2, min_pairs=5)  # retrieval even in a 16-photo scene
     nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
     out = runner.run_scene(plan.plan_scene(scene, sconfs, tmp_path), nets)
@@ -459,7 +459,7 @@ def _submission(tmp_path, scene, poses):
 def test_vlad_pairs_of_upright_photos_are_the_as_stored_ones(tmp_path, imc_data_dir, weights_dir):
     """Nothing turned: the pairs to match are the orientation's candidates, not selected twice."""
     (scene,) = data.load_scenes(imc_data_dir, "train", [SCENE])
-    sconfs = plan.resolve(device="cpu", pairs_method="vlad", max_keypoints=1024)
+    sconfs = plan.resolve(device="cpu", pairs="vlad", max_keypoints=1024)
     sconfs["pairs"].update(exhaustive_if_less=2, min_pairs=3)
     nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
     out = runner.run_scene(plan.plan_scene(scene, sconfs, tmp_path), nets)
@@ -474,7 +474,7 @@ def test_run_scene_reports_each_stage_and_stops_where_asked(tmp_path, weights_di
     every stage that works, with its totals, in the stages' order; a rerun reuses every file and
     hears nothing; `until` stops after the named stage."""
     (scene,) = data.load_scenes(ROOT / "data", "train", [SCENE])
-    sconfs = plan.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=512, resize_to=512)
+    sconfs = plan.resolve(device="cpu", pairs="exhaustive", max_keypoints=512, resize_to=512)
     assert sconfs["orientation"]["output"] == orientation.confs["mnn"]["output"]
     nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
     heard = []
@@ -512,13 +512,13 @@ def test_run_scene_reports_each_stage_and_stops_where_asked(tmp_path, weights_di
 
 
 def test_fast_extractors_come_with_their_matchers():
-    xfeat = plan.stage_confs("xfeat", 1024, "exhaustive", resize_to=640, orientation_method="mnn")
+    xfeat = plan.stage_confs(features="xfeat", max_keypoints=1024, pairs="exhaustive", resize_to=640, orientation="mnn")
     assert xfeat["features"]["output"] == "feats-xfeat-1024-r640-orient-mnn"
     assert xfeat["features"]["model"]["name"] == "xfeat" and xfeat["matching"]["output"] == "matches-lightglue"
     assert networks.lightglue_key(xfeat["features"]) == "xfeat"  # LighterGlue
     # No LightGlue exists for ALIKED-t16: nearest neighbours on every device, unless told otherwise.
-    assert plan.stage_confs("aliked-t16", pairs_method="vlad")["matching"] == matching.confs["mnn"]
-    ensemble = plan.stage_confs("aliked+xfeat", pairs_method="vlad", orientation_method="none")
+    assert plan.stage_confs(features="aliked-t16", pairs="vlad")["matching"] == matching.confs["mnn"]
+    ensemble = plan.stage_confs(features="aliked+xfeat", pairs="vlad", orientation="none")
     assert [f["output"] for f in [ensemble["features"], *ensemble["also"]]] == ["feats-aliked-n16", "feats-xfeat"]
 
 
@@ -580,7 +580,7 @@ def test_a_very_large_photo_costs_at_most_itself(tmp_path, weights_dir, caplog):
     _huge_png(images / "huge.png")
     names += ["huge.jpg", "huge.png"]
     scene = data.Scene("large", "large", images, tuple(names), tuple(names))
-    sconfs = plan.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=512, resize_to=512)
+    sconfs = plan.resolve(device="cpu", pairs="exhaustive", max_keypoints=512, resize_to=512)
     nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
     with caplog.at_level(logging.INFO):
         out = runner.run_scene(plan.plan_scene(scene, sconfs, tmp_path / "work"), nets)
@@ -609,7 +609,7 @@ def test_auto_resize_extracts_each_photo_at_its_own_size_within_the_bounds(tmp_p
     """resize_to "auto" (the CPU default): a large photo at 1024, a mid-sized one at its own size, a
     small one at twice its size; the features' file is named by the bounds; the log says what each got."""
 
-    sconfs = plan.resolve(device="cpu", pairs_method="vlad")
+    sconfs = plan.resolve(device="cpu", pairs="vlad")
     fconf = sconfs["features"]
     assert fconf["resize_to"] == [640, 1024] and fconf["output"] == "feats-aliked-n16-2048-r640-1024-orient-mnn"
     rng = np.random.default_rng(0)

@@ -41,7 +41,7 @@ def test_a_scene_mapped_in_small_pieces_is_mapped_again_with_distortion_held(tmp
     from imc_lib.formats import data, metric, submission
 
     (scene,) = data.load_scenes(imc_data_dir, "train", ["herzjesu-p8"])
-    sconfs = plan.resolve(device="cpu", pairs_method="exhaustive", max_keypoints=1024, orientation_method="none")
+    sconfs = plan.resolve(device="cpu", pairs="exhaustive", max_keypoints=1024, orientation="none")
     nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
     out = runner.run_scene(plan.plan_scene(scene, sconfs, tmp_path), nets)
     paths = out["paths"]

@@ -73,9 +73,9 @@ class Settings:
     features: str = "aliked"  # --features: a plan.confs name (aliked, disk, xfeat, aliked+disk ...)
     max_keypoints: int = _default("max_keypoints", 4096)
     resize_to: int = 0 if _default("resize_to", 1024) == "auto" else _default("resize_to", 1024)  # 0: auto
-    orientation: str = _default("orientation_method", "upright")  # --orientation: upright | mnn | none
+    orientation: str = _default("orientation", "upright")  # --orientation: upright | mnn | none
     matcher: str = _default("matcher", "lightglue")  # --matcher: lightglue | mnn
-    pairs_method: str = "auto"  # --pairs: auto (DINOv2 when a source is given, else vlad) | dinov2 | vlad | exhaustive
+    pairs: str = "auto"  # --pairs: auto (DINOv2 when a source is given, else vlad) | dinov2 | vlad | exhaustive
     max_distance: float | None = None
     min_pairs: int | None = None
     exhaustive_if_less: int | None = None
@@ -84,12 +84,12 @@ class Settings:
     weights: str = ""  # ALIKED/DISK/LightGlue folder; "" = $IMC_WEIGHTS_DIR or download
 
     @property
-    def pairs(self) -> str:
+    def pair_method(self) -> str:
         """The pair method "auto" stands for here: DINOv2 when a source is given, else VLAD (as the CLI's
         `plan.choose_pairs`, whose default sources the sidebar's DINOv2 field starts from)."""
-        if self.pairs_method == "auto":
+        if self.pairs == "auto":
             return "dinov2" if self.dinov2 else "vlad"
-        return self.pairs_method
+        return self.pairs
 
     def stage_confs(self, scene: data.Scene | None = None) -> dict:
         """Per-stage configs (plan.resolve with these settings); for `scene`, as plan.scene_confs
@@ -97,12 +97,12 @@ class Settings:
         # A value at this device's default is left to `resolve`, as the CLI leaves an option unset:
         # on a GPU the features then keep their plain names (feats-aliked-n16, not ...-4096-r1024).
         sconfs = plan.resolve(
-            self.features,
-            DEVICE,
+            device=DEVICE,
+            features=self.features,
             max_keypoints=None if self.max_keypoints == Settings.max_keypoints else int(self.max_keypoints),
-            pairs_method=self.pairs,
+            pairs=self.pair_method,
             resize_to=None if self.resize_to == Settings.resize_to else int(self.resize_to) or "auto",
-            orientation_method=self.orientation,
+            orientation=self.orientation,
             matcher=self.matcher,
             dinov2=self.dinov2 or None,
         )

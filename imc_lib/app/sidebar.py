@@ -148,19 +148,19 @@ def _pair_settings(d: S.Settings) -> dict:
     method = _radio(
         "Pairs from (--pairs)",
         S.PAIR_METHODS,
-        d.pairs_method,
-        "pairs_method",
+        d.pairs,
+        "pairs",
         format_func=LABELS["pairs"].get,
         help="auto: DINOv2 retrieval when a DINOv2 source is given, else VLAD (no weights). "
         "Scenes under 'all pairs when fewer images than' get all pairs either way.",
     )
     off = method == "exhaustive"
     dinov2 = _dinov2(off or method == "vlad")
-    resolved = S.Settings(pairs_method=method, dinov2=dinov2).pairs
+    resolved = S.Settings(pairs=method, dinov2=dinov2).pair_method
     conf = pairs.confs["vlad" if resolved == "vlad" else "dinov2"]
     suffix = ":vlad" if resolved == "vlad" else ""
     return {
-        "pairs_method": method,
+        "pairs": method,
         "dinov2": dinov2,
         "max_distance": sb.number_input(
             "Distance threshold (keep pairs closer than)",

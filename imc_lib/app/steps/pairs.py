@@ -18,7 +18,7 @@ METHODS = {"exhaustive": "all pairs", "retrieval": "DINOv2 retrieval", "vlad": "
 
 
 def use_all_pairs() -> None:
-    st.session_state.pairs_method = "exhaustive"
+    st.session_state.pairs = "exhaustive"
 
 
 def _record(c: Ctx) -> None:
@@ -51,7 +51,7 @@ def refresh(c: Ctx) -> None:
     if not S.extracted(c.plan):
         return  # the vlad pairs or mnn orientation would extract keypoints first
     cached = c.settings.dinov2 and S.stored_descriptors(c.plan) is not None
-    if c.settings.all_pairs(c.images.scene) or (c.settings.pairs == "dinov2" and cached):
+    if c.settings.all_pairs(c.images.scene) or (c.settings.pair_method == "dinov2" and cached):
         try:
             run(c, "pairs", show_progress=False)
             _record(c)
@@ -65,7 +65,7 @@ def _run(c: Ctx) -> None:
         _record(c)
     except Exception as err:
         failed("Pairs", err)
-        if c.settings.pairs == "dinov2":
+        if c.settings.pair_method == "dinov2":
             st.button("Use all pairs (exhaustive) instead", on_click=use_all_pairs, key="use_all_pairs_after_error")
 
 
@@ -73,14 +73,14 @@ def _explain(c: Ctx, n: int) -> bool:
     """Say how the pairs are chosen; False when they cannot be (retrieval without a DINOv2 model)."""
     s, all_pairs = c.settings, c.settings.all_pairs(c.images.scene)
     pconf = c.settings.stage_confs()["pairs"]
-    if s.pairs == "exhaustive":
+    if s.pair_method == "exhaustive":
         st.markdown(f"All {n * (n - 1) // 2} pairs of the {n} images are matched.")
     elif not s.dinov2 and all_pairs:
         st.info(
             f"No DINOv2 source given, so no descriptor heatmap: with {n} images (fewer than "
             f"{pconf['exhaustive_if_less']}) all pairs are matched anyway."
         )
-    elif s.pairs == "dinov2" and not s.dinov2:
+    elif s.pair_method == "dinov2" and not s.dinov2:
         st.error(
             "No DINOv2 model: retrieval needs one. Name a local folder, a Kaggle path "
             f"({networks.DINOV2_KAGGLE_DIR}) or a hub id ({networks.DINOV2_HUB_ID}) under 'DINOv2 source' "
@@ -88,7 +88,7 @@ def _explain(c: Ctx, n: int) -> bool:
         )
         st.button("Use all pairs (exhaustive)", on_click=use_all_pairs, key="use_all_pairs", type="primary")
         return False
-    elif s.pairs == "vlad":
+    elif s.pair_method == "vlad":
         st.markdown(
             "VLAD retrieval, no weights: each photo's keypoint descriptors are pooled over a k-means "
             f"vocabulary of the scene; each image keeps its **{pconf['min_pairs']}** nearest neighbours"
@@ -133,7 +133,7 @@ def _summary(c: Ctx, kept: list) -> None:
     col3.metric("Method", METHODS[method])
     if previous is not None and previous["threshold"] is not None:
         st.caption(f"Previous selection: {previous['pairs']} pairs (threshold {previous['threshold']:g}).")
-    if c.settings.pairs != "exhaustive" and method == "exhaustive":
+    if c.settings.pair_method != "exhaustive" and method == "exhaustive":
         st.info(
             f"{n} images, fewer than 'all pairs when fewer images than' "
             f"({c.settings.stage_confs()['pairs']['exhaustive_if_less']}): every pair is kept, as the pipeline "
