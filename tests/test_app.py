@@ -636,3 +636,22 @@ def test_mixed_folder_shows_each_cluster_and_the_outliers_then_the_chosen_cluste
     assert list(table.columns) == submission.SUBMISSION_COLUMNS_2025
     assert len(table) == 19 and (table["scene"] == "outliers").sum() == outliers
     assert set(table["scene"]) - {"outliers"} == {f"cluster{k}" for k in range(clusters)}
+
+
+def test_a_toy_matcher_registered_by_one_entry_is_offered_and_reconstructs(env):
+    """tests/toy_matcher.py, registered as `MATCHERS["toy"]` (nothing else changed), is in the matcher radio
+    under its own label, and the explorer reconstructs the scene with it."""
+    networks.register(networks.MATCHERS, "toy", "toy_matcher")
+    try:
+        at = start(orientation="none", matcher="toy")
+        assert "toy nearest neighbours" in at.sidebar.radio(key="matcher").options
+        click(goto(at, "pairs"), "run_pairs")
+        click(goto(at, "features"), "run_features")
+        click(goto(at, "matches"), "run_matches")
+        assert any("Toy nearest neighbours matches the keypoints" in m.value for m in at.markdown)
+        assert int(metric(at, "Matches (total)").value) > 0
+        click(goto(at, "reconstruction"), "run_reconstruction")
+        assert metric(at, "Registered images").value == "4/4"
+        assert float(metric(at, "mAA").value) >= 0.8
+    finally:
+        del networks.MATCHERS["toy"]

@@ -9,7 +9,7 @@ import kornia.feature as KF
 import pytest
 import torch
 
-from imc_lib import networks, pipeline, plan, utils
+from imc_lib import cli, networks, pipeline, plan, utils
 from imc_lib.formats import metric
 from imc_lib.networks import aliked, disk, lightglue, xfeat
 from imc_lib.stages import features, matching
@@ -137,3 +137,35 @@ def test_a_toy_extractor_plugs_in_by_one_module_and_one_registry_entry(tmp_path,
     assert row["registered"] == 8 and row["mAA"] > 0.9
     with pytest.raises(networks.WeightsError, match="no LightGlue weights for toy features .*--matcher mnn"):
         plan.stage_confs(features="toy", pairs="exhaustive", matcher="lightglue")
+
+
+def test_a_toy_matcher_plugs_in_by_one_module_and_one_registry_entry(tmp_path, imc_data_dir, weights_dir, capsys):
+    """tests/toy_matcher.py (nearest neighbours and a ratio test, by hand) and `MATCHERS["toy"]`: the matching
+    confs, the CLI's --matcher and the explorer's labels find it, and it reconstructs herzjesu-p8 from the CLI."""
+    networks.register(networks.MATCHERS, "toy", "toy_matcher")
+    try:
+        assert "toy" in matching.confs and networks.MATCHER_LABELS["toy"] == "toy nearest neighbours"
+        out, work = tmp_path / "submission.csv", tmp_path / "work"
+        argv = ["run", str(imc_data_dir), "--scenes", "herzjesu-p8", "--out", str(out), "--work", str(work),
+                "--weights", str(weights_dir), "--matcher", "toy", "--device", "cpu", "--max-keypoints", "1024",
+                "--resize-to", "640"]  # fmt: skip
+        assert cli.main(argv) == 0, capsys.readouterr().err[-2000:]
+    finally:
+        del networks.MATCHERS["toy"]
+    assert sorted(p.name for p in (work / "herzjesu-p8").glob("*matches-toy*.h5")), list(
+        (work / "herzjesu-p8").iterdir()
+    )
+    scores = metric.score(imc_data_dir / "train" / "train_labels.csv", out)
+    row = scores[scores["scene"] == "herzjesu-p8"].iloc[0]
+    assert row["registered"] == 8 and row["mAA"] > 0.9
+
+
+def test_a_network_module_without_a_part_fails_when_registered_naming_it(tmp_path, monkeypatch):
+    (tmp_path / "half_matcher.py").write_text('confs = {"half": {"output": "m", "model": {"name": "half"}}}\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ImportError, match=r"half_matcher .*needs `LABELS`"):
+        networks.register(networks.MATCHERS, "half", "half_matcher")
+    assert "half" not in networks.MATCHERS
+    (tmp_path / "half_extractor.py").write_text("confs = {}\nSIDE_MULTIPLE = 1\nHALF = False\n")
+    with pytest.raises(ImportError, match=r"half_extractor .*needs `lightglue`"):
+        networks.register(networks.EXTRACTORS, "half", "half_extractor")

@@ -28,7 +28,7 @@ from PIL import Image
 from .. import plan, runner
 from ..formats import data, metric, submission
 from ..plan import ScenePlan
-from ..stages import matching, orientation, pairs, reconstruction
+from ..stages import orientation, pairs, reconstruction
 from ..storage.io import MatchReader, digest
 from ..utils import image_size, pick_device
 
@@ -52,10 +52,8 @@ UPLOAD_FORMATS = {"JPEG", "PNG"}
 DEVICE = pick_device(None)
 _ON_CPU = DEVICE.type == "cpu"
 # The CLI's choices (imc-lib run --features / --pairs / --orientation / --matcher).
-FEATURES = tuple(plan.confs)
 PAIR_METHODS = plan.PAIR_METHODS  # the CLI's --pairs choices
 ORIENTATIONS = (*orientation.confs, "none")
-MATCHERS = tuple(matching.confs)
 # Retrieval knobs the sidebar exposes (both dinov2 and vlad have them).
 RETRIEVAL_KEYS = ("max_distance", "min_pairs", "exhaustive_if_less", "p")
 

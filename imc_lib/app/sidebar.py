@@ -9,9 +9,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from .. import networks
+from .. import networks, plan
 from ..formats import data
-from ..stages import pairs
+from ..stages import matching, pairs
 from . import session as S
 
 DEFAULT_IMAGES = 10  # a dataset scene starts with its first 10 images: minutes, not hours, on a CPU
@@ -19,11 +19,6 @@ DEFAULT_IMAGES = 10  # a dataset scene starts with its first 10 images: minutes,
 DEFAULT_MIXED_IMAGES = 40
 LABELS = {
     "orientation": {"upright": "upright (own pass)", "mnn": "mnn (from the keypoints)", "none": "none (upright)"},
-    "matcher": {
-        "lightglue": "LightGlue",
-        "mnn": "mutual nearest neighbours",
-        "mnn+lightglue": "nearest neighbours, LightGlue for weakly tied photos",
-    },
     "pairs": {"auto": "auto", "dinov2": "DINOv2 retrieval", "vlad": "VLAD retrieval", "exhaustive": "all pairs"},
 }
 
@@ -105,7 +100,7 @@ def _radio(label: str, options, default: str, key: str, **kwargs) -> str:
 def _stage_settings(d: S.Settings) -> dict:
     sb = st.sidebar
     return {
-        "features": _radio("Features (--features)", S.FEATURES, d.features, "features", horizontal=True),
+        "features": _radio("Features (--features)", tuple(plan.confs), d.features, "features", horizontal=True),
         "max_keypoints": sb.number_input(
             "Max keypoints per image", 64, 16384, d.max_keypoints, step=256, key="max_keypoints"
         ),
@@ -129,11 +124,11 @@ def _stage_settings(d: S.Settings) -> dict:
         ),
         "matcher": _radio(
             "Matcher (--matcher)",
-            S.MATCHERS,
+            tuple(matching.confs),  # read live: a matcher registered later is offered too
             d.matcher,
             "matcher",
             horizontal=True,
-            format_func=LABELS["matcher"].get,
+            format_func=lambda name: networks.MATCHER_LABELS.get(name, name),
             help="LightGlue: the accurate one (0.2-0.6 s a pair on a CPU). Mutual nearest neighbours "
             "with a ratio test: milliseconds a pair; COLMAP's verification drops its outliers.",
         ),

@@ -1,19 +1,26 @@
 """The networks: a registry of extractors and matchers, one module each, and the run's cache of them.
 
 An extractor module (`aliked`, `disk`, `xfeat`: the models are hloc's `extractors/` and LightGlue's
-wrappers) holds everything the pipeline needs to know of it:
+wrappers) holds everything the pipeline needs to know of it (EXTRACTOR_PARTS, checked when it is first
+imported through the registry):
     confs           its named features confs ({"output", "model": {"name": <registry key>, ...}, "resize_to"})
-    PIPELINES       named pipeline configs it brings: {name: {"features": conf name, "matching": matcher}}
-    WEIGHTS         {weights key: file name in IMC_WEIGHTS_DIR}
-    LIGHTGLUE       the LightGlue weights its descriptors fit; NO_LIGHTGLUE {variant: why none fits}
     SIDE_MULTIPLE   what the image sides are rounded down to; HALF: whether fp16 is safe on CUDA
     lightglue(mconf) -> the LightGlue key of a conf (or the variant without one)
     load(mconf, weights_dir) -> the network, in eval mode
     detect(model, mconf, tensor) -> (keypoints in the tensor's pixels, descriptors, scores)
-A matcher module (`lightglue`, `mnn`) holds WEIGHTS and `load(features, mconf, weights_dir, device, no_lightglue)`.
+and, where it has them: PIPELINES (named pipeline configs it brings: {name: {"features", "matching"}}),
+WEIGHTS ({weights key: file name in IMC_WEIGHTS_DIR}), NO_LIGHTGLUE ({variant: why no LightGlue fits}).
 
-Adding a network is one module and one entry in EXTRACTORS or MATCHERS (a module path): the
-features, matching and pipeline confs read the registry (`Registered`), nothing else names it.
+A matcher module (`lightglue`, `mnn`) holds (MATCHER_PARTS):
+    confs           its named matching confs ({"output", "model": {"name": <registry key>, ...}, "min_matches"})
+    LABELS          {conf name: what the explorer calls it}
+    load(features, mconf, weights_dir, device, no_lightglue) -> the network, in eval mode, whose
+                    forward(data) keeps hloc's matcher contract (MATCHER)
+and WEIGHTS where it has weights.
+
+Adding a network is one module and one entry in EXTRACTORS or MATCHERS (a module path; `register` checks it
+at once): the features, matching and pipeline confs and the explorer's labels read the registry
+(`Registered`), nothing else names it.
 """
 
 from __future__ import annotations
@@ -33,10 +40,50 @@ EXTRACTORS = {"aliked": f"{__name__}.aliked", "disk": f"{__name__}.disk", "xfeat
 MATCHERS = {"lightglue": f"{__name__}.lightglue", "mnn": f"{__name__}.mnn"}
 
 
+# What a network module must hold, by the registry it is in: (name, what it is).
+EXTRACTOR_PARTS = (
+    ("confs", "a dict of named features confs"),
+    ("SIDE_MULTIPLE", "the multiple image sides are rounded down to"),
+    ("HALF", "whether fp16 is safe on CUDA"),
+    ("lightglue", "a function: features conf -> LightGlue key"),
+    ("load", "a function: (model conf, weights dir) -> network"),
+    ("detect", "a function: (network, model conf, image tensor) -> (keypoints, descriptors, scores)"),
+)
+MATCHER_PARTS = (
+    ("confs", "a dict of named matching confs"),
+    ("LABELS", "a dict: conf name -> label"),
+    ("load", "a function: (features, model conf, weights dir, device, no_lightglue) -> network"),
+)
+# The matchers' contract (hloc's): forward(data) -> {"matches0": (1, N0) long, the index in image 1 of each
+# keypoint's match or -1, "matching_scores0": (1, N0) float, 0 where unmatched}; data holds, for i in 0, 1,
+# "keypoints{i}" (1, Ni, 2) pixels, "descriptors{i}" (1, Ni, D), "image_size{i}" (1, 2) as (width, height).
+MATCHER = ("matches0", "matching_scores0")
+
+
+def check(module: ModuleType, parts: tuple) -> ModuleType:
+    """`module`, or an ImportError naming the first part of `parts` it lacks (a network module half written
+    fails when registered or first imported, not at the first photo)."""
+    for name, what in parts:
+        if not hasattr(module, name):
+            raise ImportError(f"{module.__name__} ({module.__file__}): a network module needs `{name}` ({what})")
+    return module
+
+
+def _parts(registry: dict[str, str]) -> tuple:
+    return MATCHER_PARTS if registry is MATCHERS else EXTRACTOR_PARTS
+
+
+def register(registry: dict[str, str], name: str, path: str) -> ModuleType:
+    """Add the module at `path` to EXTRACTORS or MATCHERS as `name`, once it is checked (`check`)."""
+    module = check(importlib.import_module(path), _parts(registry))
+    registry[name] = path
+    return module
+
+
 def _module(registry: dict[str, str], name: str, what: str) -> ModuleType:
     if name not in registry:
         raise ValueError(f"unknown {what} {name!r}; known: {', '.join(sorted(registry))}")
-    return importlib.import_module(registry[name])
+    return check(importlib.import_module(registry[name]), _parts(registry))
 
 
 def extractor(name: str) -> ModuleType:
@@ -59,7 +106,7 @@ class Registered(Mapping):
         merged = {}
         for registry in self.registries:
             for path in registry.values():
-                merged.update(getattr(importlib.import_module(path), self.attr, {}))
+                merged.update(getattr(check(importlib.import_module(path), _parts(registry)), self.attr, {}))
         return merged
 
     def __getitem__(self, key):
@@ -73,6 +120,7 @@ class Registered(Mapping):
 
 
 WEIGHT_FILES = Registered("WEIGHTS", EXTRACTORS, MATCHERS)  # weights key -> file name, every network's
+MATCHER_LABELS = Registered("LABELS", MATCHERS)  # matching conf name -> what the explorer calls it
 NO_LIGHTGLUE = Registered("NO_LIGHTGLUE", EXTRACTORS)  # features variant -> why no LightGlue fits it
 
 

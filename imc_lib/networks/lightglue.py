@@ -10,6 +10,14 @@ import torch
 
 from .weights import WeightsError, load_checked, local_file, official, torch_load, weights_dir
 
+confs = {
+    "lightglue": {
+        "output": "matches-lightglue",
+        "model": {"name": "lightglue", "filter_threshold": 0.1, "depth_confidence": 0.95, "width_confidence": 0.99},
+        "min_matches": 15,
+    },
+}
+LABELS = {"lightglue": "LightGlue"}
 WEIGHTS = {
     "lightglue-aliked": "aliked_lightglue.pth",
     "lightglue-disk": "disk_lightglue.pth",
@@ -17,10 +25,24 @@ WEIGHTS = {
 }
 
 
+class Matcher(torch.nn.Module):
+    """kornia's LightGlue in the matchers' contract (networks.MATCHER)."""
+
+    def __init__(self, net: KF.LightGlue):
+        super().__init__()
+        self.net = net
+
+    def forward(self, data: dict) -> dict:
+        keys = ("keypoints", "descriptors", "image_size")
+        out = self.net({f"image{i}": {k: data[f"{k}{i}"] for k in keys} for i in (0, 1)})
+        return {"matches0": out["matches0"], "matching_scores0": out["matching_scores0"]}
+
+
 def load(features: str, mconf: dict, directory, device: torch.device, no_lightglue: dict) -> torch.nn.Module:
     """LightGlue trained for `features` (a `lightglue()` key of the extractor), mixed precision on CUDA."""
     conf = {k: v for k, v in mconf.items() if k != "name"}
-    return load_lightglue(features, directory, no_lightglue, mp=device.type == "cuda", **conf).to(device)
+    net = load_lightglue(features, directory, no_lightglue, mp=device.type == "cuda", **conf)
+    return Matcher(net).eval().to(device)
 
 
 def load_lightglue(

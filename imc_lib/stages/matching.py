@@ -1,5 +1,5 @@
-"""Match local features of image pairs with LightGlue (LighterGlue for XFeat), or mutual nearest neighbours,
-(kornia) -> `matches-*.h5`.
+"""Match local features of image pairs with a registered matcher (imc_lib/networks: LightGlue, LighterGlue for
+XFeat, mutual nearest neighbours; kornia) -> `matches-*.h5`.
 
 LightGlue is the accurate choice (~0.2-0.6 s per pair at 1024-2048 keypoints on 2 CPU cores);
 `mnn` (mutual nearest neighbours passing a ratio test, kornia's `DescriptorMatcher("smnn")`) costs
@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import kornia
 import numpy as np
 import torch
 
@@ -38,29 +37,9 @@ from ..utils import full_conf, pick_device, resolve_network
 
 logger = logging.getLogger(__name__)
 
-confs = {
-    "lightglue": {
-        "output": "matches-lightglue",
-        "model": {"name": "lightglue", "filter_threshold": 0.1, "depth_confidence": 0.95, "width_confidence": 0.99},
-        "min_matches": 15,
-    },
-    "mnn": {
-        "output": "matches-mnn",
-        # ratio: best / second-best descriptor distance must be below it (Lowe's test, mutual check)
-        "model": {"name": "mnn", "ratio": 0.9},
-        "min_matches": 15,
-    },
-}
-# Mutual nearest neighbours, then LightGlue for the photos they tie weakly (`rescue`): a photo with
-# fewer than `min_strong_pairs` pairs of `strong` matches or more has its weaker pairs matched again
-# by LightGlue, and each such pair keeps whichever matcher found more. Low-texture and compressed
-# photos (white walls: 200-700 ALIKED keypoints) are where nearest neighbours fail and LightGlue
-# does not (imc-real office frames 48/51: 3 -> 45 matches); elsewhere no photo is weak and it costs nothing.
-confs["mnn+lightglue"] = {
-    **confs["mnn"],
-    "output": "matches-mnn-rescued",
-    "rescue": {"model": confs["lightglue"]["model"], "strong": 50, "min_strong_pairs": 3},
-}
+# Every registered matcher's named confs (imc_lib/networks: lightglue, mnn, mnn+lightglue, ...), the first the
+# default: "lightglue" is the accurate choice, "mnn" the CPU's speed setting.
+confs = networks.Registered("confs", networks.MATCHERS)
 
 # A partial conf given to `main` is merged over the entry of `confs` it names by these keys (its
 # output name or network name), else over lightglue.
@@ -70,15 +49,16 @@ DEFAULT_BY = ("output", "model.name")
 MATCH_KEYS = ("matches", "scores")
 
 
-def _to_lightglue(feats: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+def _tensors(feats: dict[str, np.ndarray], i: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """One image's features as the matchers' contract takes them (networks.MATCHER), keys ending in `i`."""
     # LightGlue rejects positions outside the image; a keypoint at the border of a small, upscaled
     # image maps back to just beyond it (e.g. x = -0.48 in a 16 px image).
     size = feats["image_size"].astype(np.float32)
     kpts = np.clip(feats["keypoints"], 0, np.maximum(size - 1, 0))
     return {
-        "keypoints": torch.from_numpy(kpts).float()[None].to(device),
-        "descriptors": torch.from_numpy(feats["descriptors"]).float()[None].to(device),
-        "image_size": torch.from_numpy(feats["image_size"]).float()[None].to(device),
+        f"keypoints{i}": torch.from_numpy(kpts).float()[None].to(device),
+        f"descriptors{i}": torch.from_numpy(feats["descriptors"]).float()[None].to(device),
+        f"image_size{i}": torch.from_numpy(feats["image_size"]).float()[None].to(device),
     }
 
 
@@ -86,18 +66,15 @@ def _to_lightglue(feats: dict[str, np.ndarray], device: torch.device) -> dict[st
 def match_pair(
     network: torch.nn.Module, feats0: dict, feats1: dict, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(M, 2) index pairs and (M,) scores of the mutual matches `network` (LightGlue or a kornia
-    `DescriptorMatcher`) finds between two images."""
+    """(M, 2) index pairs, in the order of the first image's keypoints, and (M,) scores of the matches
+    `network` (any registered matcher: networks.MATCHER's contract) finds between two images."""
     if len(feats0["keypoints"]) == 0 or len(feats1["keypoints"]) == 0:
         return np.zeros((0, 2), np.int32), np.zeros((0,), np.float32)
-    if isinstance(network, kornia.feature.DescriptorMatcher):
-        ratios, matches = network(
-            torch.from_numpy(feats0["descriptors"]).float().to(device),
-            torch.from_numpy(feats1["descriptors"]).float().to(device),
-        )
-        return matches.cpu().numpy().astype(np.int32).reshape(-1, 2), 1 - ratios.float().cpu().numpy().reshape(-1)
-    out = network({"image0": _to_lightglue(feats0, device), "image1": _to_lightglue(feats1, device)})
-    return out["matches"][0].cpu().numpy().astype(np.int32), out["scores"][0].float().cpu().numpy()
+    out = network({**_tensors(feats0, 0, device), **_tensors(feats1, 1, device)})
+    matches0 = out["matches0"][0]
+    index0 = torch.nonzero(matches0 > -1).squeeze(-1)
+    matches = torch.stack([index0, matches0[index0]], -1)
+    return matches.cpu().numpy().astype(np.int32), out["matching_scores0"][0][index0].float().cpu().numpy()
 
 
 def main(

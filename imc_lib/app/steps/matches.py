@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ... import viz
+from ... import networks, viz
 from ...stages import features, matching, pairs
 from ...utils import read_image
 from .. import session as S
@@ -48,7 +48,8 @@ def show(c: Ctx) -> None:
     if blocked(c, "matches"):
         return
     min_matches = c.sconfs["matching"]["min_matches"]
-    matcher = "LightGlue" if c.settings.matcher == "lightglue" else "Mutual nearest neighbours"
+    label = networks.MATCHER_LABELS.get(c.settings.matcher, c.settings.matcher)
+    matcher = label[:1].upper() + label[1:]
     st.markdown(
         f"{matcher} matches the keypoints of every kept pair; pairs with fewer than {min_matches} matches "
         "are stored empty and left out of the reconstruction."
