@@ -55,15 +55,9 @@ def reconstruction_figure(
     cameras without a finite error are grey. Points beyond `max_points` are subsampled (fixed seed).
     Traces: points, then frustums (+ centres) with errors, then those without.
     """
-    points = [(p.xyz, p.color) for p in reconstruction.points3D.values()]
-    xyz = np.array([p for p, _ in points], dtype=float).reshape(-1, 3)
-    rgb = np.array([c for _, c in points], dtype=np.uint8).reshape(-1, 3)
-    if len(xyz) > max_points:
-        keep = np.sort(np.random.default_rng(0).choice(len(xyz), max_points, replace=False))
-        xyz, rgb = xyz[keep], rgb[keep]
+    xyz, rgb = _points(reconstruction, max_points)
     images = sorted((im for im in reconstruction.images.values() if im.has_pose), key=lambda im: im.name)
     centres = np.array([im.projection_center() for im in images], dtype=float).reshape(-1, 3)
-
     if frustum_scale is None:
         spread = centres if len(centres) > 1 else xyz
         extent = float(np.median(np.linalg.norm(spread - spread.mean(axis=0), axis=1))) if len(spread) > 1 else 0.0
@@ -79,70 +73,13 @@ def reconstruction_figure(
             hoverinfo="skip",
         )
     )
-
     errors = {} if camera_errors is None else {k: float(v) for k, v in camera_errors.items()}
     with_error = [im for im in images if math.isfinite(errors.get(im.name, math.inf))]
     without = [im for im in images if not math.isfinite(errors.get(im.name, math.inf))]
-    finite = [errors[im.name] for im in with_error]
-    cmax = max_error if max_error is not None else (max(finite) if finite else 1.0)
-    cmax = cmax if cmax > 0 else 1.0
-
     if with_error:
-        lines = np.concatenate([_frustum(im, frustum_scale) for im in with_error])
-        line_values = np.repeat(finite, len(lines) // len(with_error))
-        fig.add_trace(
-            go.Scatter3d(
-                **_xyz(lines),
-                mode="lines",
-                name="cameras",
-                showlegend=False,
-                hoverinfo="skip",
-                line=dict(width=3, color=line_values, colorscale=ERROR_COLORSCALE, cmin=0, cmax=cmax),
-            )
-        )
-        fig.add_trace(
-            go.Scatter3d(
-                **_xyz(np.array([im.projection_center() for im in with_error])),
-                mode="markers",
-                name=f"cameras ({len(with_error)})",
-                text=[im.name for im in with_error],
-                customdata=finite,
-                hovertemplate="%{text}<br>error %{customdata:.3f}<extra></extra>",
-                marker=dict(
-                    size=4,
-                    color=finite,
-                    colorscale=ERROR_COLORSCALE,
-                    cmin=0,
-                    cmax=cmax,
-                    colorbar=dict(title="camera error"),
-                ),
-            )
-        )
+        _cameras_with_error(fig, with_error, [errors[im.name] for im in with_error], max_error, frustum_scale)
     if without:
-        color = "#1f77b4" if camera_errors is None else "#999999"
-        label = "cameras" if camera_errors is None else "cameras without error"
-        lines = np.concatenate([_frustum(im, frustum_scale) for im in without])
-        fig.add_trace(
-            go.Scatter3d(
-                **_xyz(lines),
-                mode="lines",
-                name=label,
-                showlegend=False,
-                hoverinfo="skip",
-                line=dict(width=3, color=color),
-            )
-        )
-        fig.add_trace(
-            go.Scatter3d(
-                **_xyz(np.array([im.projection_center() for im in without])),
-                mode="markers",
-                name=f"{label} ({len(without)})",
-                text=[im.name for im in without],
-                hovertemplate="%{text}<extra></extra>",
-                marker=dict(size=4, color=color),
-            )
-        )
-
+        _cameras(fig, without, frustum_scale, graded=camera_errors is not None)
     if title is None:
         title = (
             f"{len(images)} of {reconstruction.num_images()} images registered, {reconstruction.num_points3D()} points"
@@ -155,3 +92,72 @@ def reconstruction_figure(
         legend=dict(yanchor="top", y=0.98, xanchor="left", x=0.01),
     )
     return fig
+
+
+def _points(reconstruction, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) positions and (N, 3) uint8 colours of the model's points, at most `max_points` (fixed seed)."""
+    points = [(p.xyz, p.color) for p in reconstruction.points3D.values()]
+    xyz = np.array([p for p, _ in points], dtype=float).reshape(-1, 3)
+    rgb = np.array([c for _, c in points], dtype=np.uint8).reshape(-1, 3)
+    if len(xyz) > max_points:
+        keep = np.sort(np.random.default_rng(0).choice(len(xyz), max_points, replace=False))
+        xyz, rgb = xyz[keep], rgb[keep]
+    return xyz, rgb
+
+
+def _cameras_with_error(fig: go.Figure, images: list, finite: list[float], max_error, scale: float) -> None:
+    """Frustums and centres of `images`, coloured by their error (`finite`, saturating at `max_error`)."""
+    cmax = max_error if max_error is not None else (max(finite) if finite else 1.0)
+    cmax = cmax if cmax > 0 else 1.0
+    lines = np.concatenate([_frustum(im, scale) for im in images])
+    line_values = np.repeat(finite, len(lines) // len(images))
+    fig.add_trace(
+        go.Scatter3d(
+            **_xyz(lines),
+            mode="lines",
+            name="cameras",
+            showlegend=False,
+            hoverinfo="skip",
+            line=dict(width=3, color=line_values, colorscale=ERROR_COLORSCALE, cmin=0, cmax=cmax),
+        )
+    )
+    fig.add_trace(
+        go.Scatter3d(
+            **_xyz(np.array([im.projection_center() for im in images])),
+            mode="markers",
+            name=f"cameras ({len(images)})",
+            text=[im.name for im in images],
+            customdata=finite,
+            hovertemplate="%{text}<br>error %{customdata:.3f}<extra></extra>",
+            marker=dict(
+                size=4,
+                color=finite,
+                colorscale=ERROR_COLORSCALE,
+                cmin=0,
+                cmax=cmax,
+                colorbar=dict(title="camera error"),
+            ),
+        )
+    )
+
+
+def _cameras(fig: go.Figure, images: list, scale: float, graded: bool) -> None:
+    """Frustums and centres of `images` in one colour: blue, or grey beside cameras `graded` by error."""
+    color = "#999999" if graded else "#1f77b4"
+    label = "cameras without error" if graded else "cameras"
+    lines = np.concatenate([_frustum(im, scale) for im in images])
+    fig.add_trace(
+        go.Scatter3d(
+            **_xyz(lines), mode="lines", name=label, showlegend=False, hoverinfo="skip", line=dict(width=3, color=color)
+        )
+    )
+    fig.add_trace(
+        go.Scatter3d(
+            **_xyz(np.array([im.projection_center() for im in images])),
+            mode="markers",
+            name=f"{label} ({len(images)})",
+            text=[im.name for im in images],
+            hovertemplate="%{text}<extra></extra>",
+            marker=dict(size=4, color=color),
+        )
+    )

@@ -88,3 +88,18 @@ def test_the_runner_the_plan_and_the_run_loop_have_no_function_over_a_screen():
                 if node.end_lineno - start + 1 > MAX_LINES:
                     long.append(f"{name}:{node.lineno} {node.name}: {node.end_lineno - start + 1} lines")
     assert not long, long
+
+
+# Every function of the package fits on a page (issue 40): a longer one is two.
+MAX_LINES_ANYWHERE = 80
+
+
+def test_no_function_of_the_package_is_over_a_page():
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                if node.end_lineno - start + 1 > MAX_LINES_ANYWHERE:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: {node.end_lineno - start + 1}")
+    assert not long, long
