@@ -76,8 +76,8 @@ def main():
             )
             wall = time.perf_counter() - start
             scenes = result["scenes"]
-            scores = score_table(data_dir, out / "submission.csv", {k: r["registered"] for k, r in scenes.items()})
-            columns[name] = {k: (*scores[k], scenes[k]["images"], sum(scenes[k]["times"].values())) for k in scores}
+            scores = score_table(data_dir, out / "submission.csv", {k: r.registered for k, r in scenes.items()})
+            columns[name] = {k: (*scores[k], scenes[k].images, sum(scenes[k].times.values())) for k in scores}
             columns[name]["_wall"] = wall
 
         print(f"\n{data_dir.name} ({data_dir}):\n")

@@ -83,17 +83,18 @@ def run_mix(work: Path, weights: Path) -> list[dict]:
     return rows
 
 
-def _row(set_name: str, scene: str, maa: float, result: dict, sift: float | None) -> dict:
-    models = result.get("models") or {}
+def _row(set_name: str, scene: str, maa: float, result, sift: float | None) -> dict:
+    """A board row from a scene's pipeline.SceneOutcome."""
+    models = result.models
     return {
         "set": set_name,
         "scene": scene,
         "mAA": round(float(maa), 3),
         "SIFT": sift,
-        "registered": f"{result['registered']}/{result['images']}",
+        "registered": f"{result.registered}/{result.images}",
         "models": f"{models['models_before']} -> {models['models_after']}" if models else "",
-        "wall s": round(sum(result["times"].values()), 1),
-        "note": result.get("error") or "",
+        "wall s": round(sum(result.times.values()), 1),
+        "note": "" if result.status == "ok" else result.status,
     }
 
 

@@ -99,13 +99,13 @@ def run_setting(data_dir: Path, kwargs: dict, work: Path, args) -> dict:
     photos = [first.image_dir / n for n in list(first.image_names)[: args.rate_photos]]
     nets = networks.Networks(args.weights, args.device, networks)
     fconfs = [result["confs"]["features"], *result["confs"]["also"]]
-    photos_done = sum(r["images"] for r in scenes.values()) * len(fconfs)
+    photos_done = sum(r.images for r in scenes.values()) * len(fconfs)
     return {
         "wall": wall,
         "times": result["times"],
         "net": {f["model"].get("model_name", f["model"]["name"]): network_rate(f, nets, photos) for f in fconfs},
         "stage": photos_done / result["times"]["features"] if result["times"].get("features") else float("nan"),
-        "scenes": {k: (scores[k], sum(r["times"].values()), r["images"]) for k, r in scenes.items() if k in scores},
+        "scenes": {k: (scores[k], sum(r.times.values()), r.images) for k, r in scenes.items() if k in scores},
     }
 
 

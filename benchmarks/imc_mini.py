@@ -76,9 +76,9 @@ def main():
     print("|" + "---|" * (header.count("|") - 1))
     for row in scores.itertuples(index=False):
         r = result["scenes"][row.scene]
-        t = [r["times"].get(s, 0.0) for s in STAGES]
+        t = [r.times.get(s, 0.0) for s in STAGES]
         print(
-            f"| {row.scene} | {r['registered']}/{row.images} | {row.mAA:.3f} | "
+            f"| {row.scene} | {r.registered}/{row.images} | {row.mAA:.3f} | "
             + " | ".join(f"{x:.1f}" for x in t)
             + f" | {sum(t):.1f} |"
         )

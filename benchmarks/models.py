@@ -44,9 +44,9 @@ def rows(data_dir: Path, work: Path, result: dict, scenes: list[str] | None) -> 
     out = []
     for scene in data.load_scenes(data_dir, "train", scenes):
         r = result["scenes"][scene.key]
-        summary = r["models"]
+        summary = r.models
         if not summary:
-            out.append({"scene": scene.key, "status": r["error"] or "no model"})
+            out.append({"scene": scene.key, "status": r.error or r.skipped or "no model"})
             continue
         (sfm_dir,) = [p.parent for p in (work / scene.key).glob("*/summary.json")]
         before = before_poses(sfm_dir, summary)

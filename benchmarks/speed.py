@@ -119,7 +119,7 @@ def main():
         wall = time.perf_counter() - start
         n_images, n_pairs = unit_counts(args.data, out, args.scenes, result["confs"])
         scores = metric.score(labels, out / "submission.csv").set_index("scene")["mAA"]
-        spans = [s for r in result["scenes"].values() for s in r["spans"]]
+        spans = [s for r in result["scenes"].values() for s in r.spans]
 
         used = result["confs"]
         print(f"### {name}: {kwargs}")
@@ -152,7 +152,7 @@ def main():
             if scene in result["scenes"]:
                 r = result["scenes"][scene]
                 sift_cell = f"{sift_scores[scene]:.3f}" if scene in sift_scores else "not run"
-                print(f"| {scene} | {r['images']} | {r['registered']} | {value:.3f} | {sum(r['times'].values()):.0f} "
+                print(f"| {scene} | {r.images} | {r.registered} | {value:.3f} | {sum(r.times.values()):.0f} "
                       f"| {sift_cell} |")  # fmt: skip
         print()
     sampler.running = False

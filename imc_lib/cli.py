@@ -63,8 +63,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 def _report(result) -> int:
     times = result["times"]
     print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()) + f", total {sum(times.values()):.1f}s")
-    missing = sum(r["images"] - r["registered"] - r.get("outliers", 0) for r in result["scenes"].values())
-    outliers = sum(r.get("outliers", 0) for r in result["scenes"].values())
+    missing = sum(r.unposed for r in result["scenes"].values())
+    outliers = sum(r.outliers or 0 for r in result["scenes"].values())
     rows = result["submission"] or Path(result["export"]) / "poses.csv"
     written = result["submission"] or f"{result['export']}: poses.csv and each cluster's files"
     print(
@@ -73,8 +73,8 @@ def _report(result) -> int:
         + (f" ({outliers} photo(s) in no cluster: outliers)" if outliers else "")
     )
     print(f"report: {result['report']}")
-    # Scenes the time guard skipped or stopped ("skipped: ...") were a decision, not a failure.
-    failed = [key for key, r in result["scenes"].items() if r["error"] and not r["error"].startswith("skipped")]
+    # Scenes the time guard skipped or stopped were a decision (`skipped`), not a failure (`error`).
+    failed = [key for key, r in result["scenes"].items() if r.error]
     if failed:
         print(
             f"imc-lib: error: {len(failed)} scene(s) failed: {', '.join(failed)}; their photos have placeholder "
@@ -86,13 +86,14 @@ def _report(result) -> int:
 
 
 def scene_table(scenes: dict) -> str:
-    """One line per scene of `pipeline.run`'s result: registered photos and "ok" or the error."""
+    """One line per scene of `pipeline.run`'s result (SceneOutcome): registered photos and "ok", the error
+    or why it was skipped."""
     table = pd.DataFrame(
         {
-            "registered": [f"{r['registered']}/{r['images']}" for r in scenes.values()],
-            "models": [_models(r.get("models") or {}) for r in scenes.values()],
-            "outliers": [r.get("outliers", "") for r in scenes.values()],
-            "status": [r["error"] or "ok" for r in scenes.values()],
+            "registered": [f"{r.registered}/{r.images}" for r in scenes.values()],
+            "models": [_models(r.models) for r in scenes.values()],
+            "outliers": ["" if r.outliers is None else r.outliers for r in scenes.values()],
+            "status": [r.status for r in scenes.values()],
         },
         index=pd.Index(list(scenes), name="scene"),
     )

@@ -48,8 +48,8 @@ def run(
     caller keeps between runs, whose loaded networks the next run reuses.
 
     A scene that fails is logged and still gets its rows (no pose); the run goes on. Returns
-    {"scenes": {key: {"registered", "images", "error", "times", "spans", "models"}}, "times": {stage:
-    seconds}, "submission": out (None for a plain folder), "export", "report", "confs": the stage confs}.
+    {"scenes": {key: SceneOutcome}, "times": {stage: seconds}, "submission": out (None for a plain folder),
+    "export", "report", "confs": the stage confs}.
     """
     opts, executor = Options(**options), executor or LocalExecutor()
     data_dir, work_dir, folder = _folders(data_dir, work_dir, split, opts, executor)
@@ -183,8 +183,8 @@ class _Runs:
         scene = job.scene
         result, clusters = _lost(scene, outcome) if isinstance(outcome, BaseException) else outcome
         if self.guard and job.plan:
-            self.guard.record(result["images"], self.settings[scene.key], result["times"])
-        for stage, seconds in result["times"].items():
+            self.guard.record(result.images, self.settings[scene.key], result.times)
+        for stage, seconds in result.times.items():
             self.times[stage] += seconds
         self.by_key[scene.key], self.by_rows[scene.key] = result, _rows(scene, clusters)
         self.sfm_dirs[scene.key] = job.plan and job.plan.paths.sfm
@@ -194,13 +194,13 @@ class _Runs:
     def rows(self) -> list[dict]:
         return [r for s in self.scenes for r in self.by_rows.get(s.key, _rows(s, []))]
 
-    def results(self) -> dict:
+    def results(self) -> dict[str, SceneOutcome]:
         return {s.key: self.by_key[s.key] for s in self.scenes}
 
 
-def _warn_unposed(results: dict) -> None:
-    failed = [k for k, r in results.items() if r["error"]]
-    unregistered = sum(r["images"] - r["registered"] - r.get("outliers", 0) for r in results.values())
+def _warn_unposed(results: dict[str, SceneOutcome]) -> None:
+    failed = [k for k, r in results.items() if r.error]
+    unregistered = sum(r.unposed for r in results.values())
     if failed or unregistered:
         logger.warning(
             "%d image(s) without a pose, %d scene(s) failed %s; their rows carry a placeholder pose",
@@ -220,9 +220,10 @@ def write_record(work_dir: Path, record: dict, report_path: Path) -> None:
     report.main(Path(work_dir), report_path)
 
 
-def _scene_record(scene: data.Scene, result: dict, sfm_dir: Path | None) -> dict:
+def _scene_record(scene: data.Scene, result: SceneOutcome, sfm_dir: Path | None) -> dict:
     """What the report needs of one scene: its photos, where its models are, what the run found."""
-    kept = {k: v for k, v in result.items() if k != "spans"}
+    kept = {k: v for k, v in dataclasses.asdict(result).items() if k != "spans" and v is not None}
+    kept["error"], kept["status"] = result.error, result.status
     return {
         "key": scene.key,
         "dataset": scene.dataset,
@@ -311,73 +312,77 @@ class SceneJob:
     device: str | None
 
 
-def scene_task(job: SceneJob, nets: Networks, executor) -> tuple[dict, list[dict]]:
+def scene_task(job: SceneJob, nets: Networks, executor) -> tuple[SceneOutcome, list[dict]]:
     """What an executor runs for one scene: `_run_one` on `nets`, large scenes sharded on `executor`."""
     return _run_one(job.scene, job.plan, nets, job.overwrite, job.deadline, executor)
 
 
-def _lost(scene: data.Scene, err: BaseException) -> tuple[dict, list[dict]]:
+@dataclasses.dataclass
+class SceneOutcome:
+    """What one scene of a run gave: its photos and those registered, what joining the mapper's models did
+    (reconstruction.summary), its stage times; a failure's `error`, or the reason it was `skipped` (the time
+    guard's decision, not a failure). A mixed folder also counts its clusters and outliers."""
+
+    images: int
+    registered: int = 0
+    error: str | None = None
+    skipped: str | None = None
+    times: dict[str, float] = dataclasses.field(default_factory=dict)
+    spans: list = dataclasses.field(default_factory=list)  # (stage, start, end) in time.perf_counter seconds
+    models: dict = dataclasses.field(default_factory=dict)
+    shards: dict = dataclasses.field(default_factory=dict)  # stage -> {"reused", "computed"} shards
+    clusters: int | None = None  # mixed folders only
+    outliers: int | None = None  # mixed folders only: photos in no cluster
+
+    @property
+    def unposed(self) -> int:
+        """Photos with a placeholder pose: not registered, and not an outlier of a mixed folder."""
+        return self.images - self.registered - (self.outliers or 0)
+
+    @property
+    def status(self) -> str:
+        return self.error or (f"skipped: {self.skipped}" if self.skipped else "ok")
+
+
+def _lost(scene: data.Scene, err: BaseException) -> tuple[SceneOutcome, list[dict]]:
     """A scene whose task was lost (its worker died, after every retry): recorded as failed, no poses."""
     logger.error("scene %s lost: %s; its %d images get rows without a pose", scene.key, err, len(scene.image_names))
     error = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-    return {
-        "images": len(scene.image_names),
-        "registered": 0,
-        "error": error,
-        "times": {},
-        "spans": [],
-        "models": {},
-        "shards": {},
-    }, []
+    return SceneOutcome(len(scene.image_names), error=error), []
 
 
-def _run_one(scene, plan, nets, overwrite, deadline=None, executor=None) -> tuple[dict, list[dict]]:
+def _run_one(scene, plan, nets, overwrite, deadline=None, executor=None) -> tuple[SceneOutcome, list[dict]]:
     """`run_scene`, with a failure logged and recorded instead of raised (set-up problems excepted);
-    returns the scene's result and its clusters' poses (largest first; one for an IMC 2024 scene).
+    returns the scene's outcome and its clusters' poses (largest first; one for an IMC 2024 scene).
     `plan` None: a scene the time guard skipped."""
     names = list(scene.image_names)
     logger.info("scene %s: %d images", scene.key, len(names))
-    result = {
-        "images": len(names),
-        "registered": 0,
-        "error": None,
-        "times": {},
-        "spans": [],
-        "models": {},
-        "shards": {},
-    }
-    clusters = []
+    result, clusters = SceneOutcome(len(names)), []
     if plan is None:
-        result["error"] = "skipped: time limit"
+        result.skipped = "time limit"
         return result, clusters
     try:
         with lock.scene_lock(plan.paths.root):  # another run on this scene stops this one
             out = run_scene(plan, nets, overwrite, deadline, executor=executor)
-        clusters = out["clusters"] if scene.mixed else [out["poses"]]
-        result.update(times=out["times"], spans=out["spans"], models=out["models"], shards=out["shards"])
+        clusters = out.clusters if scene.mixed else [out.poses]
+        result.times, result.spans, result.models, result.shards = out.times, out.spans, out.models, out.shards
     except (WeightsError, lock.SceneLockedError):
         raise  # set-up problems, not the scene's: missing weights fail every scene; a busy folder is another run's
     except budget.OutOfTime as err:
         logger.warning("scene %s: %s; its %d images get placeholder rows", scene.key, err, len(names))
-        result["error"] = f"skipped: {err}"
+        result.skipped = str(err)
     except Exception as err:  # one bad scene must not cost the others their poses
         logger.exception("scene %s failed: %s; its %d images get rows without a pose", scene.key, err, len(names))
-        result["error"] = f"{type(err).__name__}: {err}"
+        result.error = f"{type(err).__name__}: {err}"
     finally:
         if nets.device.type == "cuda":
             torch.cuda.empty_cache()
     placed = set().union(*clusters)
-    result["registered"] = sum(n in placed for n in names)
+    result.registered = sum(n in placed for n in names)
     if scene.mixed:  # photos in no cluster are its outliers, not failures
-        result.update(clusters=len(clusters), outliers=len(names) - result["registered"])
-    if not result["error"]:  # the scene's summary line, whatever shows the stages' progress
-        times = ", ".join(f"{k} {v:.1f} s" for k, v in result["times"].items())
-        logger.info(
-            "scene %s: %d of %d images registered in %.1f s (%s)",
-            scene.key,
-            result["registered"],
-            len(names),
-            sum(result["times"].values()),
-            times,
-        )
+        result.clusters, result.outliers = len(clusters), len(names) - result.registered
+    if result.status == "ok":  # the scene's summary line, whatever shows the stages' progress
+        times = ", ".join(f"{k} {v:.1f} s" for k, v in result.times.items())
+        logger.info("scene %s: %d of %d images registered in %.1f s (%s)", scene.key, result.registered,
+                    len(names), sum(result.times.values()), times)  # fmt: skip
     return result, clusters

@@ -22,13 +22,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import pycolmap
 
 from .execution import budget, shards
 from .execution.executor import LocalExecutor
 from .networks import Networks, lightglue_key
-from .plan import ScenePlan
+from .plan import ScenePaths, ScenePlan
 from .stages import ensemble, features, matching, orientation, pairs, reconstruction
 from .storage import io
 from .storage.io import read_pairs, stamp_path, write_pairs
@@ -198,6 +200,22 @@ class _Clock:
                 self.spans.append((stage, start, end))
 
 
+@dataclass
+class SceneRun:
+    """What one scene's stages gave (`run_scene`): the largest model and its poses ({name: (R, t)}), every
+    kept model's poses (`clusters`, largest first), what joining the mapper's models did (`models`:
+    reconstruction.summary), the stage times and spans, the plan's paths, the shards' counts."""
+
+    paths: ScenePaths
+    poses: dict = field(default_factory=dict)
+    model: pycolmap.Reconstruction | None = None
+    clusters: list[dict] = field(default_factory=list)
+    models: dict = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)
+    spans: list = field(default_factory=list)
+    shards: dict = field(default_factory=dict)
+
+
 def run_scene(
     plan: ScenePlan,
     nets: Networks,
@@ -206,10 +224,8 @@ def run_scene(
     progress=None,
     until: str | None = None,
     executor=None,
-) -> dict:
-    """One scene through its stages, in order; returns {"poses": {name: (R, t)}, "model", "clusters",
-    "models", "times", "spans", "paths", "shards"}: "clusters" the poses of every kept model (largest
-    first), "models" what joining the mapper's models did (reconstruction.summary).
+) -> SceneRun:
+    """One scene through its stages, in order; returns what they gave (SceneRun).
 
     Stages reuse what their files hold (unless `overwrite`). `deadline` (time.monotonic seconds) is
     checked between stages and inside extraction and matching: past it, budget.OutOfTime.
@@ -239,18 +255,9 @@ class _Context:
     def __init__(self, plan: ScenePlan, nets, overwrite, deadline, progress, pool=None, sharding=None):
         self.plan, self.paths, self.confs, self.names = plan, plan.paths, plan.confs, plan.names
         self.nets, self.overwrite, self.deadline = nets, overwrite, deadline
-        self.out = {
-            "poses": {},
-            "model": None,
-            "clusters": [],
-            "models": {},
-            "times": {},
-            "spans": [],
-            "paths": plan.paths,
-            "shards": {},
-        }
+        self.out = SceneRun(plan.paths)
         self.pool, self.sharding = pool, sharding  # where a large scene's shards run, and their sizes
-        self.clock = _Clock(self.out["times"], self.out["spans"])
+        self.clock = _Clock(self.out.times, self.out.spans)
         self.fresh = overwrite  # a file is overwritten once per run, not again by a later stage
         self.turns = None
         self._progress = progress
@@ -262,7 +269,7 @@ class _Context:
         return lambda done, total, desc=None: self._progress(stage, done, total)
 
     def count(self, stage: str, counts: dict) -> None:
-        total = self.out["shards"].setdefault(stage, {"reused": 0, "computed": 0})
+        total = self.out.shards.setdefault(stage, {"reused": 0, "computed": 0})
         for key, value in counts.items():
             total[key] += value
 
@@ -460,12 +467,9 @@ def _reconstruction(ctx: _Context) -> None:
         progress=ctx.report("reconstruction"),
     )
     clusters = reconstruction.clusters(paths.sfm) if model is not None else []
-    ctx.out.update(
-        poses=reconstruction.poses(model),
-        model=model,
-        clusters=[reconstruction.poses(c) for c in clusters],
-        models=reconstruction.summary(paths.sfm),
-    )
+    ctx.out.poses, ctx.out.model = reconstruction.poses(model), model
+    ctx.out.clusters = [reconstruction.poses(c) for c in clusters]
+    ctx.out.models = reconstruction.summary(paths.sfm)
 
 
 # The stages of a scene, in the order the runner runs them.

@@ -80,7 +80,7 @@ sconfs = result["confs"]  # the stage configs the run used (a CPU gets its speed
 paths = plan.plan_scene(scene, sconfs, WORK_DIR).paths  # small scenes: all pairs
 pd.DataFrame(
     {
-        key: {"images": r["images"], "registered": r["registered"], "error": r["error"], **r["times"]}
+        key: {"images": r.images, "registered": r.registered, "status": r.status, **r.times}
         for key, r in result["scenes"].items()
     }
 ).T

@@ -251,12 +251,12 @@ table.head()
 times = pd.DataFrame(
     {
         k: {
-            "images": r["images"],
-            "registered": r["registered"],
-            "error": r["error"],
-            **{k: r[k] for k in ("clusters", "outliers") if k in r},  # IMC 2025 datasets
-            **r["times"],
-            "total": sum(r["times"].values()),
+            "images": r.images,
+            "registered": r.registered,
+            "status": r.status,
+            **{k: getattr(r, k) for k in ("clusters", "outliers") if getattr(r, k) is not None},  # IMC 2025 datasets
+            **r.times,
+            "total": sum(r.times.values()),
         }
         for k, r in result["scenes"].items()
     }

@@ -27,7 +27,7 @@ def fountain(tmp_path_factory, imc_data_dir, weights_dir):
         device="cpu", pairs="exhaustive", max_keypoints=1024, orientation="none", resize_to=640
     )  # at 640 px the facade's far end is tied to its first photos only through the middle
     nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
-    paths = runner.run_scene(plan.plan_scene(scene, sconfs, work), nets, until="matching")["paths"]
+    paths = runner.run_scene(plan.plan_scene(scene, sconfs, work), nets, until="matching").paths
     conf = reconstruction.confs["incremental"]
     database = work / "database.db"
     names = list(scene.image_names)
@@ -118,7 +118,7 @@ def test_unrelated_scenes_in_one_photo_set_stay_apart(tmp_path, imc_data_dir, we
     sconfs["reconstruction"] = dict(reconstruction.confs["clusters"])
     nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
     out = runner.run_scene(plan.plan_scene(mixed, sconfs, tmp_path / "work"), nets)
-    clusters = reconstruction.clusters(out["paths"].sfm)
+    clusters = reconstruction.clusters(out.paths.sfm)
     scenes_in = [{mixed_name.split("_")[0] for mixed_name in _names(c)} for c in clusters]
     assert all(len(s) == 1 for s in scenes_in), scenes_in
     assert {"herzjesu-p8"} in scenes_in and {"temple"} in scenes_in

@@ -248,7 +248,7 @@ def test_networks_loaded_by_one_run_serve_the_next(tmp_path, imc_data_dir, weigh
         "networks": cache,
     }
     first = pipeline.run(imc_data_dir, tmp_path / "a.csv", tmp_path / "work", **kwargs)
-    assert first["scenes"][next(iter(first["scenes"]))]["registered"] >= 6 and cache
+    assert first["scenes"][next(iter(first["scenes"]))].registered >= 6 and cache
 
     def no_model(*args, **kw):
         raise AssertionError("a network was loaded again")
@@ -445,9 +445,9 @@ def test_vlad_pairs_after_turning_recover_the_pairs_across_turned_photos(tmp_pat
     def recall(path):
         return len({tuple(p) for p in pairs.read_pairs(path)} & wanted) / len(wanted)
 
-    assert out["paths"].candidates.name == "pairs-vlad-as-stored.txt"
-    assert recall(out["paths"].pairs) == 1.0 > recall(out["paths"].candidates)
-    assert len(out["poses"]) >= 15
+    assert out.paths.candidates.name == "pairs-vlad-as-stored.txt"
+    assert recall(out.paths.pairs) == 1.0 > recall(out.paths.candidates)
+    assert len(out.poses) >= 15
 
 
 def _submission(tmp_path, scene, poses):
@@ -463,10 +463,10 @@ def test_vlad_pairs_of_upright_photos_are_the_as_stored_ones(tmp_path, imc_data_
     sconfs["pairs"].update(exhaustive_if_less=2, min_pairs=3)
     nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
     out = runner.run_scene(plan.plan_scene(scene, sconfs, tmp_path), nets)
-    assert orientation.read_orientations(out["paths"].orientation) == {n: 0 for n in scene.image_names}
-    chosen = pairs.read_pairs(out["paths"].pairs)
-    assert chosen == pairs.read_pairs(out["paths"].candidates)
-    assert len(chosen) < 28 and len(out["poses"]) == 8
+    assert orientation.read_orientations(out.paths.orientation) == {n: 0 for n in scene.image_names}
+    chosen = pairs.read_pairs(out.paths.pairs)
+    assert chosen == pairs.read_pairs(out.paths.candidates)
+    assert len(chosen) < 28 and len(out.poses) == 8
 
 
 def test_run_scene_reports_each_stage_and_stops_where_asked(tmp_path, weights_dir):
@@ -479,7 +479,7 @@ def test_run_scene_reports_each_stage_and_stops_where_asked(tmp_path, weights_di
     nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
     heard = []
     out = runner.run_scene(plan.plan_scene(scene, sconfs, tmp_path), nets, progress=lambda *event: heard.append(event))
-    assert out["paths"].pairs.name == "pairs-exhaustive.txt" and len(out["poses"]) == 8
+    assert out.paths.pairs.name == "pairs-exhaustive.txt" and len(out.poses) == 8
     totals = {}
     for stage, done, total in heard:
         assert total is None or 0 <= done <= total, (stage, done, total)
@@ -495,7 +495,7 @@ def test_run_scene_reports_each_stage_and_stops_where_asked(tmp_path, weights_di
     heard.clear()
     scene_plan = plan.plan_scene(scene, sconfs, tmp_path)
     again = runner.run_scene(scene_plan, nets, progress=lambda *event: heard.append(event))
-    assert heard == [] and set(again["poses"]) == set(out["poses"])
+    assert heard == [] and set(again.poses) == set(out.poses)
 
     heard.clear()
     part = runner.run_scene(
@@ -504,8 +504,8 @@ def test_run_scene_reports_each_stage_and_stops_where_asked(tmp_path, weights_di
         progress=lambda *event: heard.append(event),
         until="pairs",
     )
-    assert part["poses"] == {} and part["model"] is None
-    assert part["paths"].pairs.is_file() and not part["paths"].orientation.exists()
+    assert part.poses == {} and part.model is None
+    assert part.paths.pairs.is_file() and not part.paths.orientation.exists()
     assert {stage for stage, _, _ in heard} == {"features", "pairs"}
     with pytest.raises(ValueError, match="not a stage"):
         runner.run_scene(plan.plan_scene(scene, sconfs, tmp_path), nets, until="keypoints")
@@ -585,7 +585,7 @@ def test_a_very_large_photo_costs_at_most_itself(tmp_path, weights_dir, caplog):
     with caplog.at_level(logging.INFO):
         out = runner.run_scene(plan.plan_scene(scene, sconfs, tmp_path / "work"), nets)
 
-    assert sorted(out["poses"]) == sorted(n for n in names if n != "huge.png")
+    assert sorted(out.poses) == sorted(n for n in names if n != "huge.png")
     warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [r.getMessage().split(":")[0] for r in warned] == [str(images / "huge.png")], caplog.text
     assert "20000x20000 PNG" in warned[0].getMessage() and "megapixels" in warned[0].getMessage()
@@ -593,13 +593,13 @@ def test_a_very_large_photo_costs_at_most_itself(tmp_path, weights_dir, caplog):
         "orientation, photos tried turned" not in caplog.text
     )  # no photo is tried turned against the PNG's empty features
     # The JPEG's features sit on its stored 20000 px grid; COLMAP's camera describes the 2500 px copy it read.
-    feats = features.read_features(out["paths"].features, "huge.jpg")
+    feats = features.read_features(out.paths.features, "huge.jpg")
     assert tuple(feats["image_size"]) == (20000, 20000) and feats["keypoints"].max() > 10000
-    image = next(i for i in out["model"].images.values() if i.name == "huge.jpg")
-    assert (out["model"].cameras[image.camera_id].width, out["model"].cameras[image.camera_id].height) == (2500, 2500)
+    image = next(i for i in out.model.images.values() if i.name == "huge.jpg")
+    assert (out.model.cameras[image.camera_id].width, out.model.cameras[image.camera_id].height) == (2500, 2500)
     # Its pose is 0003.jpg's: the rotation relative to 0000.jpg as in the labels.
     labels = submission.read_poses(ROOT / "data/train/train_labels.csv", "labels").set_index("image_name")
-    R = {n: out["poses"][n][0] for n in ("0000.jpg", "huge.jpg")}
+    R = {n: out.poses[n][0] for n in ("0000.jpg", "huge.jpg")}
     relative, truth = R["huge.jpg"] @ R["0000.jpg"].T, labels.loc["0003.jpg", "R"] @ labels.loc["0000.jpg", "R"].T
     angle = np.degrees(np.arccos(np.clip((np.trace(relative @ truth.T) - 1) / 2, -1, 1)))
     assert angle < 1.0, angle

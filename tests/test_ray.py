@@ -88,9 +88,9 @@ def _groups(path: Path) -> dict[str, dict]:
 @pytest.mark.slow
 def test_ray_run_makes_the_local_runs_features_matches_and_scores(runs, imc_data_dir):
     tmp, local, remote = runs
-    assert remote["scenes"]["entry"]["shards"]["features"] == {"reused": 0, "computed": 3}  # 10 photos / 4
-    assert remote["scenes"]["entry"]["shards"]["matching"]["computed"] == 4  # 45 pairs / 12
-    assert remote["scenes"]["herzjesu-p8"]["shards"] == {}
+    assert remote["scenes"]["entry"].shards["features"] == {"reused": 0, "computed": 3}  # 10 photos / 4
+    assert remote["scenes"]["entry"].shards["matching"]["computed"] == 4  # 45 pairs / 12
+    assert remote["scenes"]["herzjesu-p8"].shards == {}
     for scene in SCENES:
         files = sorted(p.name for p in (tmp / "local" / scene).glob("*.h5"))
         assert files == sorted(p.name for p in (tmp / "ray" / scene).glob("*.h5"))
@@ -130,9 +130,9 @@ def test_a_killed_worker_is_retried_and_the_submission_scores_the_same(runs, tmp
     os.kill(pid, signal.SIGKILL)
     thread.join(timeout=600)
     assert not thread.is_alive()
-    assert all(r["error"] is None for r in outcome["result"]["scenes"].values()), outcome["result"]["scenes"]
+    assert all(r.error is None for r in outcome["result"]["scenes"].values()), outcome["result"]["scenes"]
     rows = submission.read_poses(tmp_path / "ray.csv")
-    assert len(rows) == sum(r["images"] for r in local["scenes"].values())
+    assert len(rows) == sum(r.images for r in local["scenes"].values())
     assert _maa(imc_data_dir, tmp_path / "ray.csv") == _maa(imc_data_dir, runs[0] / "local.csv")
 
 
@@ -145,7 +145,7 @@ data, weights, tmp, address = sys.argv[1:5]
 sharding = {"min_photos": 10, "photos": 2, "pairs": 12}
 result = pipeline.run(Path(data), Path(tmp) / "ray.csv", Path(tmp) / "ray", scenes=["entry"], weights=weights,
                       executor=RayExecutor(address, sharding), device="cpu", max_keypoints=512, resize_to=320)
-(Path(tmp) / "shards.json").write_text(json.dumps(result["scenes"]["entry"]["shards"]))
+(Path(tmp) / "shards.json").write_text(json.dumps(result["scenes"]["entry"].shards))
 """
 
 

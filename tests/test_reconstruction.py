@@ -44,8 +44,8 @@ def test_a_scene_mapped_in_small_pieces_is_mapped_again_with_distortion_held(tmp
     sconfs = plan.resolve(device="cpu", pairs="exhaustive", max_keypoints=1024, orientation="none")
     nets = networks.Networks(weights_dir, utils.pick_device("cpu"))
     out = runner.run_scene(plan.plan_scene(scene, sconfs, tmp_path), nets)
-    paths = out["paths"]
-    (k_once,) = [cam.params[3] for cam in out["model"].cameras.values()]
+    paths = out.paths
+    (k_once,) = [cam.params[3] for cam in out.model.cameras.values()]
     assert not (paths.sfm / "models-held").exists() and k_once != 0.0  # all 8 registered: mapped once
     held = reconstruction.main({**sconfs["reconstruction"], "remap_held_below": 1.01}, scene.image_dir,
                                list(scene.image_names), paths.match_pairs, paths.features, paths.matches,

@@ -79,7 +79,7 @@ def _overview(record: dict) -> str:
     rows = [
         {"scene": s["key"], "photos": s["images"], "registered": s["registered"],
          "clusters": s.get("clusters", 1 if s["registered"] else 0), "outliers": s.get("outliers", ""),
-         "status": s["error"] or "ok"}
+         "status": s.get("status", s["error"] or "ok")}
         for s in record["scenes"]
     ]  # fmt: skip
     where = record["submission"] or record["export"]

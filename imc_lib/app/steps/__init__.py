@@ -108,7 +108,7 @@ class StageBars:
             self.bars[stage] = st.progress(value, text=text)
 
 
-def run(c: Ctx, step: str, show_progress: bool = True) -> dict:
+def run(c: Ctx, step: str, show_progress: bool = True) -> runner.SceneRun:
     """Run the pipeline on the chosen images up to `step`'s stage (S.STEP_STAGES): earlier stages
     reuse their files, outputs of the step's stages left from other inputs are removed first
     (S.stale_outputs). The runner stamps each stage it runs, which marks the step done; returns

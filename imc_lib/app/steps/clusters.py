@@ -21,13 +21,13 @@ THUMB_WIDTH = 150
 def result(c: Ctx, out: dict, path) -> dict:
     """The step's result for a mixed set from run_scene's `out`: writes the submission to `path`
     (clusters named, outliers nan) and scores it when the folder has labels."""
-    submission.write_submission(S.submission_rows(c.images, out["model"], out["clusters"]), path)
-    groups = S.cluster_groups(c.images, out["clusters"])
+    submission.write_submission(S.submission_rows(c.images, out.model, out.clusters), path)
+    groups = S.cluster_groups(c.images, out.clusters)
     return {
         "fp": c.fps["reconstruction"],
         "registered": len(c.names) - len(groups[submission.OUTLIERS]),
-        "model": out["model"],
-        "models": reconstruction.clusters(out["paths"].sfm) if out["model"] is not None else [],
+        "model": out.model,
+        "models": reconstruction.clusters(out.paths.sfm) if out.model is not None else [],
         "groups": groups,
         "score": S.score_mixed(c.images, path),
     }

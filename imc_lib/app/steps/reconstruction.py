@@ -19,7 +19,7 @@ def _run(c: Ctx) -> None:
         if c.images.mixed:
             c.state.results["reconstruction"] = clusters.result(c, out, path)
             return
-        model = out["model"]
+        model = out.model
         submission.write_submission(S.submission_rows(c.images, model), path)
         found = reconstruction.poses(model)
         c.state.results["reconstruction"] = {
