@@ -130,7 +130,8 @@ class Options:
     )
     overwrite: bool = _option(False, action="store_true", help="recompute every stage")
     # Seconds: a budget.Guard picks each scene's keypoints and pairs so the scenes left fit, skips what
-    # cannot, stops a scene that runs over, and the submission is rewritten after every scene.
+    # cannot, stops a scene that runs over, and the submission is rewritten after every scene. The CLI
+    # takes only a positive one; a caller's budget already spent (a notebook's) skips every scene.
     time_limit: float | None = _option(
         None,
         type=duration,
@@ -154,8 +155,6 @@ class Options:
         if self.resize_to is not None and self.resize_to != "auto":
             if not isinstance(self.resize_to, int) or self.resize_to < MIN_SIDE:
                 raise ValueError(f"--resize-to {self.resize_to}: give pixels, at least {MIN_SIDE} (e.g. 1024), or auto")
-        if self.time_limit is not None and not self.time_limit > 0:
-            raise ValueError(f"--time-limit {self.time_limit}: must be positive (e.g. 9h, 45m, 600s)")
         if self.features not in confs:
             known = sorted(confs)
             raise ValueError(f"--features {self.features}: unknown pipeline config {self.features!r}; known: {known}")
