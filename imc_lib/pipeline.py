@@ -21,7 +21,7 @@ from .execution.executor import LocalExecutor
 from .formats import data, report, submission
 from .formats import export as export_mod
 from .networks import Networks, WeightsError, local_dinov2
-from .plan import Options, ScenePlan, choose_pairs, plan_scene, resolve
+from .plan import Options, ScenePlan, choose_pairs, competition, plan_scene, resolve
 from .runner import _Clock, run_scene
 from .stages import features, matching
 from .storage import io, lock
@@ -64,7 +64,7 @@ def run(
     where = "a plain folder" if folder else split
     logger.info("%d scene(s) from %s (%s), device %s", len(scene_list), data_dir, where, device)
     live = None if folder or not (guard or executor.parallel) else Path(out)
-    runs = _Runs(scene_list, live, guard)
+    runs = _Runs(scene_list, live, guard, competition(scene_list))
     for job, outcome in executor.scenes(
         scene_task, _jobs(scene_list, guard, sconfs, opts, device, work_dir, runs), nets
     ):
@@ -79,13 +79,14 @@ def _finish(runs, scene_list, data_dir: Path, work_dir: Path, split: str, out: P
     results = runs.results()
     if sub_path:
         with _Clock(runs.times)("submission"):
-            submission.write_submission(runs.rows(), sub_path)
+            submission.write_submission(runs.rows(), sub_path, runs.year)
     _warn_unposed(results)
     _export(scene_list, runs, export, folder)
     report_path = (out if folder else out.parent) / "report.html"
     record = {
         "data_dir": _absolute(data_dir),
         "split": None if folder else split,
+        "competition": None if folder else runs.year,
         "conf": opts.features,
         "times": dict(runs.times),
         "submission": _absolute(sub_path),
@@ -174,8 +175,8 @@ class _Runs:
     stage times; with `live_submission`, that file rewritten complete after every scene (placeholder
     rows for the scenes to come: a killed run still leaves one)."""
 
-    def __init__(self, scenes: list[data.Scene], live_submission: Path | None, guard):
-        self.scenes, self.live, self.guard = scenes, live_submission, guard
+    def __init__(self, scenes: list[data.Scene], live_submission: Path | None, guard, year: str):
+        self.scenes, self.live, self.guard, self.year = scenes, live_submission, guard, year
         self.times: dict[str, float] = defaultdict(float)
         self.by_key, self.by_rows, self.settings, self.sfm_dirs = {}, {}, {}, {}
 
@@ -189,7 +190,7 @@ class _Runs:
         self.by_key[scene.key], self.by_rows[scene.key] = result, _rows(scene, clusters)
         self.sfm_dirs[scene.key] = job.plan and job.plan.paths.sfm
         if self.live:
-            submission.write_submission(self.rows(), self.live)
+            submission.write_submission(self.rows(), self.live, self.year)
 
     def rows(self) -> list[dict]:
         return [r for s in self.scenes for r in self.by_rows.get(s.key, _rows(s, []))]
@@ -294,7 +295,7 @@ def _measure_costs(sconfs: dict, scene: data.Scene, nets: Networks) -> budget.Co
 
 
 def _rows(scene: data.Scene, clusters: list[dict]) -> list[dict]:
-    """A scene's submission rows: its model's poses (IMC 2024), or every cluster (a mixed folder)."""
+    """A scene's submission rows: every cluster of a mixed folder, or an IMC 2024 scene's one model."""
     if scene.mixed:
         return submission.scene_rows(scene, {}, clusters)
     return submission.scene_rows(scene, clusters[0] if clusters else {})
@@ -364,7 +365,7 @@ def _run_one(scene, plan, nets, overwrite, deadline=None, executor=None) -> tupl
     try:
         with lock.scene_lock(plan.paths.root):  # another run on this scene stops this one
             out = run_scene(plan, nets, overwrite, deadline, executor=executor)
-        clusters = out.clusters if scene.mixed else [out.poses]
+        clusters = out.clusters  # the largest only for an IMC 2024 scene (its conf keeps one)
         result.times, result.spans, result.models, result.shards = out.times, out.spans, out.models, out.shards
     except (WeightsError, lock.SceneLockedError):
         raise  # set-up problems, not the scene's: missing weights fail every scene; a busy folder is another run's

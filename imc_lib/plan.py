@@ -317,6 +317,15 @@ def choose_pairs(requested: str | None, scenes: list[data.Scene], dinov2=None, n
     return "dinov2"
 
 
+def competition(scenes: list[data.Scene]) -> str:
+    """The submission's year, decided once per run: "2025" when the scenes are mixed photo sets (IMC 2025
+    datasets, a plain folder), else "2024" (a folder a scene); the layouts never mix them."""
+    mixed = {s.mixed for s in scenes}
+    if len(mixed) > 1:
+        raise ValueError("IMC 2024 scenes and IMC 2025 datasets in one run; run them apart")
+    return "2025" if mixed == {True} else "2024"
+
+
 # Categories (the competition's categories.csv) that change a stage's setting. Transparent objects:
 # global descriptors of a glass on a turntable see the same background through every view, so
 # retrieval cannot tell near views from far ones; such scenes are small (IMC 2024: under 100

@@ -240,3 +240,19 @@ def test_parse_values_nan_only_when_allowed():
         parse_values("nan;1;nan", 3, "w", allow_nan=True)
     with pytest.raises(ValueError, match="non-finite"):
         parse_values("nan;nan;nan", 3, "w")
+
+
+def test_the_year_the_plan_decides_writes_that_format_and_refuses_the_others_rows(tmp_path):
+    from imc_lib import plan
+
+    scene24 = Scene("d", "s", tmp_path, ("a.jpg",), ("s/images/a.jpg",))
+    scene25 = Scene("d", "d", tmp_path, ("a.jpg",), ("a.jpg",), mixed=True)
+    assert plan.competition([scene24]) == "2024" and plan.competition([scene25]) == "2025"
+    with pytest.raises(ValueError, match="run them apart"):
+        plan.competition([scene24, scene25])
+    rows = scene_rows(scene25, {}, [])
+    path = write_submission(rows, tmp_path / "s.csv", "2025")
+    assert list(pd.read_csv(path).columns) == SUBMISSION_COLUMNS_2025
+    with pytest.raises(ValueError, match="an IMC 2024 submission given rows of IMC 2025"):
+        write_submission(rows, tmp_path / "t.csv", "2024")
+    assert list(pd.read_csv(write_submission([], tmp_path / "e.csv", "2025")).columns) == SUBMISSION_COLUMNS_2025

@@ -145,9 +145,10 @@ def _cluster_of(scene, clusters: list[dict]) -> dict[str, tuple]:
     return where
 
 
-def write_submission(rows: Iterable[dict], path: Path) -> Path:
+def write_submission(rows: Iterable[dict], path: Path, year: str | None = None) -> Path:
     """Write submission.csv atomically from `scene_rows` dicts: IMC 2024 rows {image_path, dataset,
-    scene, R, t} or IMC 2025 rows {image_id, dataset, scene, image, R, t}, not both.
+    scene, R, t} or IMC 2025 rows {image_id, dataset, scene, image, R, t}, not both. `year` ("2024" or
+    "2025", as a run's plan decides it: plan.competition) refuses rows of the other year; None: the rows tell.
 
     R or t None marks an image without a pose. IMC 2024: written as the identity rotation and zero
     translation, since the metric needs a pose on every row. IMC 2025: `nan` in every value, as the
@@ -156,6 +157,9 @@ def write_submission(rows: Iterable[dict], path: Path) -> Path:
     """
     rows = list(rows)
     years = {"2025" if "image" in row else "2024" for row in rows}
+    if year is not None and years - {year}:
+        raise ValueError(f"{path}: an IMC {year} submission given rows of IMC {sorted(years - {year})[0]} scenes")
+    years = years or ({year} if year else set())
     if len(years) > 1:
         raise ValueError(f"{path}: rows of IMC 2024 (image_path) and IMC 2025 (image) scenes; write them apart")
     table = _table_2025(rows) if years == {"2025"} else _table_2024(rows)
