@@ -86,6 +86,26 @@ def test_a_model_that_does_not_register_stays_apart(fountain, tmp_path):
     assert kept[0].isdisjoint(kept[1])
 
 
+def test_a_model_whose_photos_all_sit_in_a_larger_one_leaves_no_empty_cluster(fountain, tmp_path):
+    """A smaller model that does not join but holds only photos of a larger one loses them all to it (a photo
+    stays with the larger): it is no cluster any more, and no photo is registered into a model without one,
+    which stopped pycolmap ("NumRegFrames() > 0") and failed a whole 240-photo folder (benchmarks/scale.py)."""
+    scene, database, _ = fountain
+    names = sorted(scene.image_names)
+    first, options = _map_part(scene, database, names[:8], tmp_path / "a")
+    inside, _ = _map_part(scene, database, names[2:6], tmp_path / "b")
+    assert _names(inside) <= _names(first)
+    clusters = joining._share_out([joining._Cluster(pycolmap.Reconstruction(m)) for m in (first, inside)])
+    assert [_names(c.model) for c in clusters] == [_names(first)]
+    emptied = pycolmap.Reconstruction(inside)
+    for image_id in list(emptied.reg_image_ids()):
+        emptied.deregister_frame(emptied.image(image_id).frame_id)
+    with pycolmap.Database.open(database) as db:
+        cache = pycolmap.DatabaseCache.create(db, pycolmap.DatabaseCacheOptions())
+    left_out = {i for i in first.images if i not in first.reg_image_ids()} | set(inside.reg_image_ids())
+    assert joining._Session(cache, options, 3).extend(emptied, left_out) == 0
+
+
 def test_only_photos_tied_by_verified_pairs_can_register(fountain):
     """The pre-check before a join: photos reach a model only through chains of verified pairs
     (here the whole fountain is one chain), and none reach it from a model of photos the database

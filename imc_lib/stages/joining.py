@@ -116,7 +116,7 @@ def main(
     for model in ordered:
         if not _join_any(session, clusters, model, conf, outcome):
             clusters.append(_Cluster(pycolmap.Reconstruction(model)))
-    _share_out(clusters)
+    clusters = _share_out(clusters)
     if conf["keep"] == "one":
         clusters = clusters[:1]
     for cluster in clusters:  # largest first: a left-out photo goes to the first that takes it
@@ -215,13 +215,15 @@ def _agrees(model: pycolmap.Reconstruction, joined: pycolmap.Reconstruction, own
     return bool(np.median(residual) <= most * spread)
 
 
-def _share_out(clusters: list[_Cluster]) -> None:
-    """A photo in several clusters stays in the largest (the first) and leaves the others."""
+def _share_out(clusters: list[_Cluster]) -> list[_Cluster]:
+    """A photo in several clusters stays in the largest (the first) and leaves the others; the clusters
+    that still hold a photo (one whose photos all sit in larger ones is none: nothing registers into it)."""
     seen: set[int] = set()
     for cluster in clusters:
         for image_id in cluster.image_ids() & seen:
             cluster.model.deregister_frame(cluster.model.image(image_id).frame_id)
         seen |= cluster.image_ids()
+    return [c for c in clusters if c.model.num_reg_images()]
 
 
 class _Session:
@@ -251,8 +253,9 @@ class _Session:
         return found
 
     def extend(self, model: pycolmap.Reconstruction, candidates: set[int]) -> int:
-        """Register what of `candidates` registers into `model` (triangulating each); the number added."""
-        if not candidates:
+        """Register what of `candidates` registers into `model` (triangulating each); the number added. A
+        model without a registered photo takes none (pycolmap's mapper needs one to register against)."""
+        if not candidates or not model.num_reg_images():
             return 0
         candidates = set(candidates)
         mapper = pycolmap.IncrementalMapper(self.cache)
